@@ -1,0 +1,48 @@
+# landpipe: `make demo` loads the sample delivery, `make test` runs the tests.
+# Both install what is missing first: PostgreSQL + PostGIS from the distribution's packages,
+# and the Python dependencies into .venv.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+SAMPLE := samples/phu_thuy_22924/thua_dat_22924.shp
+
+.PHONY: setup system-packages demo test lint bench clean
+
+## setup: install PostgreSQL + PostGIS (if missing) and landpipe into .venv
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@if ! ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 \
+	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	    || ! $(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1; then \
+	  echo "installing PostgreSQL, PostGIS and python3-venv from the distribution's packages"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    postgresql postgresql-postgis python3-venv >/dev/null; \
+	fi
+	@$(PYTHON) -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 'landpipe needs Python 3.11 or newer (found ' + sys.version.split()[0] + ')')"
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	@touch $@
+
+## demo: generate the sample delivery and load it into the embedded PostGIS
+demo: setup
+	$(BIN)/landpipe sample $(SAMPLE)
+	$(BIN)/landpipe load $(SAMPLE)
+
+## test: run the test suite against a real PostGIS and a real Prefect server
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	-$(BIN)/landpipe db stop
+	rm -rf samples

@@ -1,0 +1,1 @@
+"""Prefect flows. They only wire landpipe's plain functions together: a task body calls one."""

@@ -1,0 +1,166 @@
+"""The ``load_delivery`` flow: read -> map fields -> reproject -> validate -> load -> summary."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import geopandas as gpd
+import psycopg
+import sqlalchemy as sa
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, Failed, State
+
+from landpipe import sources
+from landpipe.config import Settings
+from landpipe.db import make_engine
+from landpipe.errors import DatabaseError, DeliveryError
+from landpipe.load import LoadResult, load, record_refusal
+from landpipe.migrate import ensure_current
+from landpipe.sources import Delivery
+from landpipe.validate import Validation, validate
+
+
+def _refusable(step: Callable[..., Any]) -> Callable[..., Any]:
+    """Return a delivery's refusal as the step's value, not as a task failure.
+
+    A refused delivery is an expected outcome, not a crash: the flow ends Failed with the
+    refusal's one-line message, and no traceback is logged for the user's input.
+    """
+
+    @functools.wraps(step)
+    def body(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return step(*args, **kwargs)
+        except DeliveryError as error:
+            return error
+
+    return body
+
+
+def _unwrap(value: Any) -> Any:
+    if isinstance(value, DeliveryError):
+        raise value
+    return value
+
+
+@task(name="read", cache_policy=NO_CACHE)
+@_refusable
+def read_step(path: str, layer: str | None) -> tuple[sources.Source, str, gpd.GeoDataFrame]:
+    source = sources.open_source(path)
+    layer_name = sources.choose_layer(source, layer)
+    return source, layer_name, sources.read_layer(source, layer_name)
+
+
+@task(name="map fields", cache_policy=NO_CACHE)
+@_refusable
+def map_step(frame: gpd.GeoDataFrame, commune: str | None):
+    return sources.map_fields(frame, commune_code=commune)
+
+
+@task(name="reproject", cache_policy=NO_CACHE)
+@_refusable
+def reproject_step(parcels: gpd.GeoDataFrame, crs: str | None, source_name: str):
+    decision = sources.decide_crs(parcels, declared=crs, source_name=source_name)
+    return decision, sources.to_storage(parcels, decision)
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate_step(parcels: gpd.GeoDataFrame) -> Validation:
+    return validate(parcels)
+
+
+def _connection_lost(task, task_run, state) -> bool:
+    """Retry a step only when the database connection was lost, never for bad data."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, (DatabaseError, sa.exc.OperationalError, psycopg.OperationalError))
+
+
+@task(
+    name="load",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_connection_lost,
+)
+def load_step(settings: Settings, delivery: Delivery, validation: Validation, started_at: datetime):
+    engine = make_engine(settings)
+    try:
+        ensure_current(engine, upgrade_if_needed=settings.database_url is None)
+        return load(engine, delivery, validation, started_at=started_at)
+    finally:
+        engine.dispose()
+
+
+def _refuse(settings: Settings, path: str, error: DeliveryError, started_at: datetime, options):
+    """Record a refused delivery as a failed batch when its content can be fingerprinted."""
+    try:
+        source = sources.open_source(path)
+    except DeliveryError:
+        return None
+    engine = make_engine(settings)
+    try:
+        ensure_current(engine, upgrade_if_needed=settings.database_url is None)
+        return record_refusal(
+            engine,
+            source_path=str(source.path.resolve()),
+            sha256=source.sha256,
+            driver=source.driver,
+            error=str(error),
+            started_at=started_at,
+            options=options,
+        )
+    finally:
+        engine.dispose()
+
+
+@flow(name="load_delivery", log_prints=True)
+def load_delivery(
+    path: str,
+    commune: str | None = None,
+    crs: str | None = None,
+    layer: str | None = None,
+) -> State:
+    """Load one survey delivery into the land register.
+
+    Returns a Completed state holding the load summary (``LoadResult.as_json()``), or a
+    Failed state holding it when the delivery cannot be used as a whole.
+    """
+    logger = get_run_logger()
+    settings = Settings()
+    started_at = datetime.now(UTC)
+    options: dict[str, Any] = {"commune": commune, "crs": crs, "layer": layer}
+    try:
+        source, layer_name, frame = _unwrap(read_step(path, layer))
+        logger.info("read %d records from %s (layer %s)", len(frame), source.path, layer_name)
+        parcels, mapping = _unwrap(map_step(frame, commune))
+        logger.info("field mapping: %s", mapping)
+        decision, parcels = _unwrap(reproject_step(parcels, crs, str(source.path)))
+        logger.info("CRS %s (%s), reprojected to EPSG:9218", decision.label, decision.how)
+        delivery = Delivery(source, layer_name, mapping, decision, parcels)
+        validation = validate_step(delivery.parcels)
+    except DeliveryError as error:
+        logger.info("delivery refused: %s", error)
+        batch = _refuse(settings, path, error, started_at, options)
+        summary = LoadResult(
+            batch=batch,
+            status="rejected",
+            source=path,
+            error=str(error),
+            error_kind=type(error).__name__,
+        )
+        return Failed(message=str(error), data=summary.as_json())
+    result: LoadResult = load_step(settings, delivery, validation, started_at)
+    logger.info(
+        "batch %s %s: %d read, %d loaded, %d repaired, %d rejected",
+        result.batch,
+        result.status,
+        result.read,
+        result.loaded,
+        result.repaired,
+        result.rejected,
+    )
+    return Completed(message=f"batch {result.batch} {result.status}", data=result.as_json())

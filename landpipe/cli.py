@@ -1,0 +1,240 @@
+"""The ``landpipe`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from landpipe.config import Settings
+from landpipe.errors import LandpipeError, exit_code, exit_code_of
+
+app = typer.Typer(
+    help="landpipe: load cadastral survey deliveries into a PostGIS land register.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The database: the embedded PostGIS cluster, or LANDPIPE_DATABASE_URL.")
+app.add_typer(db_app, name="db")
+
+
+def _fail(error: LandpipeError) -> None:
+    typer.echo(f"landpipe: {error}", err=True)
+    raise typer.Exit(exit_code(error))
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def prepare_prefect(settings: Settings, *, verbose: bool = False) -> None:
+    """Keep Prefect's local state under LANDPIPE_HOME unless the user configured Prefect.
+
+    Prefect's run logs always reach the Prefect API (and its UI); on the terminal they are
+    shown only with ``--verbose``, so that the summary and one-line errors stand out.
+    """
+    os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+
+
+@app.command("load")
+def load_command(
+    path: Annotated[
+        Path, typer.Argument(help="The delivery: .shp, .gpkg, .geojson or a .gdb folder.")
+    ],
+    commune: Annotated[
+        str | None, typer.Option(help="Commune code (5 digits) for records that do not carry one.")
+    ] = None,
+    crs: Annotated[
+        str | None,
+        typer.Option(help="CRS of the delivery (e.g. EPSG:9218) when the file does not say."),
+    ] = None,
+    layer: Annotated[
+        str | None, typer.Option(help="The parcel layer, when the delivery holds several.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on stderr.")
+    ] = False,
+) -> None:
+    """Read, reproject, validate and load one delivery (the Prefect flow load_delivery)."""
+    settings = _settings()
+    if commune is not None and not (commune.isdigit() and len(commune) == 5):
+        typer.echo(f"landpipe: --commune {commune!r} is not a 5-digit commune code", err=True)
+        raise typer.Exit(2)
+    prepare_prefect(settings, verbose=verbose)
+    from landpipe.flows.load_delivery import load_delivery
+
+    state = load_delivery(str(path), commune=commune, crs=crs, layer=layer, return_state=True)
+    summary = state.result(raise_on_failure=False)
+    if isinstance(summary, LandpipeError):
+        _fail(summary)
+    if not isinstance(summary, dict):
+        # An unexpected failure inside the flow: Prefect has logged it with its traceback.
+        typer.echo(f"landpipe: load of {path} failed: {state.message}", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False))
+    else:
+        typer.echo(format_summary(summary))
+    if state.is_failed():
+        typer.echo(f"landpipe: {summary.get('error') or state.message}", err=True)
+        raise typer.Exit(exit_code_of(summary.get("error_kind")))
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The human summary of a load."""
+    counts = summary["parcels"]
+    if summary.get("error"):
+        return f"batch {summary['batch']}: refused ({summary.get('source')})\n  {summary['error']}"
+    lines = [
+        f"batch {summary['batch']}: {summary['status']}  ({summary.get('source')})",
+        f"  commune {summary.get('commune_code')}, CRS {summary.get('crs')}",
+        f"  parcels: {counts['read']} read, {counts['loaded']} loaded, "
+        f"{counts['repaired']} repaired, {counts['rejected']} rejected",
+    ]
+    if summary["issues"]:
+        from landpipe import schemas
+
+        rules = schemas.rules()
+        lines.append("  findings:")
+        for code, n in summary["issues"].items():
+            rule = rules.get(code)
+            severity = rule.severity if rule else "?"
+            lines.append(f"    {code:<24} {severity:<7} {n:>6}")
+    if summary["batch"] is not None and summary["status"] != "unchanged":
+        lines.append(
+            f"  details: SELECT * FROM land.finding WHERE batch_id = {summary['batch']};"
+            f"  SELECT * FROM land.rejected_record WHERE batch_id = {summary['batch']};"
+        )
+    return "\n".join(lines)
+
+
+@app.command("rules")
+def rules_command() -> None:
+    """Print the validation rule catalogue."""
+    from landpipe import schemas
+
+    for rule in schemas.rules().values():
+        typer.echo(f"{rule.code:<24} {rule.severity:<7} {rule.en}")
+        typer.echo(f"{'':<32} {rule.vi}")
+        for name, value in rule.params.items():
+            typer.echo(f"{'':<32} {name} = {value}")
+
+
+@app.command("sample")
+def sample_command(
+    out: Annotated[Path, typer.Argument(help="File to write (.shp, .gpkg or .geojson).")],
+    parcels: Annotated[int, typer.Option(help="Number of parcels.")] = 2000,
+    commune: Annotated[str, typer.Option(help="Commune code.")] = "22924",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 20261127,
+    faults: Annotated[bool, typer.Option(help="Inject the realistic faults.")] = True,
+) -> None:
+    """Write a synthetic survey delivery (the sample delivery by default)."""
+    from landpipe import synth
+
+    frame = synth.generate_delivery(commune, n_parcels=parcels, seed=seed, faults=faults)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = synth.write_delivery(frame, out)
+    typer.echo(f"wrote {len(frame)} parcels to {written}")
+
+
+@db_app.command("start")
+def db_start() -> None:
+    """Start the embedded PostGIS cluster (created on first use)."""
+    from landpipe import cluster
+
+    settings = _settings()
+    if settings.database_url:
+        typer.echo("LANDPIPE_DATABASE_URL is set: there is no embedded cluster to start")
+        return
+    try:
+        embedded = cluster.cluster_for(settings.home, settings.pg_bindir)
+        started = cluster.start(embedded)
+    except LandpipeError as error:
+        _fail(error)
+    typer.echo(f"{'started' if started else 'already running'}: {embedded.data_dir}")
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostGIS cluster."""
+    from landpipe import cluster
+
+    settings = _settings()
+    try:
+        embedded = cluster.cluster_for(settings.home, settings.pg_bindir)
+        stopped = cluster.stop(embedded)
+    except LandpipeError as error:
+        _fail(error)
+    typer.echo("stopped" if stopped else "not running")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say whether the database is running, and where."""
+    from landpipe import cluster
+
+    settings = _settings()
+    if settings.database_url:
+        from landpipe.db import make_engine
+
+        try:
+            make_engine(settings).dispose()
+        except LandpipeError as error:
+            _fail(error)
+        typer.echo("configured (LANDPIPE_DATABASE_URL): reachable")
+        return
+    try:
+        embedded = cluster.cluster_for(settings.home, settings.pg_bindir)
+    except LandpipeError as error:
+        _fail(error)
+    state = cluster.status(embedded)
+    typer.echo(f"embedded: {state} ({embedded.data_dir})")
+    if state != "running":
+        raise typer.Exit(1)
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the SQLAlchemy URL in use (last line), starting the embedded cluster if needed."""
+    from landpipe.db import database_url
+
+    try:
+        typer.echo(database_url(_settings()))
+    except LandpipeError as error:
+        _fail(error)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the land register schema and reload the reference data."""
+    from landpipe.db import make_engine
+    from landpipe.migrate import upgrade
+
+    try:
+        engine = make_engine(_settings())
+        applied = upgrade(engine)
+        engine.dispose()
+    except LandpipeError as error:
+        _fail(error)
+    typer.echo(f"database is current ({len(applied)} SQL files applied, reference data reloaded)")
+
+
+def main() -> None:
+    """Entry point of the ``landpipe`` command."""
+    try:
+        app()
+    except LandpipeError as error:  # pragma: no cover - commands map their own errors
+        typer.echo(f"landpipe: {error}", err=True)
+        sys.exit(exit_code(error))

@@ -1,0 +1,46 @@
+"""The one engine factory: a SQLAlchemy engine on the configured PostGIS or the embedded one."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from landpipe import cluster as embedded
+from landpipe.config import Settings
+from landpipe.errors import DatabaseError
+
+#: Session settings every connection gets on checkout: UTC timestamps, exact floats.
+SESSION_SETTINGS = ("SET TIME ZONE 'UTC'", "SET extra_float_digits = 3")
+
+
+def database_url(settings: Settings, *, start: bool = True) -> str:
+    """The SQLAlchemy URL in use: the configured one, else the embedded cluster's.
+
+    With ``start`` the embedded cluster is created and started when it is not running.
+    """
+    if settings.database_url:
+        return settings.database_url
+    cluster = embedded.cluster_for(settings.home, settings.pg_bindir)
+    if start:
+        embedded.start(cluster)
+    return cluster.url
+
+
+def make_engine(settings: Settings, *, url: str | None = None) -> Engine:
+    """Create the engine landpipe uses everywhere, starting the embedded cluster if needed."""
+    engine = sa.create_engine(url or database_url(settings), pool_pre_ping=True, future=True)
+
+    @sa.event.listens_for(engine, "connect")
+    def _session_settings(dbapi_connection, _record) -> None:
+        with dbapi_connection.cursor() as cursor:
+            for statement in SESSION_SETTINGS:
+                cursor.execute(statement)
+        dbapi_connection.commit()
+
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as err:
+        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        raise DatabaseError(f"cannot connect to {engine.url.render_as_string()}: {reason}") from err
+    return engine

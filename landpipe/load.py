@@ -1,0 +1,301 @@
+"""Write a validated delivery into the land register, in one transaction.
+
+The batch row, the parcels, the findings and the rejected records are written together or not
+at all. Parcels are streamed with ``COPY`` into a temporary staging table and merged into
+``land.parcel`` with one set-based statement. Loads of one commune are serialised by an
+advisory lock per commune; a delivery whose content was already loaded changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import shapely
+from psycopg.types.json import Jsonb
+from sqlalchemy.engine import Engine
+
+from landpipe.schemas import parcel as canonical
+from landpipe.sources import Delivery
+from landpipe.validate import Validation
+
+
+@dataclass
+class LoadResult:
+    """What a load did, in the shape of ``landpipe load --json``."""
+
+    batch: int | None
+    status: str
+    read: int = 0
+    loaded: int = 0
+    repaired: int = 0
+    rejected: int = 0
+    issues: dict[str, int] = field(default_factory=dict)
+    source: str | None = None
+    commune_code: str | None = None
+    crs: str | None = None
+    error: str | None = None
+    error_kind: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``--json`` contract (plus where the delivery came from)."""
+        body: dict[str, Any] = {
+            "batch": self.batch,
+            "status": self.status,
+            "parcels": {
+                "read": self.read,
+                "loaded": self.loaded,
+                "repaired": self.repaired,
+                "rejected": self.rejected,
+            },
+            "issues": dict(self.issues),
+            "source": self.source,
+            "commune_code": self.commune_code,
+            "crs": self.crs,
+        }
+        if self.error:
+            body["error"] = self.error
+            body["error_kind"] = self.error_kind
+        return body
+
+
+def _commune_lock_keys(delivery: Delivery) -> list[str]:
+    codes = delivery.parcels["commune_code"].dropna().unique().tolist()
+    return sorted(str(code) for code in codes)
+
+
+def _ewkb(geometry: shapely.Geometry | None) -> str | None:
+    """Hex EWKB with the storage SRID, as PostGIS reads it in a text COPY."""
+    if geometry is None or geometry.is_empty:
+        return None
+    return shapely.to_wkb(
+        shapely.set_srid(geometry, canonical.STORAGE_EPSG), hex=True, include_srid=True
+    )
+
+
+def _optional(value: Any) -> Any:
+    return None if value is None or (not isinstance(value, list) and pd.isna(value)) else value
+
+
+def load(
+    engine: Engine, delivery: Delivery, validation: Validation, *, started_at: datetime
+) -> LoadResult:
+    """Write ``delivery`` and its ``validation`` as one batch; a no-op when already loaded."""
+    result = LoadResult(
+        batch=None,
+        status="loaded",
+        read=len(delivery.parcels),
+        loaded=len(validation.parcels),
+        repaired=len(validation.repaired & set(validation.parcels[canonical.SOURCE_ROW])),
+        rejected=len(validation.rejected),
+        issues=validation.counts(),
+        source=str(delivery.source.path),
+        commune_code=delivery.commune_code,
+        crs=delivery.crs.label,
+    )
+    if result.loaded == 0:
+        result.status = "rejected"
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        with conn.transaction():
+            for code in _commune_lock_keys(delivery):
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext('landpipe:commune:' || %s))", [code]
+                )
+            earlier = conn.execute(
+                "SELECT id FROM land.batch WHERE source_sha256 = %s AND status = 'loaded'"
+                " ORDER BY id LIMIT 1",
+                [delivery.source.sha256],
+            ).fetchone()
+            if earlier:
+                return _unchanged(result, earlier[0])
+            result.batch = _insert_batch(conn, delivery, result, started_at)
+            _copy_parcels(conn, result.batch, validation)
+            _copy_findings(conn, result.batch, validation)
+            _copy_rejected(conn, result.batch, validation)
+        return result
+    finally:
+        raw.close()
+
+
+def _unchanged(result: LoadResult, batch_id: int) -> LoadResult:
+    result.batch = batch_id
+    result.status = "unchanged"
+    result.loaded = 0
+    return result
+
+
+def _insert_batch(conn, delivery: Delivery, result: LoadResult, started_at: datetime) -> int:
+    row = conn.execute(
+        """
+        INSERT INTO land.batch (source_path, source_sha256, source_format, source_layer,
+            commune_code, crs_read, crs_how, field_mapping, started_at, finished_at, status,
+            n_read, n_loaded, n_repaired, n_rejected)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s, %s, %s, %s)
+        RETURNING id
+        """,
+        [
+            str(delivery.source.path.resolve()),
+            delivery.source.sha256,
+            delivery.source.driver,
+            delivery.layer,
+            delivery.commune_code,
+            delivery.crs.label,
+            delivery.crs.how,
+            Jsonb(delivery.field_mapping),
+            started_at,
+            result.status,
+            result.read,
+            result.loaded,
+            result.repaired,
+            result.rejected,
+        ],
+    ).fetchone()
+    return int(row[0])
+
+
+def _copy_parcels(conn, batch_id: int, validation: Validation) -> None:
+    conn.execute(
+        """
+        CREATE TEMP TABLE parcel_in (
+            commune_code text, sheet_no integer, parcel_no integer, land_use_codes text[],
+            declared_area_m2 float8, legal_area_m2 float8, owner_name text, address text,
+            attributes jsonb, geom geometry(MultiPolygon, 9218)
+        ) ON COMMIT DROP
+        """
+    )
+    frame = validation.parcels
+    columns = (
+        "commune_code, sheet_no, parcel_no, land_use_codes, declared_area_m2, legal_area_m2,"
+        " owner_name, address, attributes, geom"
+    )
+    with conn.cursor().copy(f"COPY parcel_in ({columns}) FROM STDIN") as copy:
+        copy.set_types(
+            [
+                "text",
+                "int4",
+                "int4",
+                "text[]",
+                "float8",
+                "float8",
+                "text",
+                "text",
+                "jsonb",
+                "text",
+            ]
+        )
+        for row, geometry in zip(
+            frame[list(canonical.ATTRIBUTES) + [canonical.EXTRA]].itertuples(index=False),
+            frame.geometry.values,
+            strict=True,
+        ):
+            copy.write_row(
+                [
+                    row.commune_code,
+                    int(row.sheet_no),
+                    int(row.parcel_no),
+                    list(row.land_use_codes),
+                    _round(row.declared_area_m2),
+                    _round(row.legal_area_m2),
+                    _optional(row.owner_name),
+                    _optional(row.address),
+                    Jsonb(row.extra),
+                    _ewkb(geometry),
+                ]
+            )
+    conn.execute(
+        f"""
+        INSERT INTO land.parcel ({columns}, batch_id)
+        SELECT commune_code, sheet_no, parcel_no, land_use_codes, declared_area_m2, legal_area_m2,
+               owner_name, address, attributes, geom, %s
+        FROM parcel_in
+        ON CONFLICT ON CONSTRAINT parcel_key DO UPDATE SET
+            land_use_codes = excluded.land_use_codes, declared_area_m2 = excluded.declared_area_m2,
+            legal_area_m2 = excluded.legal_area_m2, owner_name = excluded.owner_name,
+            address = excluded.address, attributes = excluded.attributes, geom = excluded.geom,
+            batch_id = excluded.batch_id, loaded_at = now()
+        """,
+        [batch_id],
+    )
+
+
+def _round(value: Any) -> float | None:
+    value = _optional(value)
+    return None if value is None else round(float(value), 1)
+
+
+def _copy_findings(conn, batch_id: int, validation: Validation) -> None:
+    with conn.cursor().copy(
+        "COPY land.finding (batch_id, rule_code, severity, commune_code, sheet_no, parcel_no,"
+        " source_row, message, detail, location) FROM STDIN"
+    ) as copy:
+        copy.set_types(
+            ["int8", "text", "text", "text", "int4", "int4", "int4", "text", "jsonb", "text"]
+        )
+        for finding in validation.findings:
+            copy.write_row(
+                [
+                    batch_id,
+                    finding.rule_code,
+                    finding.severity,
+                    finding.commune_code,
+                    finding.sheet_no,
+                    finding.parcel_no,
+                    finding.source_row,
+                    finding.message,
+                    Jsonb(json.loads(json.dumps(finding.detail, default=str))),
+                    _ewkb(finding.location),
+                ]
+            )
+
+
+def _copy_rejected(conn, batch_id: int, validation: Validation) -> None:
+    frame = validation.rejected
+    with conn.cursor().copy(
+        "COPY land.rejected_record (batch_id, source_row, rule_codes, commune_code, sheet_no,"
+        " parcel_no, attributes, geom) FROM STDIN"
+    ) as copy:
+        copy.set_types(["int8", "int4", "text[]", "text", "int4", "int4", "jsonb", "text"])
+        for row, geometry in zip(frame.itertuples(index=False), frame.geometry.values, strict=True):
+            copy.write_row(
+                [
+                    batch_id,
+                    int(getattr(row, canonical.SOURCE_ROW)),
+                    list(row.rule_codes),
+                    _optional(row.commune_code),
+                    _optional(row.sheet_no),
+                    _optional(row.parcel_no),
+                    Jsonb(getattr(row, canonical.DELIVERED)),
+                    _ewkb(geometry),
+                ]
+            )
+
+
+def record_refusal(
+    engine: Engine,
+    *,
+    source_path: str,
+    sha256: str,
+    driver: str | None,
+    error: str,
+    started_at: datetime,
+    options: dict[str, Any],
+) -> int:
+    """Record a delivery that could not be used as a whole as a ``failed`` batch."""
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        with conn.transaction():
+            row = conn.execute(
+                "INSERT INTO land.batch (source_path, source_sha256, source_format, options,"
+                " started_at, finished_at, status, error)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 'failed', %s) RETURNING id",
+                [source_path, sha256, driver, Jsonb(options), started_at, datetime.now(UTC), error],
+            ).fetchone()
+        return int(row[0])
+    finally:
+        raw.close()

@@ -1,0 +1,271 @@
+"""Validate canonical parcels against the rule catalogue (``schemas/rules.yaml``).
+
+Plain functions over a GeoDataFrame in the storage CRS; no database and no Prefect. Each rule
+marks rows and writes findings; a row with any ``reject`` finding is not loaded and is kept
+as delivered with its rule codes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from landpipe import schemas
+from landpipe.schemas import parcel
+from landpipe.sources.crs import boundary, district_of
+
+_REASON_LOCATION = re.compile(r"\[\s*(-?[\d.eE+-]+)\s+(-?[\d.eE+-]+)\s*\]")
+
+
+@dataclass
+class Finding:
+    """One finding: a rule broken by one delivered record, with where and why."""
+
+    rule_code: str
+    source_row: int
+    message: str
+    location: shapely.Geometry | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    commune_code: str | None = None
+    sheet_no: int | None = None
+    parcel_no: int | None = None
+
+    @property
+    def severity(self) -> str:
+        return schemas.rules()[self.rule_code].severity
+
+
+@dataclass
+class Validation:
+    """The outcome of validating a delivery.
+
+    Attributes
+    ----------
+    parcels
+        Rows to load: geometry repaired where needed and made MultiPolygon.
+    rejected
+        Rows not loaded, geometry as delivered (reprojected), with ``rule_codes``.
+    findings
+        Every finding, of every severity.
+    repaired
+        ``source_row`` of the parcels whose geometry was repaired.
+    """
+
+    parcels: gpd.GeoDataFrame
+    rejected: gpd.GeoDataFrame
+    findings: list[Finding]
+    repaired: set[int]
+
+    def counts(self) -> dict[str, int]:
+        """Findings per rule code."""
+        return dict(sorted(Counter(f.rule_code for f in self.findings).items()))
+
+
+def _key_text(row: pd.Series) -> str:
+    parts = []
+    for name in parcel.KEY:
+        value = row[name]
+        parts.append("?" if pd.isna(value) else str(value))
+    return "/".join(parts)
+
+
+def _repair(geometry: shapely.Geometry, params: dict[str, float]) -> shapely.Geometry | None:
+    """A repaired polygon when repairing changes no meaning: one part, same area; else None."""
+    fixed = shapely.make_valid(geometry, method="structure", keep_collapsed=False)
+    if fixed.geom_type == "GeometryCollection":
+        polygons = [g for g in fixed.geoms if g.geom_type in ("Polygon", "MultiPolygon")]
+        fixed = shapely.union_all(polygons) if polygons else None
+    if fixed is None or fixed.is_empty or fixed.geom_type not in ("Polygon", "MultiPolygon"):
+        return None
+    if fixed.geom_type == "MultiPolygon":
+        if len(fixed.geoms) != 1:
+            return None
+        fixed = fixed.geoms[0]
+    # The delivered polygon's (shoelace) area: a repair that changes it changes the parcel.
+    tolerance = max(params["max_area_change_m2"], params["max_area_change_ratio"] * fixed.area)
+    if abs(fixed.area - geometry.area) > tolerance:
+        return None
+    return fixed
+
+
+def _invalid_location(reason: str, geometry: shapely.Geometry) -> shapely.Geometry:
+    match = _REASON_LOCATION.search(reason)
+    if match:
+        return shapely.Point(float(match.group(1)), float(match.group(2)))
+    return shapely.point_on_surface(shapely.make_valid(geometry))
+
+
+def validate(parcels: gpd.GeoDataFrame) -> Validation:
+    """Run the rule catalogue over ``parcels`` (canonical columns, storage CRS)."""
+    rules = schemas.rules()
+    findings: list[Finding] = []
+    geometries = parcels.geometry.values.copy()
+    keys = parcels[list(parcel.KEY)]
+
+    def add(rule_code: str, index: int, message: str, location=None, **detail) -> None:
+        row = keys.iloc[index]
+        findings.append(
+            Finding(
+                rule_code=rule_code,
+                source_row=int(parcels[parcel.SOURCE_ROW].iloc[index]),
+                message=message,
+                location=location,
+                detail=detail,
+                commune_code=None if pd.isna(row.iloc[0]) else str(row.iloc[0]),
+                sheet_no=None if pd.isna(row.iloc[1]) else int(row.iloc[1]),
+                parcel_no=None if pd.isna(row.iloc[2]) else int(row.iloc[2]),
+            )
+        )
+
+    def where(index: int) -> str:
+        return f"record {int(parcels[parcel.SOURCE_ROW].iloc[index])} (parcel {_key_text(keys.iloc[index])})"
+
+    # Geometry: empty, not a polygon, invalid (repaired when it changes no meaning).
+    missing = shapely.is_missing(geometries) | shapely.is_empty(geometries)
+    for i in np.flatnonzero(missing):
+        add("GEOM_EMPTY", i, f"{where(i)} has no geometry")
+    type_ids = shapely.get_type_id(geometries)
+    polygonal = np.isin(type_ids, (3, 6))  # Polygon, MultiPolygon
+    for i in np.flatnonzero(~missing & ~polygonal):
+        kind = geometries[i].geom_type
+        add(
+            "GEOM_NOT_POLYGON",
+            i,
+            f"{where(i)} is a {kind}, not a parcel polygon",
+            shapely.point_on_surface(geometries[i]),
+            geometry_type=kind,
+        )
+    checked = ~missing & polygonal
+    invalid = checked & ~shapely.is_valid(geometries)
+    repaired: set[int] = set()
+    repair_params = rules["GEOM_REPAIRED"].params
+    for i in np.flatnonzero(invalid):
+        reason = shapely.is_valid_reason(geometries[i])
+        location = _invalid_location(reason, geometries[i])
+        fixed = _repair(geometries[i], repair_params)
+        if fixed is None:
+            add(
+                "GEOM_INVALID",
+                i,
+                f"{where(i)} is invalid and not safely repairable: {reason}",
+                location,
+                reason=reason,
+            )
+        else:
+            geometries[i] = fixed
+            repaired.add(int(parcels[parcel.SOURCE_ROW].iloc[i]))
+            add(
+                "GEOM_REPAIRED",
+                i,
+                f"{where(i)} was invalid ({reason}) and was repaired",
+                location,
+                reason=reason,
+                method="make_valid(structure)",
+            )
+
+    # Keys: missing or unreadable, unknown commune, duplicated within the delivery.
+    key_missing = keys.isna().any(axis=1).to_numpy()
+    for i in np.flatnonzero(key_missing):
+        absent = [name for name in parcel.KEY if pd.isna(keys.iloc[i][name])]
+        delivered = parcels[parcel.DELIVERED].iloc[i]
+        add(
+            "ATTR_MISSING",
+            i,
+            f"{where(i)} lacks {', '.join(absent)}",
+            _point(geometries[i]),
+            fields=absent,
+            delivered={k: delivered.get(k) for k in list(delivered)[:20]},
+        )
+    known_communes = schemas.commune_codes()
+    commune_known = keys["commune_code"].isin(known_communes).to_numpy()
+    for i in np.flatnonzero(~commune_known & ~keys["commune_code"].isna().to_numpy()):
+        add(
+            "ATTR_COMMUNE_UNKNOWN",
+            i,
+            f"{where(i)}: commune code {keys.iloc[i]['commune_code']} is not a commune of the province",
+            _point(geometries[i]),
+        )
+    complete = ~key_missing
+    duplicated = np.zeros(len(parcels), dtype=bool)
+    duplicated[complete] = keys[complete].duplicated(keep=False).to_numpy()
+    copies = Counter(tuple(row) for row in keys[duplicated].itertuples(index=False))
+    for i in np.flatnonzero(duplicated):
+        n = copies[tuple(keys.iloc[i])]
+        add(
+            "ATTR_KEY_DUPLICATE",
+            i,
+            f"{where(i)}: the key appears {n} times in the delivery",
+            _point(geometries[i]),
+            copies=n,
+        )
+
+    # Extent: inside the district of its commune (buffered), for polygons with a known commune.
+    _check_extent(parcels, geometries, checked & commune_known, add, where)
+
+    # Land use: every code in the current or the old list.
+    known_codes = schemas.land_use_codes()
+    for i, codes in enumerate(parcels["land_use_codes"]):
+        unknown = [code for code in (codes or []) if code not in known_codes]
+        if unknown:
+            add(
+                "ATTR_LAND_USE_UNKNOWN",
+                i,
+                f"{where(i)}: land-use code {'+'.join(unknown)} is in no national list",
+                _point(geometries[i]),
+                codes=unknown,
+            )
+
+    reject_rows: dict[int, list[str]] = {}
+    for finding in findings:
+        if finding.severity == "reject":
+            reject_rows.setdefault(finding.source_row, []).append(finding.rule_code)
+    rejected_mask = parcels[parcel.SOURCE_ROW].isin(reject_rows).to_numpy()
+    rejected = parcels[rejected_mask].copy()
+    rejected["rule_codes"] = [sorted(set(reject_rows[r])) for r in rejected[parcel.SOURCE_ROW]]
+    accepted = parcels[~rejected_mask].copy()
+    accepted = accepted.set_geometry(
+        gpd.GeoSeries(
+            _as_multipolygons(geometries[~rejected_mask]), index=accepted.index, crs=parcels.crs
+        )
+    )
+    return Validation(accepted, rejected, findings, repaired)
+
+
+def _as_multipolygons(geometries: np.ndarray) -> np.ndarray:
+    out = geometries.copy()
+    single = shapely.get_type_id(out) == 3
+    out[single] = [shapely.MultiPolygon([g]) for g in out[single]]
+    return out
+
+
+def _point(geometry: shapely.Geometry | None) -> shapely.Geometry | None:
+    if geometry is None or geometry.is_empty:
+        return None
+    return shapely.point_on_surface(shapely.make_valid(geometry))
+
+
+def _check_extent(parcels, geometries, eligible, add, where) -> None:
+    buffer_m = schemas.rules()["GEOM_OUT_OF_EXTENT"].params["boundary_buffer_m"]
+    communes = parcels["commune_code"].to_numpy()
+    for commune in pd.unique(communes[eligible]):
+        rows = np.flatnonzero(eligible & (communes == commune))
+        district = district_of(commune)
+        area = boundary(district, buffer_m)
+        points = shapely.point_on_surface(shapely.make_valid(geometries[rows]))
+        outside = ~shapely.contains(area, points)
+        scope = f"district {district}" if district else "the province"
+        for i in rows[outside]:
+            add(
+                "GEOM_OUT_OF_EXTENT",
+                i,
+                f"{where(i)} lies outside {scope} of commune {commune}",
+                _point(geometries[i]),
+                district=district,
+            )

@@ -1,0 +1,162 @@
+"""Decide a delivery's CRS, check it against where the data lies, and reproject to storage.
+
+The declared CRS (the file's, or ``--crs``) is trusted only when it places the parcels inside
+Bình Thuận. With none declared, a VN-2000 system is inferred only when exactly one of the
+candidates in ``schemas/crs.yaml`` places them inside the expected district (or the province).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError as ProjCRSError
+
+from landpipe import schemas
+from landpipe.errors import CRSError
+from landpipe.schemas import parcel
+
+#: Share of a delivery's parcels that must fall inside the area for a CRS to fit it.
+FIT_SHARE = 0.9
+#: Representative points tested per delivery (a sample keeps big deliveries cheap).
+SAMPLE_SIZE = 2000
+#: Buffer around district and province boundaries, which are administrative-map quality.
+BOUNDARY_BUFFER_M = 200.0
+
+
+@dataclass(frozen=True)
+class CRSDecision:
+    """The CRS a delivery is read in, and how landpipe knows it (file, option or inferred)."""
+
+    crs: CRS
+    how: str
+
+    @property
+    def label(self) -> str:
+        epsg = self.crs.to_epsg()
+        return f"EPSG:{epsg}" if epsg else self.crs.name
+
+
+def parse_crs(text: str) -> CRS:
+    """A CRS given by a user (``9218``, ``EPSG:9218``, a PROJ string or WKT)."""
+    try:
+        return CRS.from_user_input(int(text) if text.strip().isdigit() else text)
+    except ProjCRSError as err:
+        raise CRSError(f"--crs {text!r} is not a coordinate reference system") from err
+
+
+def describe(crs: CRS) -> str:
+    epsg = crs.to_epsg()
+    return f"{crs.name} (EPSG:{epsg})" if epsg else crs.name
+
+
+@cache
+def storage_crs() -> CRS:
+    return CRS.from_epsg(schemas.crs_table()["storage"])
+
+
+@cache
+def boundary(code: str | None, buffer_m: float = BOUNDARY_BUFFER_M) -> shapely.Geometry:
+    """The boundary of district ``code`` (or of the province), buffered, in the storage CRS."""
+    districts = gpd.GeoDataFrame.from_features(schemas.district_boundaries()["features"], crs=4326)
+    if code is not None:
+        districts = districts[districts["code"] == code]
+    area = districts.to_crs(storage_crs()).union_all().buffer(buffer_m)
+    shapely.prepare(area)
+    return area
+
+
+def district_of(commune_code: str | None) -> str | None:
+    unit = schemas.admin_units().get(commune_code or "")
+    return unit["parent_code"] if unit and unit["level"] == "commune" else None
+
+
+def _sample_points(parcels: gpd.GeoDataFrame) -> np.ndarray:
+    geometries = parcels.geometry.values
+    present = geometries[~(shapely.is_missing(geometries) | shapely.is_empty(geometries))]
+    if len(present) > SAMPLE_SIZE:
+        present = present[np.linspace(0, len(present) - 1, SAMPLE_SIZE).astype(int)]
+    return shapely.get_coordinates(shapely.point_on_surface(shapely.make_valid(present)))
+
+
+def share_inside(points: np.ndarray, crs: CRS, area: shapely.Geometry) -> float:
+    """Share of ``points`` (x, y in ``crs``) that fall inside ``area`` (storage CRS)."""
+    if len(points) == 0:
+        return 0.0
+    transformer = Transformer.from_crs(crs, storage_crs(), always_xy=True)
+    x, y = transformer.transform(points[:, 0], points[:, 1], errcheck=False)
+    finite = np.isfinite(x) & np.isfinite(y)
+    inside = np.zeros(len(points), dtype=bool)
+    inside[finite] = shapely.contains_xy(area, x[finite], y[finite])
+    return float(inside.mean())
+
+
+def _candidates() -> list[CRS]:
+    return [CRS.from_epsg(entry["epsg"]) for entry in schemas.crs_table()["candidates"]]
+
+
+def fitting_candidates(points: np.ndarray, area: shapely.Geometry) -> list[CRS]:
+    """The VN-2000 candidates that place ``points`` inside ``area``."""
+    return [crs for crs in _candidates() if share_inside(points, crs, area) >= FIT_SHARE]
+
+
+def decide_crs(
+    parcels: gpd.GeoDataFrame, *, declared: str | None = None, source_name: str = "delivery"
+) -> CRSDecision:
+    """Decide the CRS of ``parcels`` and check that it places them in Bình Thuận.
+
+    Parameters
+    ----------
+    parcels
+        The mapped delivery; its ``.crs`` is the one the file declares (or None).
+    declared
+        ``--crs`` from the user; it overrides the file's.
+
+    Raises
+    ------
+    CRSError
+        No CRS and none can be inferred, or the CRS places the data outside the province.
+    """
+    points = _sample_points(parcels)
+    communes = parcels[parcel.KEY[0]].dropna()
+    commune = communes.mode().iloc[0] if len(communes) else None
+    district = district_of(commune)
+    province = boundary(None)
+    if declared is not None:
+        decision = CRSDecision(parse_crs(declared), "option")
+    elif parcels.crs is not None:
+        decision = CRSDecision(CRS.from_user_input(parcels.crs), "file")
+    else:
+        area = boundary(district) if district else province
+        fits = fitting_candidates(points, area)
+        if len(fits) == 1:
+            return CRSDecision(fits[0], "inferred")
+        if not fits:
+            raise CRSError(
+                f"{source_name}: no CRS declared and no VN-2000 system places its coordinates "
+                "in Bình Thuận; give --crs"
+            )
+        names = ", ".join(describe(crs) for crs in fits)
+        raise CRSError(f"{source_name}: no CRS declared and several fit ({names}); give --crs")
+    if share_inside(points, decision.crs, province) < FIT_SHARE:
+        fits = [crs for crs in fitting_candidates(points, province) if crs != decision.crs]
+        hint = (
+            f"coordinates fit {describe(fits[0])}, not {describe(decision.crs)}"
+            if fits
+            else f"coordinates lie outside Bình Thuận under {describe(decision.crs)} "
+            "and under every VN-2000 system"
+        )
+        raise CRSError(f"{source_name}: {hint}")
+    return decision
+
+
+def to_storage(parcels: gpd.GeoDataFrame, decision: CRSDecision) -> gpd.GeoDataFrame:
+    """Reproject ``parcels`` from the decided CRS to the storage CRS (EPSG:9218)."""
+    framed = parcels.set_crs(decision.crs, allow_override=True)
+    if decision.crs.equals(storage_crs()):
+        return framed.set_crs(storage_crs(), allow_override=True)
+    return framed.to_crs(storage_crs())

@@ -1,0 +1,21 @@
+-- Views for district land offices, notebooks and QGIS.
+
+-- Per batch: what was read, loaded, repaired and rejected, and the findings per rule.
+CREATE OR REPLACE VIEW land.batch_summary AS
+SELECT b.id AS batch_id, b.source_path, b.commune_code, b.status, b.started_at, b.finished_at,
+       b.n_read, b.n_loaded, b.n_repaired, b.n_rejected,
+       coalesce((SELECT jsonb_object_agg(f.rule_code, f.n ORDER BY f.rule_code)
+                 FROM (SELECT rule_code, count(*) AS n FROM land.finding
+                       WHERE batch_id = b.id GROUP BY rule_code) f), '{}'::jsonb) AS findings
+FROM land.batch b;
+
+-- Current parcels with their commune, district and whether an open `block` finding holds them.
+CREATE OR REPLACE VIEW land.parcel_detail AS
+SELECT p.*, c.name AS commune_name, d.code AS district_code, d.name AS district_name,
+       EXISTS (SELECT 1 FROM land.finding f
+               WHERE f.severity = 'block' AND f.batch_id = p.batch_id
+                 AND (f.commune_code, f.sheet_no, f.parcel_no) = (p.commune_code, p.sheet_no, p.parcel_no)
+       ) AS blocked
+FROM land.parcel p
+LEFT JOIN land.admin_unit c ON c.code = p.commune_code
+LEFT JOIN land.admin_unit d ON d.code = c.parent_code;

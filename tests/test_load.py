@@ -1,0 +1,109 @@
+"""Loading into the register (landpipe/load.py) with a real PostGIS, without Prefect."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from landpipe import load as loader
+from landpipe.sources import read_delivery
+from landpipe.validate import validate
+from tests.parcels import BOW_TIE, delivery, record
+
+
+def write(tmp_path, records, name="delivery.gpkg", crs=9218):
+    path = tmp_path / name
+    delivery(records, crs=crs).to_file(path)
+    return path
+
+
+def load_file(engine, path, **options):
+    read = read_delivery(path, **options)
+    return loader.load(engine, read, validate(read.parcels), started_at=datetime.now(UTC))
+
+
+def table_counts(engine):
+    with engine.connect() as connection:
+        return {
+            table: connection.execute(sa.text(f"SELECT count(*) FROM land.{table}")).scalar()
+            for table in ("batch", "parcel", "finding", "rejected_record")
+        }
+
+
+def test_load_writes_parcels_findings_and_rejects(register, tmp_path):
+    records = [record(i) for i in range(5)]
+    records[1]["KyHieuMucDichSuDung"] = "ODT+XYZ"
+    records[2]["geometry"] = BOW_TIE
+    records[3]["TenChu"] = "Trần Thị Bích Ngọc"
+    result = load_file(register, write(tmp_path, records))
+    assert (result.status, result.read, result.loaded, result.rejected) == ("loaded", 5, 4, 1)
+    assert result.issues == {"ATTR_LAND_USE_UNKNOWN": 1, "GEOM_INVALID": 1}
+    with register.connect() as connection:
+        parcel = connection.execute(sa.text(
+            "SELECT commune_code, sheet_no, parcel_no, land_use_codes, area_m2, declared_area_m2,"
+            " owner_name, batch_id, ST_SRID(geom), GeometryType(geom)"
+            " FROM land.parcel WHERE parcel_no = 4")).one()
+        assert tuple(parcel) == ("22924", 5, 4, ["ODT"], 100.0, 100.0, "Trần Thị Bích Ngọc",
+                                 result.batch, 9218, "MULTIPOLYGON")
+        rejected = connection.execute(sa.text(
+            "SELECT source_row, rule_codes, parcel_no, attributes->>'TenChu', ST_IsValid(geom)"
+            " FROM land.rejected_record")).one()
+        assert tuple(rejected) == (2, ["GEOM_INVALID"], 3, "Nguyễn Văn An", False)
+        finding = connection.execute(sa.text(
+            "SELECT severity, sheet_no, parcel_no, ST_AsText(location) FROM land.finding"
+            " WHERE rule_code = 'GEOM_INVALID'")).one()
+        assert finding[:3] == ("reject", 5, 3) and finding[3].startswith("POINT")
+        batch = connection.execute(sa.text(
+            "SELECT status, n_read, n_loaded, n_rejected, commune_code, crs_read, crs_how,"
+            " length(source_sha256) FROM land.batch")).one()
+        assert tuple(batch) == ("loaded", 5, 4, 1, "22924", "EPSG:9218", "file", 64)
+        blocked = connection.execute(sa.text(
+            "SELECT parcel_no FROM land.parcel_detail WHERE blocked")).scalars().all()
+        assert blocked == [2]
+
+
+def test_same_file_again_is_unchanged_and_writes_nothing(register, tmp_path):
+    path = write(tmp_path, [record(i) for i in range(3)])
+    first = load_file(register, path)
+    before = table_counts(register)
+    again = load_file(register, path)
+    assert (again.status, again.batch) == ("unchanged", first.batch)
+    assert table_counts(register) == before
+
+
+def test_redelivery_replaces_parcels_of_the_same_key(register, tmp_path):
+    load_file(register, write(tmp_path, [record(i) for i in range(3)], "first.gpkg"))
+    changed = [record(i) for i in range(3)]
+    changed[0]["TenChu"] = "Lê Văn Tám"
+    second = load_file(register, write(tmp_path, changed, "second.gpkg"))
+    with register.connect() as connection:
+        rows = connection.execute(sa.text(
+            "SELECT parcel_no, owner_name, batch_id FROM land.parcel ORDER BY parcel_no")).all()
+    assert len(rows) == 3
+    assert rows[0][1:] == ("Lê Văn Tám", second.batch)
+
+
+def test_every_record_rejected_is_a_rejected_batch(register, tmp_path):
+    result = load_file(register, write(tmp_path, [record(0, MaXa="99999")]))
+    assert (result.status, result.loaded, result.rejected) == ("rejected", 0, 1)
+    assert table_counts(register)["rejected_record"] == 1
+
+
+def test_failure_mid_load_leaves_the_database_as_before(register, tmp_path, monkeypatch):
+    load_file(register, write(tmp_path, [record(i) for i in range(2)], "first.gpkg"))
+    before = table_counts(register)
+
+    def broken(conn, batch_id, validation):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(loader, "_copy_rejected", broken)
+    records = [record(i, TenChu="Người Khác") for i in range(4)]
+    records[3]["MaXa"] = "99999"
+    with pytest.raises(RuntimeError, match="disk full"):
+        load_file(register, write(tmp_path, records, "second.gpkg"))
+    assert table_counts(register) == before
+    with register.connect() as connection:
+        owners = connection.execute(sa.text("SELECT DISTINCT owner_name FROM land.parcel")).scalars()
+        assert list(owners) == ["Nguyễn Văn An"]

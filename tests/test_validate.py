@@ -1,0 +1,105 @@
+"""Each rule of the catalogue on a tiny delivery (landpipe/validate.py, no database)."""
+
+from __future__ import annotations
+
+import pytest
+import shapely
+from shapely.geometry import LineString, Point, Polygon
+
+from landpipe import schemas
+from landpipe.sources.fields import map_fields
+from landpipe.validate import validate
+from tests.parcels import BOW_TIE, SELF_TOUCHING, X0, Y0, delivery, record
+
+
+def run(records):
+    parcels, _ = map_fields(delivery(records))
+    return validate(parcels)
+
+
+def rules_of(validation, source_row):
+    return sorted(f.rule_code for f in validation.findings if f.source_row == source_row)
+
+
+def test_clean_delivery_has_no_findings():
+    result = run([record(i) for i in range(3)])
+    assert result.findings == []
+    assert len(result.parcels) == 3
+    assert set(result.parcels.geometry.geom_type) == {"MultiPolygon"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rule"),
+    [
+        ({"geometry": None}, "GEOM_EMPTY"),
+        ({"geometry": Polygon()}, "GEOM_EMPTY"),
+        ({"geometry": Point(X0 + 15, Y0 + 5)}, "GEOM_NOT_POLYGON"),
+        ({"geometry": LineString([(X0, Y0), (X0 + 10, Y0)])}, "GEOM_NOT_POLYGON"),
+        ({"geometry": BOW_TIE}, "GEOM_INVALID"),
+        ({"SoThuTuThua": None}, "ATTR_MISSING"),
+        ({"SoHieuToBanDo": "không rõ"}, "ATTR_MISSING"),
+        ({"MaXa": "99999"}, "ATTR_COMMUNE_UNKNOWN"),
+        ({"geometry": shapely.affinity.translate(Polygon([(0, 0), (10, 0), (10, 10)]), 300_000, 1_000_000)},
+         "GEOM_OUT_OF_EXTENT"),
+    ],
+)
+def test_rejecting_rules_keep_the_record(overrides, rule):
+    assert schemas.rules()[rule].severity == "reject"
+    result = run([record(0), record(1, **overrides)])
+    assert rules_of(result, 1) == [rule]
+    assert list(result.parcels["source_row"]) == [0]
+    rejected = result.rejected.iloc[0]
+    assert rejected.rule_codes == [rule]
+    # Kept as delivered: every delivered field, under its own name.
+    assert set(rejected.delivered) >= {"MaXa", "SoHieuToBanDo", "SoThuTuThua", "TenChu"}
+
+
+def test_invalid_finding_has_reason_and_location():
+    result = run([record(0, geometry=BOW_TIE)])
+    finding = result.findings[0]
+    assert "Self-intersection" in finding.message
+    assert finding.location.distance(Point(X0 + 5, Y0 + 5)) < 1e-6
+
+
+def test_duplicate_key_rejects_every_copy():
+    result = run([record(0), record(1, SoThuTuThua=1), record(2, SoThuTuThua=1), record(3)])
+    assert [f.source_row for f in result.findings if f.rule_code == "ATTR_KEY_DUPLICATE"] == [0, 1, 2]
+    assert list(result.parcels["source_row"]) == [3]
+    assert len(result.rejected) == 3
+
+
+def test_unknown_land_use_blocks_but_loads():
+    result = run([record(0, KyHieuMucDichSuDung="ODT+XYZ")])
+    assert rules_of(result, 0) == ["ATTR_LAND_USE_UNKNOWN"]
+    assert schemas.rules()["ATTR_LAND_USE_UNKNOWN"].severity == "block"
+    assert len(result.parcels) == 1 and len(result.rejected) == 0
+    assert result.findings[0].detail["codes"] == ["XYZ"]
+
+
+def test_legacy_codes_are_known():
+    assert run([record(0, KyHieuMucDichSuDung="BHK+LUN")]).findings == []
+
+
+def test_self_touching_ring_is_repaired_not_rejected():
+    assert not SELF_TOUCHING.is_valid
+    result = run([record(0, geometry=SELF_TOUCHING)])
+    assert rules_of(result, 0) == ["GEOM_REPAIRED"]
+    repaired = result.parcels.geometry.iloc[0]
+    assert repaired.is_valid and len(repaired.geoms) == 1
+    assert repaired.area == pytest.approx(SELF_TOUCHING.area)
+    assert result.repaired == {0}
+
+
+def test_several_faults_on_one_record_are_all_reported():
+    result = run([record(0, geometry=None, MaXa="99999", KyHieuMucDichSuDung="XYZ")])
+    assert rules_of(result, 0) == ["ATTR_COMMUNE_UNKNOWN", "ATTR_LAND_USE_UNKNOWN", "GEOM_EMPTY"]
+    assert result.rejected.iloc[0].rule_codes == ["ATTR_COMMUNE_UNKNOWN", "GEOM_EMPTY"]
+
+
+def test_no_record_disappears():
+    records = [record(i) for i in range(6)]
+    records[1]["geometry"] = BOW_TIE
+    records[2]["SoThuTuThua"] = 1
+    records[4]["MaXa"] = None
+    result = run(records)
+    assert sorted([*result.parcels["source_row"], *result.rejected["source_row"]]) == list(range(6))
