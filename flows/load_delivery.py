@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
@@ -21,6 +22,7 @@ from landpipe.errors import DatabaseError, DeliveryError
 from landpipe.load import LoadResult, load, record_refusal
 from landpipe.migrate import ensure_current
 from landpipe.sources import Delivery
+from landpipe.sources.files import DRIVERS, fingerprint
 from landpipe.validate import Validation, validate
 
 
@@ -96,19 +98,18 @@ def load_step(settings: Settings, delivery: Delivery, validation: Validation, st
 
 
 def _refuse(settings: Settings, path: str, error: DeliveryError, started_at: datetime, options):
-    """Record a refused delivery as a failed batch when its content can be fingerprinted."""
-    try:
-        source = sources.open_source(path)
-    except DeliveryError:
+    """Record a refused delivery as a failed batch, when there is content to fingerprint."""
+    delivered = Path(path)
+    if not delivered.exists():
         return None
     engine = make_engine(settings)
     try:
         ensure_current(engine, upgrade_if_needed=settings.database_url is None)
         return record_refusal(
             engine,
-            source_path=str(source.path.resolve()),
-            sha256=source.sha256,
-            driver=source.driver,
+            source_path=str(delivered.resolve()),
+            sha256=fingerprint(delivered),
+            driver=DRIVERS.get(delivered.suffix.lower()),
             error=str(error),
             started_at=started_at,
             options=options,

@@ -89,7 +89,40 @@ def open_source(path: str | Path) -> Source:
         missing = [ext for ext in (".shx", ".dbf") if not _sidecars(path, ext)]
         if missing:
             raise SourceError(f"{path}: incomplete Shapefile, missing {' and '.join(missing)}")
+        check_shapefile(path)
     return Source(path=path, driver=driver, sha256=fingerprint(path))
+
+
+def check_shapefile(shp: Path) -> None:
+    """Refuse a truncated Shapefile: GDAL reads one, silently dropping the missing geometries.
+
+    The .shp and .shx headers state their file length (bytes 24-27, big-endian, in 16-bit
+    words); the DBF header states its record count and sizes.
+    """
+    for part in (shp, _sidecars(shp, ".shx")[0]):
+        header = part.read_bytes()[:100]
+        if len(header) < 100 or int.from_bytes(header[:4], "big") != 9994:
+            raise SourceError(f"{part}: not a Shapefile part (bad header)")
+        declared = int.from_bytes(header[24:28], "big") * 2
+        actual = part.stat().st_size
+        if actual < declared:
+            raise SourceError(
+                f"{part}: truncated Shapefile ({actual} of {declared} bytes declared in its header)"
+            )
+    dbf = _sidecars(shp, ".dbf")[0]
+    with dbf.open("rb") as handle:
+        header = handle.read(12)
+    if len(header) < 12:
+        raise SourceError(f"{dbf}: not a dBASE file (bad header)")
+    records = int.from_bytes(header[4:8], "little")
+    header_size = int.from_bytes(header[8:10], "little")
+    record_size = int.from_bytes(header[10:12], "little")
+    declared = header_size + records * record_size
+    if dbf.stat().st_size < declared:
+        raise SourceError(
+            f"{dbf}: truncated dBASE file ({dbf.stat().st_size} of {declared} bytes for "
+            f"{records} records)"
+        )
 
 
 def _read_error(source: Source, err: Exception) -> SourceError:

@@ -1,0 +1,175 @@
+"""``landpipe load`` end to end: the CLI, the Prefect flow on a real server, a real PostGIS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from landpipe import synth
+from tests.conftest import run_cli
+from tests.parcels import delivery, record
+from tests.test_load import table_counts
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    """The demo's sample delivery: a ward of Phan Thiết as a ViLIS Shapefile."""
+    path = tmp_path_factory.mktemp("sample") / "thua_dat_22924.shp"
+    synth.write_delivery(synth.generate_delivery("22924"), path)
+    return path
+
+
+def load_json(path: Path, env, *options: str) -> tuple[dict, object]:
+    result = run_cli("load", str(path), "--json", *options, env=env)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout + result.stderr
+    return json.loads(lines[0]), result
+
+
+def test_sample_delivery_loads_end_to_end(register, cli_env, sample):
+    summary, result = load_json(sample, cli_env)
+    assert result.returncode == 0, result.stderr
+    assert set(summary) >= {"batch", "status", "parcels", "issues"}
+    assert set(summary["parcels"]) == {"read", "loaded", "repaired", "rejected"}
+    counts = summary["parcels"]
+    assert summary["status"] == "loaded"
+    assert counts["read"] == len(synth.generate_delivery("22924"))
+    assert counts["loaded"] + counts["rejected"] == counts["read"]
+    assert counts["repaired"] == 1
+    expected = {}
+    for fault in synth.FAULTS:
+        expected[fault.rule_code] = expected.get(fault.rule_code, 0) + 1
+    assert summary["issues"] == expected
+    with register.connect() as connection:
+        assert (
+            connection.execute(sa.text("SELECT count(*) FROM land.parcel")).scalar()
+            == counts["loaded"]
+        )
+        assert (
+            connection.execute(sa.text("SELECT count(*) FROM land.rejected_record")).scalar()
+            == counts["rejected"]
+        )
+        sheets = connection.execute(
+            sa.text("SELECT count(DISTINCT sheet_no) FROM land.parcel")
+        ).scalar()
+        assert sheets >= 2
+        # Vietnamese text survives the Shapefile, the flow and the database unchanged.
+        owner = connection.execute(
+            sa.text("SELECT owner_name FROM land.parcel WHERE owner_name LIKE 'Nguyễn%' LIMIT 1")
+        ).scalar()
+        assert owner and owner.startswith("Nguyễn")
+
+    # The same delivery again: unchanged, nothing written.
+    before = table_counts(register)
+    again, result = load_json(sample, cli_env)
+    assert result.returncode == 0
+    assert (again["status"], again["batch"]) == ("unchanged", summary["batch"])
+    assert table_counts(register) == before
+
+
+def test_human_summary(register, cli_env, sample):
+    result = run_cli("load", str(sample), env=cli_env)
+    assert result.returncode == 0, result.stderr
+    assert "loaded" in result.stdout and "GEOM_INVALID" in result.stdout
+    assert result.stderr == ""
+
+
+def _no_crs_far_away(tmp_path: Path) -> Path:
+    path = tmp_path / "far.shp"
+    frame = delivery([record(i) for i in range(3)], crs=None)
+    frame = frame.set_geometry(frame.geometry.translate(2_000_000, 3_000_000))
+    frame.to_file(path)
+    assert not path.with_suffix(".prj").exists()
+    return path
+
+
+def _empty_layer(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.gpkg"
+    delivery([record(0)]).iloc[:0].to_file(path)
+    return path
+
+
+def _not_what_its_name_says(tmp_path: Path) -> Path:
+    path = tmp_path / "thua_dat.gpkg"
+    path.write_text("MaXa,SoTo,SoThua\n22924,1,1\n")
+    return path
+
+
+def _truncated_shapefile(tmp_path: Path) -> Path:
+    path = tmp_path / "truncated.shp"
+    delivery([record(i) for i in range(20)]).to_file(path)
+    size = path.stat().st_size
+    with path.open("r+b") as handle:
+        handle.truncate(size // 2)
+    return path
+
+
+def _wrong_crs(tmp_path: Path) -> Path:
+    path = tmp_path / "wrong_crs.gpkg"
+    delivery([record(i) for i in range(3)], crs=None).set_crs(3405).to_file(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "exit_code", "message"),
+    [
+        (_no_crs_far_away, 12, "no VN-2000 system places its coordinates in Bình Thuận"),
+        (_empty_layer, 11, "holds no parcels"),
+        (_not_what_its_name_says, 10, "not a readable GeoPackage"),
+        (_truncated_shapefile, 10, "truncated Shapefile"),
+        (
+            _wrong_crs,
+            12,
+            "coordinates fit VN-2000 / TM-3 108-30 (EPSG:9218), not VN-2000 / UTM zone 48N",
+        ),
+    ],
+)
+def test_unusable_delivery_is_refused_and_changes_nothing(
+    register, cli_env, tmp_path, sample, make, exit_code, message
+):
+    load_json(sample, cli_env)
+    before = table_counts(register)
+    path = make(tmp_path)
+    result = run_cli("load", str(path), env=cli_env)
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("landpipe: ") and message in result.stderr
+    after = table_counts(register)
+    # Only the refused attempt is recorded, as a failed batch; no parcel changed.
+    assert {k: v for k, v in after.items() if k != "batch"} == {
+        k: v for k, v in before.items() if k != "batch"
+    }
+    with register.connect() as connection:
+        refusals = connection.execute(
+            sa.text("SELECT status, error FROM land.batch WHERE status <> 'loaded'")
+        ).all()
+    assert [status for status, _ in refusals] == ["failed"]
+    assert message in refusals[0][1]
+
+
+def test_missing_commune_option_is_explained(register, cli_env, tmp_path):
+    path = tmp_path / "no_commune.gpkg"
+    frame = delivery([record(i) for i in range(2)]).drop(columns=["MaXa"])
+    frame.to_file(path)
+    refused = run_cli("load", str(path), env=cli_env)
+    assert refused.returncode == 13 and "--commune" in refused.stderr
+    summary, result = load_json(path, cli_env, "--commune", "22924")
+    assert result.returncode == 0 and summary["parcels"]["loaded"] == 2
+
+
+def test_bad_commune_option_is_a_usage_error(cli_env, tmp_path):
+    result = run_cli("load", str(tmp_path / "x.gpkg"), "--commune", "abc", env=cli_env)
+    assert result.returncode == 2 and "5-digit" in result.stderr
+
+
+def test_help_lists_the_commands(cli_env):
+    result = run_cli("--help", env=cli_env)
+    for command in ("load", "db", "rules", "sample"):
+        assert command in result.stdout
+    rules = run_cli("rules", env=cli_env)
+    assert "ATTR_KEY_DUPLICATE" in rules.stdout and "reject" in rules.stdout
