@@ -265,8 +265,8 @@ def start(cluster: Cluster) -> bool:
         if result.returncode != 0:
             tail = cluster.log_file.read_text(errors="replace").strip().splitlines()[-1:]
             raise DatabaseError(
-                f"the embedded PostgreSQL did not start ({'; '.join(tail) or result.stderr.strip()});"
-                f" log: {cluster.log_file}"
+                "the embedded PostgreSQL did not start "
+                f"({'; '.join(tail) or result.stderr.strip()}); log: {cluster.log_file}"
             )
         _ensure_database(cluster)
         return True

@@ -189,7 +189,7 @@ def _copy_parcels(conn, batch_id: int, validation: Validation) -> None:
             ]
         )
         for row, geometry in zip(
-            frame[list(canonical.ATTRIBUTES) + [canonical.EXTRA]].itertuples(index=False),
+            frame[[*canonical.ATTRIBUTES, canonical.EXTRA]].itertuples(index=False),
             frame.geometry.values,
             strict=True,
         ):

@@ -93,8 +93,9 @@ def load_reference(connection: Connection) -> None:
         sa.text(
             "INSERT INTO land.admin_unit (code, name, unit_type, level, parent_code)"
             " VALUES (:code, :name, :type, :level, nullif(:parent_code, ''))"
-            " ON CONFLICT (code) DO UPDATE SET name = excluded.name, unit_type = excluded.unit_type,"
-            " level = excluded.level, parent_code = excluded.parent_code"
+            " ON CONFLICT (code) DO UPDATE SET name = excluded.name,"
+            " unit_type = excluded.unit_type, level = excluded.level,"
+            " parent_code = excluded.parent_code"
         ),
         units,
     )

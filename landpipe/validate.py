@@ -125,7 +125,8 @@ def validate(parcels: gpd.GeoDataFrame) -> Validation:
         )
 
     def where(index: int) -> str:
-        return f"record {int(parcels[parcel.SOURCE_ROW].iloc[index])} (parcel {_key_text(keys.iloc[index])})"
+        row = int(parcels[parcel.SOURCE_ROW].iloc[index])
+        return f"record {row} (parcel {_key_text(keys.iloc[index])})"
 
     # Geometry: empty, not a polygon, invalid (repaired when it changes no meaning).
     missing = shapely.is_missing(geometries) | shapely.is_empty(geometries)
@@ -189,7 +190,8 @@ def validate(parcels: gpd.GeoDataFrame) -> Validation:
         add(
             "ATTR_COMMUNE_UNKNOWN",
             i,
-            f"{where(i)}: commune code {keys.iloc[i]['commune_code']} is not a commune of the province",
+            f"{where(i)}: commune code {keys.iloc[i]['commune_code']} is not a commune "
+            "of the province",
             _point(geometries[i]),
         )
     complete = ~key_missing

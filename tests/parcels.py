@@ -39,6 +39,15 @@ def delivery(records: list[dict[str, Any]], crs: int | None = 9218) -> gpd.GeoDa
 BOW_TIE = Polygon([(X0, Y0), (X0 + 10, Y0 + 10), (X0 + 10, Y0), (X0, Y0 + 10)])
 #: A shell that touches itself at one vertex, enclosing an inverted hole (repairable).
 SELF_TOUCHING = Polygon(
-    [(X0, Y0), (X0 + 20, Y0), (X0 + 20, Y0 + 20), (X0 + 10, Y0 + 20), (X0 + 15, Y0 + 10),
-     (X0 + 5, Y0 + 10), (X0 + 10, Y0 + 20), (X0, Y0 + 20), (X0, Y0)]
+    [
+        (X0, Y0),
+        (X0 + 20, Y0),
+        (X0 + 20, Y0 + 20),
+        (X0 + 10, Y0 + 20),
+        (X0 + 15, Y0 + 10),
+        (X0 + 5, Y0 + 10),
+        (X0 + 10, Y0 + 20),
+        (X0, Y0 + 20),
+        (X0, Y0),
+    ]
 )

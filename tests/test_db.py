@@ -88,14 +88,18 @@ def test_storage_srid_and_reference_data(engine):
         assert scalar("SELECT count(*) FROM spatial_ref_sys WHERE srid = 9218") == 1
         assert scalar("SELECT count(*) FROM land.admin_unit WHERE level = 'commune'") == 121
         assert scalar("SELECT count(*) FROM land.admin_unit WHERE level = 'district'") == 10
-        assert scalar(
-            "SELECT count(*) FROM land.admin_unit WHERE level = 'district' AND geom IS NOT NULL"
-        ) == 10
+        assert (
+            scalar(
+                "SELECT count(*) FROM land.admin_unit WHERE level = 'district' AND geom IS NOT NULL"
+            )
+            == 10
+        )
         assert scalar("SELECT count(*) FROM land.land_use_code") == len(schemas.land_use_codes())
         assert scalar("SELECT count(*) FROM land.rule") == len(schemas.rules())
         # The Phan Thiết district, reprojected to VN-2000 / TM-3 108-30, holds the city centre.
         assert scalar(
-            "SELECT ST_Contains(geom, ST_Transform(ST_SetSRID(ST_Point(108.10, 10.93), 4326), 9218))"
+            "SELECT ST_Contains(geom,"
+            " ST_Transform(ST_SetSRID(ST_Point(108.10, 10.93), 4326), 9218))"
             " FROM land.admin_unit WHERE code = '593'"
         )
 

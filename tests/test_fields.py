@@ -24,34 +24,79 @@ from landpipe.sources.fields import (
     ("names", "expected"),
     [
         (
-            ["MaXa", "SoHieuToBanDo", "SoThuTuThua", "DienTich", "DienTichPhapLy",
-             "KyHieuMucDichSuDung", "TenChu", "DiaChi"],
-            {"commune_code": "MaXa", "sheet_no": "SoHieuToBanDo", "parcel_no": "SoThuTuThua",
-             "declared_area_m2": "DienTich", "legal_area_m2": "DienTichPhapLy",
-             "land_use_codes": "KyHieuMucDichSuDung", "owner_name": "TenChu", "address": "DiaChi"},
+            [
+                "MaXa",
+                "SoHieuToBanDo",
+                "SoThuTuThua",
+                "DienTich",
+                "DienTichPhapLy",
+                "KyHieuMucDichSuDung",
+                "TenChu",
+                "DiaChi",
+            ],
+            {
+                "commune_code": "MaXa",
+                "sheet_no": "SoHieuToBanDo",
+                "parcel_no": "SoThuTuThua",
+                "declared_area_m2": "DienTich",
+                "legal_area_m2": "DienTichPhapLy",
+                "land_use_codes": "KyHieuMucDichSuDung",
+                "owner_name": "TenChu",
+                "address": "DiaChi",
+            },
         ),
         # The same export as a Shapefile: DBF names cut to 10 characters.
         (
-            ["MaXa", "SoHieuToBa", "SoThuTuThu", "DienTich", "DienTichPh", "KyHieuMucD",
-             "TenChu", "DiaChi"],
-            {"commune_code": "MaXa", "sheet_no": "SoHieuToBa", "parcel_no": "SoThuTuThu",
-             "declared_area_m2": "DienTich", "legal_area_m2": "DienTichPh",
-             "land_use_codes": "KyHieuMucD", "owner_name": "TenChu", "address": "DiaChi"},
+            [
+                "MaXa",
+                "SoHieuToBa",
+                "SoThuTuThu",
+                "DienTich",
+                "DienTichPh",
+                "KyHieuMucD",
+                "TenChu",
+                "DiaChi",
+            ],
+            {
+                "commune_code": "MaXa",
+                "sheet_no": "SoHieuToBa",
+                "parcel_no": "SoThuTuThu",
+                "declared_area_m2": "DienTich",
+                "legal_area_m2": "DienTichPh",
+                "land_use_codes": "KyHieuMucD",
+                "owner_name": "TenChu",
+                "address": "DiaChi",
+            },
         ),
         (
             ["SOHIEUTOBANDO", "SOTHUTUTHUA", "DIENTICH", "DIENTICHPHAPLY", "XAID"],
-            {"sheet_no": "SOHIEUTOBANDO", "parcel_no": "SOTHUTUTHUA",
-             "declared_area_m2": "DIENTICH", "legal_area_m2": "DIENTICHPHAPLY",
-             "commune_code": "XAID"},
+            {
+                "sheet_no": "SOHIEUTOBANDO",
+                "parcel_no": "SOTHUTUTHUA",
+                "declared_area_m2": "DIENTICH",
+                "legal_area_m2": "DIENTICHPHAPLY",
+                "commune_code": "XAID",
+            },
         ),
         (
             ["So_to", "So_thua", "Loai_dat", "Chu_SD", "Tong_dien_"],
-            {"sheet_no": "So_to", "parcel_no": "So_thua", "land_use_codes": "Loai_dat",
-             "owner_name": "Chu_SD", "declared_area_m2": "Tong_dien_"},
+            {
+                "sheet_no": "So_to",
+                "parcel_no": "So_thua",
+                "land_use_codes": "Loai_dat",
+                "owner_name": "Chu_SD",
+                "declared_area_m2": "Tong_dien_",
+            },
         ),
-        (["SHBANDO", "SHTHUA", "KHLOAIDAT", "DTICH", "OBJECTID"],
-         {"sheet_no": "SHBANDO", "parcel_no": "SHTHUA", "land_use_codes": "KHLOAIDAT",
-          "declared_area_m2": "DTICH"}),
+        (
+            ["SHBANDO", "SHTHUA", "KHLOAIDAT", "DTICH", "OBJECTID"],
+            {
+                "sheet_no": "SHBANDO",
+                "parcel_no": "SHTHUA",
+                "land_use_codes": "KHLOAIDAT",
+                "declared_area_m2": "DTICH",
+            },
+        ),
     ],
 )
 def test_known_exports_map(names, expected):
@@ -63,10 +108,22 @@ def test_name_matching_ignores_case_and_accents():
     assert match_fields(["Số_Thửa", "số_tờ"]) == {"parcel_no": "Số_Thửa", "sheet_no": "số_tờ"}
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("05", 5), (5.0, 5), (5, 5), ("5.0", 5), (" 12 ", 12), ("5,00", 5),
-    (None, None), (float("nan"), None), ("", None), ("5a", None), (5.5, None),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("05", 5),
+        (5.0, 5),
+        (5, 5),
+        ("5.0", 5),
+        (" 12 ", 12),
+        ("5,00", 5),
+        (None, None),
+        (float("nan"), None),
+        ("", None),
+        ("5a", None),
+        (5.5, None),
+    ],
+)
 def test_key_numbers(value, expected):
     assert to_int(value) == expected
 
@@ -77,18 +134,33 @@ def test_key_numbers_any_spelling(number, zeros):
     assert to_int(float(number)) == number
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("123,5", 123.5), ("1.234,5", 1234.5), ("1,234.5", 1234.5), (87.25, 87.25), ("", None),
-    ("abc", None), (None, None),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("123,5", 123.5),
+        ("1.234,5", 1234.5),
+        ("1,234.5", 1234.5),
+        (87.25, 87.25),
+        ("", None),
+        ("abc", None),
+        (None, None),
+    ],
+)
 def test_areas(value, expected):
     assert to_area(value) == expected
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("ONT+CLN", ["ONT", "CLN"]), ("ONT, CLN", ["ONT", "CLN"]), ("odt", ["ODT"]),
-    ("ONT;CLN/TMD", ["ONT", "CLN", "TMD"]), (None, []), ("", []),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("ONT+CLN", ["ONT", "CLN"]),
+        ("ONT, CLN", ["ONT", "CLN"]),
+        ("odt", ["ODT"]),
+        ("ONT;CLN/TMD", ["ONT", "CLN", "TMD"]),
+        (None, []),
+        ("", []),
+    ],
+)
 def test_land_use_codes(value, expected):
     assert to_land_use_codes(value) == expected
 
@@ -114,7 +186,7 @@ def test_map_fields_fills_commune_from_option_and_keeps_extras():
 
 
 def test_map_fields_without_commune_refuses_the_delivery():
-    with pytest.raises(FieldError, match="commune_code.*--commune"):
+    with pytest.raises(FieldError, match=r"commune_code.*--commune"):
         map_fields(_frame(SoTo=["3"], SoThua=[7]))
 
 

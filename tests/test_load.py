@@ -41,26 +41,51 @@ def test_load_writes_parcels_findings_and_rejects(register, tmp_path):
     assert (result.status, result.read, result.loaded, result.rejected) == ("loaded", 5, 4, 1)
     assert result.issues == {"ATTR_LAND_USE_UNKNOWN": 1, "GEOM_INVALID": 1}
     with register.connect() as connection:
-        parcel = connection.execute(sa.text(
-            "SELECT commune_code, sheet_no, parcel_no, land_use_codes, area_m2, declared_area_m2,"
-            " owner_name, batch_id, ST_SRID(geom), GeometryType(geom)"
-            " FROM land.parcel WHERE parcel_no = 4")).one()
-        assert tuple(parcel) == ("22924", 5, 4, ["ODT"], 100.0, 100.0, "Trần Thị Bích Ngọc",
-                                 result.batch, 9218, "MULTIPOLYGON")
-        rejected = connection.execute(sa.text(
-            "SELECT source_row, rule_codes, parcel_no, attributes->>'TenChu', ST_IsValid(geom)"
-            " FROM land.rejected_record")).one()
+        parcel = connection.execute(
+            sa.text(
+                "SELECT commune_code, sheet_no, parcel_no, land_use_codes, area_m2,"
+                " declared_area_m2, owner_name, batch_id, ST_SRID(geom), GeometryType(geom)"
+                " FROM land.parcel WHERE parcel_no = 4"
+            )
+        ).one()
+        assert tuple(parcel) == (
+            "22924",
+            5,
+            4,
+            ["ODT"],
+            100.0,
+            100.0,
+            "Trần Thị Bích Ngọc",
+            result.batch,
+            9218,
+            "MULTIPOLYGON",
+        )
+        rejected = connection.execute(
+            sa.text(
+                "SELECT source_row, rule_codes, parcel_no, attributes->>'TenChu', ST_IsValid(geom)"
+                " FROM land.rejected_record"
+            )
+        ).one()
         assert tuple(rejected) == (2, ["GEOM_INVALID"], 3, "Nguyễn Văn An", False)
-        finding = connection.execute(sa.text(
-            "SELECT severity, sheet_no, parcel_no, ST_AsText(location) FROM land.finding"
-            " WHERE rule_code = 'GEOM_INVALID'")).one()
+        finding = connection.execute(
+            sa.text(
+                "SELECT severity, sheet_no, parcel_no, ST_AsText(location) FROM land.finding"
+                " WHERE rule_code = 'GEOM_INVALID'"
+            )
+        ).one()
         assert finding[:3] == ("reject", 5, 3) and finding[3].startswith("POINT")
-        batch = connection.execute(sa.text(
-            "SELECT status, n_read, n_loaded, n_rejected, commune_code, crs_read, crs_how,"
-            " length(source_sha256) FROM land.batch")).one()
+        batch = connection.execute(
+            sa.text(
+                "SELECT status, n_read, n_loaded, n_rejected, commune_code, crs_read, crs_how,"
+                " length(source_sha256) FROM land.batch"
+            )
+        ).one()
         assert tuple(batch) == ("loaded", 5, 4, 1, "22924", "EPSG:9218", "file", 64)
-        blocked = connection.execute(sa.text(
-            "SELECT parcel_no FROM land.parcel_detail WHERE blocked")).scalars().all()
+        blocked = (
+            connection.execute(sa.text("SELECT parcel_no FROM land.parcel_detail WHERE blocked"))
+            .scalars()
+            .all()
+        )
         assert blocked == [2]
 
 
@@ -79,8 +104,9 @@ def test_redelivery_replaces_parcels_of_the_same_key(register, tmp_path):
     changed[0]["TenChu"] = "Lê Văn Tám"
     second = load_file(register, write(tmp_path, changed, "second.gpkg"))
     with register.connect() as connection:
-        rows = connection.execute(sa.text(
-            "SELECT parcel_no, owner_name, batch_id FROM land.parcel ORDER BY parcel_no")).all()
+        rows = connection.execute(
+            sa.text("SELECT parcel_no, owner_name, batch_id FROM land.parcel ORDER BY parcel_no")
+        ).all()
     assert len(rows) == 3
     assert rows[0][1:] == ("Lê Văn Tám", second.batch)
 
@@ -105,5 +131,7 @@ def test_failure_mid_load_leaves_the_database_as_before(register, tmp_path, monk
         load_file(register, write(tmp_path, records, "second.gpkg"))
     assert table_counts(register) == before
     with register.connect() as connection:
-        owners = connection.execute(sa.text("SELECT DISTINCT owner_name FROM land.parcel")).scalars()
+        owners = connection.execute(
+            sa.text("SELECT DISTINCT owner_name FROM land.parcel")
+        ).scalars()
         assert list(owners) == ["Nguyễn Văn An"]

@@ -39,8 +39,14 @@ def test_clean_delivery_has_no_findings():
         ({"SoThuTuThua": None}, "ATTR_MISSING"),
         ({"SoHieuToBanDo": "không rõ"}, "ATTR_MISSING"),
         ({"MaXa": "99999"}, "ATTR_COMMUNE_UNKNOWN"),
-        ({"geometry": shapely.affinity.translate(Polygon([(0, 0), (10, 0), (10, 10)]), 300_000, 1_000_000)},
-         "GEOM_OUT_OF_EXTENT"),
+        (
+            {
+                "geometry": shapely.affinity.translate(
+                    Polygon([(0, 0), (10, 0), (10, 10)]), 300_000, 1_000_000
+                )
+            },
+            "GEOM_OUT_OF_EXTENT",
+        ),
     ],
 )
 def test_rejecting_rules_keep_the_record(overrides, rule):
@@ -63,7 +69,11 @@ def test_invalid_finding_has_reason_and_location():
 
 def test_duplicate_key_rejects_every_copy():
     result = run([record(0), record(1, SoThuTuThua=1), record(2, SoThuTuThua=1), record(3)])
-    assert [f.source_row for f in result.findings if f.rule_code == "ATTR_KEY_DUPLICATE"] == [0, 1, 2]
+    assert [f.source_row for f in result.findings if f.rule_code == "ATTR_KEY_DUPLICATE"] == [
+        0,
+        1,
+        2,
+    ]
     assert list(result.parcels["source_row"]) == [3]
     assert len(result.rejected) == 3
 
