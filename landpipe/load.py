@@ -76,6 +76,24 @@ def _ewkb(geometry: shapely.Geometry | None) -> str | None:
     )
 
 
+def _ewkb_all(geometries) -> list[str | None]:
+    """Hex EWKB of many geometries at once (see :func:`_ewkb`)."""
+    with_srid = shapely.set_srid(geometries, canonical.STORAGE_EPSG)
+    return shapely.to_wkb(with_srid, hex=True, include_srid=True).tolist()
+
+
+def _rounded(values: pd.Series) -> list[float | None]:
+    """Areas rounded to 0.1 m², missing as None."""
+    rounded = values.astype("float64").round(1)
+    return [None if pd.isna(v) else v for v in rounded.tolist()]
+
+
+def _texts(values: pd.Series) -> list[str | None]:
+    return [
+        None if v is None or (isinstance(v, float) and pd.isna(v)) else v for v in values.tolist()
+    ]
+
+
 def _optional(value: Any) -> Any:
     return None if value is None or (not isinstance(value, list) and pd.isna(value)) else value
 
@@ -188,25 +206,21 @@ def _copy_parcels(conn, batch_id: int, validation: Validation) -> None:
                 "text",
             ]
         )
-        for row, geometry in zip(
-            frame[[*canonical.ATTRIBUTES, canonical.EXTRA]].itertuples(index=False),
-            frame.geometry.values,
+        rows = zip(
+            frame["commune_code"].tolist(),
+            frame["sheet_no"].astype("int64").tolist(),
+            frame["parcel_no"].astype("int64").tolist(),
+            frame["land_use_codes"].tolist(),
+            _rounded(frame["declared_area_m2"]),
+            _rounded(frame["legal_area_m2"]),
+            _texts(frame["owner_name"]),
+            _texts(frame["address"]),
+            [Jsonb(extra) for extra in frame[canonical.EXTRA]],
+            _ewkb_all(frame.geometry.values),
             strict=True,
-        ):
-            copy.write_row(
-                [
-                    row.commune_code,
-                    int(row.sheet_no),
-                    int(row.parcel_no),
-                    list(row.land_use_codes),
-                    _round(row.declared_area_m2),
-                    _round(row.legal_area_m2),
-                    _optional(row.owner_name),
-                    _optional(row.address),
-                    Jsonb(row.extra),
-                    _ewkb(geometry),
-                ]
-            )
+        )
+        for row in rows:
+            copy.write_row(row)
     conn.execute(
         f"""
         INSERT INTO land.parcel ({columns}, batch_id)
@@ -221,11 +235,6 @@ def _copy_parcels(conn, batch_id: int, validation: Validation) -> None:
         """,
         [batch_id],
     )
-
-
-def _round(value: Any) -> float | None:
-    value = _optional(value)
-    return None if value is None else round(float(value), 1)
 
 
 def _copy_findings(conn, batch_id: int, validation: Validation) -> None:

@@ -16,16 +16,17 @@ parcels with code ``DGT``. Streets between blocks are left as gaps, not as road 
 The commune is the ``n_parcels`` lots nearest to its centre, measured with a lumpy radius so
 that its outline is irregular.
 
-Only commune ``22924`` (Phường Phú Thủy, Phan Thiết) is placed at a real location: a sample of
-a few thousand parcels lies well inside the Phan Thiết district boundary. Every other commune
-code is given its own 10 km tile in a square spiral around it, keyed by the code's distance
-from 22924, so communes never overlap while each stays below about 100,000 parcels. Those
-tiles, and any commune large enough to outgrow its surroundings, are not in their true place
-and may leave the district or the province.
+Commune ``22924`` (Phường Phú Thủy, Phan Thiết) is placed at its real location: a sample of a
+few thousand parcels lies well inside the Phan Thiết district boundary. The communes of
+:func:`placeable_communes` get a 4 km cell inside their own district (not their true place,
+but in the right district), so multi-commune sets of up to about 10,000 parcels per commune
+stay inside the province. Any other code is given its own 10 km tile in a square spiral around
+22924, which may leave the district or the province.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pathlib
@@ -254,12 +255,71 @@ def _spiral_cell(index: int) -> tuple[int, int]:
     return -ring + 1 + step, -ring
 
 
+#: Spacing of the cells communes are placed on inside their district, and the margin a cell
+#: keeps from the district boundary: room for a commune of about 10,000 parcels.
+CELL_SPACING_M = 4_000.0
+CELL_MARGIN_M = 2_000.0
+
+
+@functools.cache
+def _district_cells() -> dict[str, np.ndarray]:
+    """District code -> centres (easting, northing) of the cells inside it, north-west first."""
+    from landpipe import schemas
+
+    districts = gpd.GeoDataFrame.from_features(
+        schemas.district_boundaries()["features"], crs=4326
+    ).to_crs(CRS)
+    cells: dict[str, np.ndarray] = {}
+    for code, outline in zip(districts["code"], districts.geometry, strict=True):
+        x0, y0, x1, y1 = outline.bounds
+        x, y = np.meshgrid(np.arange(x0, x1, CELL_SPACING_M), np.arange(y1, y0, -CELL_SPACING_M))
+        x, y = x.ravel(), y.ravel()
+        inside = shapely.contains_xy(outline.buffer(-CELL_MARGIN_M), x, y)
+        # Keep clear of Phú Thủy, which sits at its real place.
+        inside &= np.hypot(x - PHU_THUY_CENTRE[0], y - PHU_THUY_CENTRE[1]) > CELL_SPACING_M
+        cells[str(code)] = np.column_stack([x[inside], y[inside]])
+    return cells
+
+
+def _district_communes() -> dict[str, list[str]]:
+    from landpipe import schemas
+
+    communes: dict[str, list[str]] = {}
+    for unit in schemas.admin_units().values():
+        if unit["level"] == "commune" and unit["code"] != DEFAULT_COMMUNE_CODE:
+            communes.setdefault(unit["parent_code"], []).append(unit["code"])
+    return {district: sorted(codes) for district, codes in communes.items()}
+
+
+def placeable_communes() -> list[str]:
+    """Commune codes of Bình Thuận that :func:`commune_centre` places inside their district.
+
+    22924 and the communes of every district with a cell for each of its communes; use these
+    for multi-commune test and benchmark sets that must stay inside the province.
+    """
+    cells = _district_cells()
+    codes = [DEFAULT_COMMUNE_CODE]
+    for district, communes in _district_communes().items():
+        if len(cells.get(district, ())) >= len(communes):
+            codes.extend(communes)
+    return sorted(codes)
+
+
 def commune_centre(commune_code: str) -> tuple[float, float]:
     """Centre (easting, northing, EPSG:9218) at which a commune is generated.
 
-    22924 sits at its real place in Phan Thiết; any other code gets its own 10 km tile of a
-    square spiral around it, in the order 22925, 22923, 22926, 22922, ... (one tile per code).
+    22924 sits at its real place in Phan Thiết. A commune of a district with room for all its
+    communes (see :func:`placeable_communes`) gets its own cell inside that district, the
+    district's cells shared out evenly in code order. Any other code gets its own 10 km tile of
+    a square spiral around 22924 (22925, 22923, 22926, ...), which may lie outside the province.
     """
+    if commune_code == DEFAULT_COMMUNE_CODE:
+        return PHU_THUY_CENTRE
+    for district, communes in _district_communes().items():
+        cells = _district_cells().get(district, np.empty((0, 2)))
+        if commune_code in communes and len(cells) >= len(communes):
+            index = communes.index(commune_code) * len(cells) // len(communes)
+            return float(cells[index, 0]), float(cells[index, 1])
     offset = int(commune_code) - int(DEFAULT_COMMUNE_CODE)
     column, row = _spiral_cell(2 * offset - 1 if offset > 0 else -2 * offset)
     return (
@@ -867,9 +927,9 @@ def generate_parcels(
     ----------
     commune_code
         Five-digit commune code. Only ``22924`` is placed at its real location (central Phan
-        Thiết); other codes get their own tile, see :func:`commune_centre`. A commune of more
-        than a few thousand parcels outgrows the district, and benchmark sets may leave the
-        province altogether.
+        Thiết); the codes of :func:`placeable_communes` get a cell inside their own district
+        (room for about 10,000 parcels each); other codes get a tile that may lie outside the
+        province. See :func:`commune_centre`.
     n_parcels
         Number of records (faults included). 2,000 parcels cover about 1 km².
     seed

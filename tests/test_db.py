@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from landpipe import cluster as embedded
 from landpipe import schemas
 from landpipe.config import Settings
 from landpipe.db import make_engine
@@ -24,6 +25,7 @@ def second_home() -> Path:
     env = {**os.environ, "LANDPIPE_HOME": str(home)}
     env.pop("LANDPIPE_DATABASE_URL", None)
     run_cli("db", "stop", env=env)
+    shutil.rmtree(embedded.cluster_for(home).root, ignore_errors=True)
     shutil.rmtree(home, ignore_errors=True)
 
 
@@ -40,7 +42,7 @@ def test_db_commands_manage_an_independent_cluster(second_home):
 
     url = run_cli("db", "url", env=env).stdout.strip().splitlines()[-1]
     assert url.startswith("postgresql+psycopg://") and "host=" in url
-    assert str(second_home) in url or "/tmp/landpipe-" in url
+    assert f"host={embedded.cluster_for(second_home).socket_dir}&" in url
 
     upgraded = run_cli("db", "upgrade", env=env)
     assert upgraded.returncode == 0, upgraded.stderr

@@ -299,3 +299,16 @@ def test_any_seed_gives_a_clean_coverage(seed: int, n_parcels: int, commune_code
     assert shapely.is_valid(parcels.geometry.values).all()
     assert shapely.coverage_is_valid(parcels.geometry.values)
     assert not parcels.duplicated(KEY).any()
+
+
+def test_placeable_communes_lie_in_their_own_district() -> None:
+    districts = gpd.read_file(REFERENCE / "binh_thuan_districts.geojson").to_crs(synth.CRS)
+    outline = dict(zip(districts["code"], districts.geometry, strict=True))
+    with (REFERENCE / "binh_thuan_admin_units.csv").open(encoding="utf-8") as handle:
+        parent = {row["code"]: row["parent_code"] for row in csv.DictReader(handle)}
+    codes = synth.placeable_communes()
+    assert len(codes) >= 90
+    for code in codes[1::12]:  # a spread of them; 10,000 parcels is the size each has room for
+        parcels = synth.generate_parcels(code, n_parcels=10_000, faults=False)
+        vertices = shapely.points(shapely.get_coordinates(parcels.geometry.values))
+        assert shapely.contains(outline[parent[code]], vertices).all(), code

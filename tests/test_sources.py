@@ -1,0 +1,110 @@
+"""Reading deliveries (sources/): every format the reader claims, layers, CRS, fingerprints."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import shapely
+
+from landpipe import synth
+from landpipe.errors import CRSError, LayerError, SourceError
+from landpipe.sources import read_delivery
+from landpipe.sources.files import fingerprint
+from tests.parcels import delivery, record
+
+FORMATS = {
+    ".shp": "ESRI Shapefile",
+    ".gpkg": "GPKG",
+    ".geojson": "GeoJSON",
+    ".gdb": "OpenFileGDB",
+}
+
+
+@pytest.fixture(scope="module")
+def sample_frame():
+    return synth.generate_delivery("22924", n_parcels=200, seed=7)
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_every_format_reads_the_same_parcels(tmp_path, sample_frame, suffix):
+    path = tmp_path / f"thua_dat{suffix}"
+    sample_frame.to_file(path, driver=FORMATS[suffix])
+    read = read_delivery(path)
+    assert read.source.driver == FORMATS[suffix]
+    assert read.crs.label == "EPSG:9218" and read.crs.how == "file"
+    assert len(read.parcels) == len(sample_frame)
+    assert read.field_mapping["sheet_no"] in ("SoHieuToBanDo", "SoHieuToBa")
+    parcels = read.parcels.dropna(subset=["parcel_no", "sheet_no"])
+    keys = zip(parcels.sheet_no, parcels.parcel_no, strict=True)
+    owners = dict(zip(keys, parcels.owner_name, strict=True))
+    expected = sample_frame.dropna(subset=["SoThuTuThua", "SoHieuToBanDo"])
+    for sheet, number, owner in (
+        expected[["SoHieuToBanDo", "SoThuTuThua", "TenChu"]].head(20).values
+    ):
+        assert owners[(sheet, number)] == owner
+
+
+def test_parcel_layer_is_chosen_by_content(tmp_path, sample_frame):
+    path = tmp_path / "export.gpkg"
+    labels = sample_frame.copy()
+    labels["geometry"] = shapely.point_on_surface(labels.geometry.values)
+    labels[["SoThuTuThua", "geometry"]].to_file(path, layer="nhan_thua")
+    sample_frame.to_file(path, layer="thua_dat")
+    sample_frame[["geometry"]].to_file(path, layer="ranh_gioi")
+    assert read_delivery(path).layer == "thua_dat"
+    assert read_delivery(path, layer="thua_dat").layer == "thua_dat"
+    with pytest.raises(LayerError, match="no layer 'x'"):
+        read_delivery(path, layer="x")
+
+
+def test_crs_is_inferred_only_when_one_system_fits(tmp_path):
+    path = tmp_path / "no_prj.shp"
+    delivery([record(i) for i in range(3)], crs=None).to_file(path)
+    read = read_delivery(path)
+    assert (read.crs.label, read.crs.how) == ("EPSG:9218", "inferred")
+
+    utm = tmp_path / "utm_no_prj.shp"
+    frame = delivery([record(i) for i in range(3)]).to_crs(3405).set_crs(None, allow_override=True)
+    frame.to_file(utm)
+    read = read_delivery(utm)
+    assert (read.crs.label, read.crs.how) == ("EPSG:3405", "inferred")
+    # Reprojected back to storage: the lots are where they were, to the millimetre.
+    original = delivery([record(0)]).geometry.iloc[0]
+    assert read.parcels.geometry.iloc[0].symmetric_difference(original).area < 1e-3
+
+
+def test_crs_option_overrides_the_file(tmp_path):
+    path = tmp_path / "wrong.gpkg"
+    delivery([record(i) for i in range(3)], crs=None).set_crs(3405).to_file(path)
+    with pytest.raises(CRSError, match="fit VN-2000 / TM-3 108-30"):
+        read_delivery(path)
+    assert read_delivery(path, crs="EPSG:9218").crs.how == "option"
+    with pytest.raises(CRSError, match="not a coordinate reference system"):
+        read_delivery(path, crs="EPSG:nonsense")
+
+
+def test_missing_and_unsupported_files(tmp_path):
+    with pytest.raises(SourceError, match="no such file"):
+        read_delivery(tmp_path / "nothing.shp")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(SourceError, match="unsupported delivery type"):
+        read_delivery(tmp_path / "notes.txt")
+    shp = tmp_path / "lonely.shp"
+    delivery([record(0)]).to_file(shp)
+    shp.with_suffix(".dbf").unlink()
+    with pytest.raises(SourceError, match=r"missing \.dbf"):
+        read_delivery(shp)
+
+
+def test_fingerprint_follows_content_not_name(tmp_path):
+    first = tmp_path / "a" / "thua.shp"
+    first.parent.mkdir()
+    delivery([record(i) for i in range(3)]).to_file(first)
+    second = tmp_path / "b" / "renamed.shp"
+    second.parent.mkdir()
+    for part in first.parent.iterdir():
+        shutil.copy(part, second.parent / f"renamed{part.suffix}")
+    assert fingerprint(first) == fingerprint(second)
+    delivery([record(i, TenChu="Khác") for i in range(3)]).to_file(second)
+    assert fingerprint(first) != fingerprint(second)
