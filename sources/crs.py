@@ -17,7 +17,7 @@ from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError as ProjCRSError
 
 from landpipe import schemas
-from landpipe.errors import CRSError
+from landpipe.errors import CRSError, LayerError
 from landpipe.schemas import parcel
 
 #: Share of a delivery's parcels that must fall inside the area for a CRS to fit it.
@@ -122,6 +122,8 @@ def decide_crs(
         No CRS and none can be inferred, or the CRS places the data outside the province.
     """
     points = _sample_points(parcels)
+    if len(points) == 0:
+        raise LayerError(f"{source_name}: no record has a geometry")
     communes = parcels[parcel.KEY[0]].dropna()
     commune = communes.mode().iloc[0] if len(communes) else None
     district = district_of(commune)

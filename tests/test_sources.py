@@ -84,6 +84,13 @@ def test_crs_option_overrides_the_file(tmp_path):
         read_delivery(path, crs="EPSG:nonsense")
 
 
+def test_delivery_without_any_geometry_is_refused(tmp_path):
+    path = tmp_path / "no_geometry.gpkg"
+    delivery([record(i, geometry=None) for i in range(3)]).to_file(path)
+    with pytest.raises(LayerError, match="no record has a geometry"):
+        read_delivery(path)
+
+
 def test_missing_and_unsupported_files(tmp_path):
     with pytest.raises(SourceError, match="no such file"):
         read_delivery(tmp_path / "nothing.shp")
