@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
@@ -19,27 +18,10 @@ import shapely
 
 from landpipe import schemas
 from landpipe.schemas import parcel
+from landpipe.schemas.findings import Finding
 from landpipe.sources.crs import boundary, district_of
 
 _REASON_LOCATION = re.compile(r"\[\s*(-?[\d.eE+-]+)\s+(-?[\d.eE+-]+)\s*\]")
-
-
-@dataclass
-class Finding:
-    """One finding: a rule broken by one delivered record, with where and why."""
-
-    rule_code: str
-    source_row: int
-    message: str
-    location: shapely.Geometry | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-    commune_code: str | None = None
-    sheet_no: int | None = None
-    parcel_no: int | None = None
-
-    @property
-    def severity(self) -> str:
-        return schemas.rules()[self.rule_code].severity
 
 
 @dataclass
@@ -114,8 +96,8 @@ def validate(parcels: gpd.GeoDataFrame) -> Validation:
         findings.append(
             Finding(
                 rule_code=rule_code,
-                source_row=int(parcels[parcel.SOURCE_ROW].iloc[index]),
                 message=message,
+                source_row=int(parcels[parcel.SOURCE_ROW].iloc[index]),
                 location=location,
                 detail=detail,
                 commune_code=None if pd.isna(row.iloc[0]) else str(row.iloc[0]),
