@@ -51,16 +51,21 @@ def _unwrap(value: Any) -> Any:
 
 @task(name="read", cache_policy=NO_CACHE)
 @_refusable
-def read_step(path: str, layer: str | None) -> tuple[sources.Source, str, gpd.GeoDataFrame]:
+def read_step(
+    path: str, layer: str | None, encoding: str | None, commune: str | None, sheet: int | None
+) -> tuple[sources.Source, sources.RawLayer]:
     source = sources.open_source(path)
-    layer_name = sources.choose_layer(source, layer)
-    return source, layer_name, sources.read_layer(source, layer_name)
+    raw = sources.read_parcel_layer(
+        source, layer=layer, encoding=encoding, commune_code=commune, sheet_no=sheet
+    )
+    return source, raw
 
 
 @task(name="map fields", cache_policy=NO_CACHE)
 @_refusable
-def map_step(frame: gpd.GeoDataFrame, commune: str | None):
-    return sources.map_fields(frame, commune_code=commune)
+def map_step(raw: sources.RawLayer, commune: str | None, sheet: int | None, mapping: str | None):
+    fields = sources.load_mapping(mapping) if mapping else None
+    return sources.map_fields(raw.frame, commune_code=commune, sheet_no=sheet, mapping=fields)
 
 
 @task(name="reproject", cache_policy=NO_CACHE)
@@ -71,8 +76,8 @@ def reproject_step(parcels: gpd.GeoDataFrame, crs: str | None, source_name: str)
 
 
 @task(name="validate", cache_policy=NO_CACHE)
-def validate_step(parcels: gpd.GeoDataFrame) -> Validation:
-    return validate(parcels)
+def validate_step(delivery: Delivery) -> Validation:
+    return validate(delivery.parcels, delivery.findings)
 
 
 def _connection_lost(task, task_run, state) -> bool:
@@ -122,8 +127,11 @@ def _refuse(settings: Settings, path: str, error: DeliveryError, started_at: dat
 def load_delivery(
     path: str,
     commune: str | None = None,
+    sheet: int | None = None,
     crs: str | None = None,
     layer: str | None = None,
+    encoding: str | None = None,
+    mapping: str | None = None,
 ) -> State:
     """Load one survey delivery into the land register.
 
@@ -133,16 +141,33 @@ def load_delivery(
     logger = get_run_logger()
     settings = Settings()
     started_at = datetime.now(UTC)
-    options: dict[str, Any] = {"commune": commune, "crs": crs, "layer": layer}
+    options: dict[str, Any] = {
+        "commune": commune,
+        "sheet": sheet,
+        "crs": crs,
+        "layer": layer,
+        "encoding": encoding,
+        "mapping": mapping,
+    }
     try:
-        source, layer_name, frame = _unwrap(read_step(path, layer))
-        logger.info("read %d records from %s (layer %s)", len(frame), source.path, layer_name)
-        parcels, mapping = _unwrap(map_step(frame, commune))
-        logger.info("field mapping: %s", mapping)
+        source, raw = _unwrap(read_step(path, layer, encoding, commune, sheet))
+        logger.info(
+            "read %d records from %s (layer %s), text %s (%s, confidence %.2f)",
+            len(raw.frame),
+            source.path,
+            raw.layer,
+            raw.text.encoding,
+            raw.text.how,
+            raw.text.confidence,
+        )
+        parcels, used = _unwrap(map_step(raw, commune, sheet, mapping))
+        logger.info("field mapping (%s): %s", "option" if mapping else "detected", used)
         decision, parcels = _unwrap(reproject_step(parcels, crs, str(source.path)))
         logger.info("CRS %s (%s), reprojected to EPSG:9218", decision.label, decision.how)
-        delivery = Delivery(source, layer_name, mapping, decision, parcels)
-        validation = validate_step(delivery.parcels)
+        delivery = Delivery.assemble(
+            source, raw, used, decision, parcels, mapping_how="option" if mapping else "detected"
+        )
+        validation = validate_step(delivery)
     except DeliveryError as error:
         logger.info("delivery refused: %s", error)
         batch = _refuse(settings, path, error, started_at, options)

@@ -53,12 +53,23 @@ def load_command(
     commune: Annotated[
         str | None, typer.Option(help="Commune code (5 digits) for records that do not carry one.")
     ] = None,
+    sheet: Annotated[
+        int | None, typer.Option(help="Map sheet number for records that do not carry one.")
+    ] = None,
     crs: Annotated[
         str | None,
-        typer.Option(help="CRS of the delivery (e.g. EPSG:9218) when the file does not say."),
+        typer.Option(help="CRS of the delivery (e.g. EPSG:9218); overrides the file's."),
     ] = None,
     layer: Annotated[
         str | None, typer.Option(help="The parcel layer, when the delivery holds several.")
+    ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="Text encoding of the attributes: utf-8, cp1258, tcvn3 or vni."),
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(help="YAML file of 'canonical_field: DeliveredField' lines; wins."),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
@@ -75,7 +86,16 @@ def load_command(
     prepare_prefect(settings, verbose=verbose)
     from landpipe.flows.load_delivery import load_delivery
 
-    state = load_delivery(str(path), commune=commune, crs=crs, layer=layer, return_state=True)
+    state = load_delivery(
+        str(path),
+        commune=commune,
+        sheet=sheet,
+        crs=crs,
+        layer=layer,
+        encoding=encoding,
+        mapping=str(mapping) if mapping else None,
+        return_state=True,
+    )
     summary = state.result(raise_on_failure=False)
     if isinstance(summary, LandpipeError):
         _fail(summary)
@@ -97,9 +117,22 @@ def format_summary(summary: dict[str, Any]) -> str:
     counts = summary["parcels"]
     if summary.get("error"):
         return f"batch {summary['batch']}: refused ({summary.get('source')})\n  {summary['error']}"
+    reading = summary.get("reading", {})
+    mapping = ", ".join(f"{k}={v}" for k, v in reading.get("field_mapping", {}).items())
     lines = [
         f"batch {summary['batch']}: {summary['status']}  ({summary.get('source')})",
-        f"  commune {summary.get('commune_code')}, CRS {summary.get('crs')}",
+        f"  commune {summary.get('commune_code')}; layer {reading.get('layer')} "
+        f"({reading.get('format')}{', from linework' if reading.get('linework') else ''})",
+        f"  CRS {summary.get('crs')} ({reading.get('crs_how')}); text "
+        f"{reading.get('encoding')} ({reading.get('encoding_how')}, confidence "
+        f"{reading.get('encoding_confidence')}"
+        + (
+            f", .cpg said {reading['encoding_declared']}"
+            if reading.get("encoding_declared")
+            else ""
+        )
+        + ")",
+        f"  fields ({reading.get('field_mapping_how')}): {mapping}",
         f"  parcels: {counts['read']} read, {counts['loaded']} loaded, "
         f"{counts['repaired']} repaired, {counts['rejected']} rejected",
     ]

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from landpipe.schemas import parcel as canonical
 from landpipe.sources import Delivery
+from landpipe.sources.fields import attribute_json, attribute_records
 from landpipe.validate import Validation
 
 
@@ -39,6 +40,7 @@ class LoadResult:
     crs: str | None = None
     error: str | None = None
     error_kind: str | None = None
+    reading: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` contract (plus where the delivery came from)."""
@@ -56,10 +58,29 @@ class LoadResult:
             "commune_code": self.commune_code,
             "crs": self.crs,
         }
+        if self.reading:
+            body["reading"] = dict(self.reading)
         if self.error:
             body["error"] = self.error
             body["error_kind"] = self.error_kind
         return body
+
+
+def reading_summary(delivery: Delivery) -> dict[str, Any]:
+    """How the delivery was read: CRS, text encoding, field mapping, and how each was known."""
+    return {
+        "format": delivery.source.driver,
+        "layer": delivery.layer,
+        "linework": delivery.linework,
+        "crs": delivery.crs.label,
+        "crs_how": delivery.crs.how,
+        "encoding": delivery.text.encoding,
+        "encoding_how": delivery.text.how,
+        "encoding_confidence": delivery.text.confidence,
+        "encoding_declared": delivery.text.declared,
+        "field_mapping": dict(delivery.field_mapping),
+        "field_mapping_how": delivery.mapping_how,
+    }
 
 
 def _commune_lock_keys(delivery: Delivery) -> list[str]:
@@ -113,6 +134,7 @@ def load(
         source=str(delivery.source.path),
         commune_code=delivery.commune_code,
         crs=delivery.crs.label,
+        reading=reading_summary(delivery),
     )
     if result.loaded == 0:
         result.status = "rejected"
@@ -132,9 +154,9 @@ def load(
             if earlier:
                 return _unchanged(result, earlier[0])
             result.batch = _insert_batch(conn, delivery, result, started_at)
-            _copy_parcels(conn, result.batch, validation)
+            _copy_parcels(conn, result.batch, delivery, validation)
             _copy_findings(conn, result.batch, validation)
-            _copy_rejected(conn, result.batch, validation)
+            _copy_rejected(conn, result.batch, delivery, validation)
         return result
     finally:
         raw.close()
@@ -151,9 +173,11 @@ def _insert_batch(conn, delivery: Delivery, result: LoadResult, started_at: date
     row = conn.execute(
         """
         INSERT INTO land.batch (source_path, source_sha256, source_format, source_layer,
-            commune_code, crs_read, crs_how, field_mapping, started_at, finished_at, status,
-            n_read, n_loaded, n_repaired, n_rejected)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp(), %s, %s, %s, %s, %s)
+            commune_code, crs_read, crs_how, field_mapping, field_mapping_how, text_encoding,
+            text_encoding_how, text_encoding_confidence, text_encoding_declared, linework,
+            started_at, finished_at, status, n_read, n_loaded, n_repaired, n_rejected)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp(),
+            %s, %s, %s, %s, %s)
         RETURNING id
         """,
         [
@@ -165,6 +189,12 @@ def _insert_batch(conn, delivery: Delivery, result: LoadResult, started_at: date
             delivery.crs.label,
             delivery.crs.how,
             Jsonb(delivery.field_mapping),
+            delivery.mapping_how,
+            delivery.text.encoding,
+            delivery.text.how,
+            delivery.text.confidence,
+            delivery.text.declared,
+            delivery.linework,
             started_at,
             result.status,
             result.read,
@@ -176,13 +206,13 @@ def _insert_batch(conn, delivery: Delivery, result: LoadResult, started_at: date
     return int(row[0])
 
 
-def _copy_parcels(conn, batch_id: int, validation: Validation) -> None:
+def _copy_parcels(conn, batch_id: int, delivery: Delivery, validation: Validation) -> None:
     conn.execute(
         """
         CREATE TEMP TABLE parcel_in (
             commune_code text, sheet_no integer, parcel_no integer, land_use_codes text[],
             declared_area_m2 float8, legal_area_m2 float8, owner_name text, address text,
-            attributes jsonb, geom geometry(MultiPolygon, 9218)
+            attributes text, geom geometry(MultiPolygon, 9218)
         ) ON COMMIT DROP
         """
     )
@@ -202,7 +232,7 @@ def _copy_parcels(conn, batch_id: int, validation: Validation) -> None:
                 "float8",
                 "text",
                 "text",
-                "jsonb",
+                "text",
                 "text",
             ]
         )
@@ -215,7 +245,9 @@ def _copy_parcels(conn, batch_id: int, validation: Validation) -> None:
             _rounded(frame["legal_area_m2"]),
             _texts(frame["owner_name"]),
             _texts(frame["address"]),
-            [Jsonb(extra) for extra in frame[canonical.EXTRA]],
+            attribute_json(
+                delivery.attributes, delivery.extra_fields, frame[canonical.SOURCE_ROW].to_numpy()
+            ),
             _ewkb_all(frame.geometry.values),
             strict=True,
         )
@@ -225,7 +257,7 @@ def _copy_parcels(conn, batch_id: int, validation: Validation) -> None:
         f"""
         INSERT INTO land.parcel ({columns}, batch_id)
         SELECT commune_code, sheet_no, parcel_no, land_use_codes, declared_area_m2, legal_area_m2,
-               owner_name, address, attributes, geom, %s
+               owner_name, address, attributes::jsonb, geom, %s
         FROM parcel_in
         ON CONFLICT ON CONSTRAINT parcel_key DO UPDATE SET
             land_use_codes = excluded.land_use_codes, declared_area_m2 = excluded.declared_area_m2,
@@ -240,10 +272,26 @@ def _copy_parcels(conn, batch_id: int, validation: Validation) -> None:
 def _copy_findings(conn, batch_id: int, validation: Validation) -> None:
     with conn.cursor().copy(
         "COPY land.finding (batch_id, rule_code, severity, commune_code, sheet_no, parcel_no,"
-        " source_row, message, detail, location) FROM STDIN"
+        " source_row, message, detail, location, other_commune_code, other_sheet_no,"
+        " other_parcel_no, area_m2) FROM STDIN"
     ) as copy:
         copy.set_types(
-            ["int8", "text", "text", "text", "int4", "int4", "int4", "text", "jsonb", "text"]
+            [
+                "int8",
+                "text",
+                "text",
+                "text",
+                "int4",
+                "int4",
+                "int4",
+                "text",
+                "jsonb",
+                "text",
+                "text",
+                "int4",
+                "int4",
+                "float8",
+            ]
         )
         for finding in validation.findings:
             copy.write_row(
@@ -258,18 +306,24 @@ def _copy_findings(conn, batch_id: int, validation: Validation) -> None:
                     finding.message,
                     Jsonb(json.loads(json.dumps(finding.detail, default=str))),
                     _ewkb(finding.location),
+                    finding.other_commune_code,
+                    finding.other_sheet_no,
+                    finding.other_parcel_no,
+                    None if finding.area_m2 is None else round(float(finding.area_m2), 2),
                 ]
             )
 
 
-def _copy_rejected(conn, batch_id: int, validation: Validation) -> None:
+def _copy_rejected(conn, batch_id: int, delivery: Delivery, validation: Validation) -> None:
     frame = validation.rejected
+    delivered = attribute_records(delivery.attributes, frame[canonical.SOURCE_ROW].tolist())
     with conn.cursor().copy(
         "COPY land.rejected_record (batch_id, source_row, rule_codes, commune_code, sheet_no,"
         " parcel_no, attributes, geom) FROM STDIN"
     ) as copy:
         copy.set_types(["int8", "int4", "text[]", "text", "int4", "int4", "jsonb", "text"])
-        for row, geometry in zip(frame.itertuples(index=False), frame.geometry.values, strict=True):
+        rows = zip(frame.itertuples(index=False), frame.geometry.values, delivered, strict=True)
+        for row, geometry, attributes in rows:
             copy.write_row(
                 [
                     batch_id,
@@ -278,7 +332,7 @@ def _copy_rejected(conn, batch_id: int, validation: Validation) -> None:
                     _optional(row.commune_code),
                     _optional(row.sheet_no),
                     _optional(row.parcel_no),
-                    Jsonb(getattr(row, canonical.DELIVERED)),
+                    Jsonb(attributes),
                     _ewkb(geometry),
                 ]
             )

@@ -84,10 +84,14 @@ def _invalid_location(reason: str, geometry: shapely.Geometry) -> shapely.Geomet
     return shapely.point_on_surface(shapely.make_valid(geometry))
 
 
-def validate(parcels: gpd.GeoDataFrame) -> Validation:
-    """Run the rule catalogue over ``parcels`` (canonical columns, storage CRS)."""
+def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> Validation:
+    """Run the rule catalogue over ``parcels`` (canonical columns, storage CRS).
+
+    ``prior`` are findings made while reading (text encoding, linework labels); they count
+    like the others, and a rejecting one rejects its record.
+    """
     rules = schemas.rules()
-    findings: list[Finding] = []
+    findings: list[Finding] = list(prior or [])
     geometries = parcels.geometry.values.copy()
     keys = parcels[list(parcel.KEY)]
 
@@ -157,14 +161,12 @@ def validate(parcels: gpd.GeoDataFrame) -> Validation:
     key_missing = keys.isna().any(axis=1).to_numpy()
     for i in np.flatnonzero(key_missing):
         absent = [name for name in parcel.KEY if pd.isna(keys.iloc[i][name])]
-        delivered = parcels[parcel.DELIVERED].iloc[i]
         add(
             "ATTR_MISSING",
             i,
-            f"{where(i)} lacks {', '.join(absent)}",
+            f"{where(i)} lacks {', '.join(absent)} (missing or unreadable)",
             _point(geometries[i]),
             fields=absent,
-            delivered={k: delivered.get(k) for k in list(delivered)[:20]},
         )
     known_communes = schemas.commune_codes()
     commune_known = keys["commune_code"].isin(known_communes).to_numpy()
@@ -208,7 +210,7 @@ def validate(parcels: gpd.GeoDataFrame) -> Validation:
 
     reject_rows: dict[int, list[str]] = {}
     for finding in findings:
-        if finding.severity == "reject":
+        if finding.severity == "reject" and finding.source_row is not None:
             reject_rows.setdefault(finding.source_row, []).append(finding.rule_code)
     rejected_mask = parcels[parcel.SOURCE_ROW].isin(reject_rows).to_numpy()
     rejected = parcels[rejected_mask].copy()

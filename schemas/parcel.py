@@ -17,12 +17,9 @@ ATTRIBUTES = (
     "address",
 )
 
-#: Columns a delivery frame carries besides the attributes: the row number in the source
-#: (0-based, the record's identity within the delivery), the delivered fields that map onto
-#: nothing (``extra``), and every delivered field as read (``delivered``, kept for rejects).
+#: Column of the record's row in the delivered layer (0-based): its identity within the
+#: delivery, linking a parcel to its delivered attributes (``Delivery.attributes``).
 SOURCE_ROW = "source_row"
-EXTRA = "extra"
-DELIVERED = "delivered"
 
 #: The CRS parcels are stored in: VN-2000 / TM-3 108-30.
 STORAGE_EPSG = 9218

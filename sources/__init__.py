@@ -1,44 +1,101 @@
 """Read survey deliveries into canonical parcels. No Prefect and no database here.
 
 The steps, each a plain function the flow runs as a task:
-:func:`open_source` -> :func:`choose_layer` / :func:`read_layer` -> :func:`map_fields`
--> :func:`decide_crs` -> :func:`to_storage`. :func:`read_delivery` runs them all.
+:func:`open_source` -> :func:`read_parcel_layer` (layer, text encoding, linework)
+-> :func:`map_fields` -> :func:`decide_crs` -> :func:`to_storage`.
+:func:`read_delivery` runs them all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
+import yaml
 
+from landpipe.errors import FieldError
+from landpipe.schemas.findings import Finding
 from landpipe.sources.crs import CRSDecision, decide_crs, to_storage
 from landpipe.sources.fields import map_fields
-from landpipe.sources.files import Source, choose_layer, open_source, read_layer
+from landpipe.sources.files import Source, open_source
+from landpipe.sources.layers import RawLayer, read_parcel_layer
+from landpipe.sources.text import TextDecision
 
 __all__ = [
     "CRSDecision",
     "Delivery",
+    "RawLayer",
     "Source",
-    "choose_layer",
+    "TextDecision",
     "decide_crs",
+    "load_mapping",
     "map_fields",
     "open_source",
     "read_delivery",
-    "read_layer",
+    "read_parcel_layer",
     "to_storage",
 ]
 
 
 @dataclass
 class Delivery:
-    """A delivery read and mapped onto canonical parcels in the storage CRS."""
+    """A delivery read and mapped onto canonical parcels in the storage CRS.
+
+    Attributes
+    ----------
+    source, layer
+        Where it came from.
+    field_mapping, mapping_how
+        Canonical field -> delivered field name, and ``detected`` or ``option`` (``--mapping``).
+    crs
+        The CRS the delivery was read in, and how landpipe knows it.
+    parcels
+        Canonical parcels (``source_row``, attributes, geometry in EPSG:9218).
+    attributes
+        Every delivered field as read (text decoded), one row per record, by ``source_row``.
+    text
+        The text encoding used, and how it was decided.
+    findings
+        Findings made while reading (text encoding, linework labels).
+    """
 
     source: Source
     layer: str
     field_mapping: dict[str, str]
     crs: CRSDecision
     parcels: gpd.GeoDataFrame
+    attributes: pd.DataFrame
+    text: TextDecision
+    findings: list[Finding] = field(default_factory=list)
+    mapping_how: str = "detected"
+    raw_linework: bool = False
+
+    @classmethod
+    def assemble(
+        cls,
+        source: Source,
+        raw: RawLayer,
+        field_mapping: dict[str, str],
+        crs: CRSDecision,
+        parcels: gpd.GeoDataFrame,
+        *,
+        mapping_how: str = "detected",
+    ) -> Delivery:
+        """A delivery from the results of the reading steps."""
+        return cls(
+            source=source,
+            layer=raw.layer,
+            field_mapping=field_mapping,
+            crs=crs,
+            parcels=parcels,
+            attributes=pd.DataFrame(raw.frame.drop(columns=raw.frame.geometry.name)),
+            text=raw.text,
+            findings=raw.findings,
+            mapping_how=mapping_how,
+            raw_linework=raw.linework,
+        )
 
     @property
     def commune_code(self) -> str | None:
@@ -46,13 +103,41 @@ class Delivery:
         codes = self.parcels["commune_code"].dropna()
         return str(codes.mode().iloc[0]) if len(codes) else None
 
+    @property
+    def linework(self) -> bool:
+        """Whether the parcels were built from boundary lines and labels."""
+        return self.raw_linework
+
+    @property
+    def extra_fields(self) -> list[str]:
+        """Delivered fields that map onto no canonical field (kept as ``attributes``)."""
+        mapped = set(self.field_mapping.values())
+        return [name for name in self.attributes.columns if name not in mapped]
+
+
+def load_mapping(path: str | Path) -> dict[str, str]:
+    """A field mapping file (YAML: ``canonical_field: DeliveredField``) given with --mapping."""
+    path = Path(path)
+    try:
+        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise FieldError(f"--mapping {path}: cannot be read ({err})") from err
+    if isinstance(mapping, dict) and isinstance(mapping.get("fields"), dict):
+        mapping = mapping["fields"]
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+        raise FieldError(f"--mapping {path}: expected 'canonical_field: DeliveredField' lines")
+    return {str(k): v for k, v in mapping.items()}
+
 
 def read_delivery(
     path: str | Path,
     *,
     commune_code: str | None = None,
+    sheet_no: int | None = None,
     crs: str | None = None,
     layer: str | None = None,
+    encoding: str | None = None,
+    mapping: dict[str, str] | None = None,
 ) -> Delivery:
     """Read a delivery at ``path`` into canonical parcels in EPSG:9218.
 
@@ -62,8 +147,18 @@ def read_delivery(
         The delivery cannot be used as a whole (see its subclasses).
     """
     source = open_source(path)
-    layer_name = choose_layer(source, layer)
-    delivered = read_layer(source, layer_name)
-    parcels, mapping = map_fields(delivered, commune_code=commune_code)
+    raw = read_parcel_layer(
+        source, layer=layer, encoding=encoding, commune_code=commune_code, sheet_no=sheet_no
+    )
+    parcels, used = map_fields(
+        raw.frame, commune_code=commune_code, sheet_no=sheet_no, mapping=mapping
+    )
     decision = decide_crs(parcels, declared=crs, source_name=str(source.path))
-    return Delivery(source, layer_name, mapping, decision, to_storage(parcels, decision))
+    return Delivery.assemble(
+        source,
+        raw,
+        used,
+        decision,
+        to_storage(parcels, decision),
+        mapping_how="option" if mapping else "detected",
+    )

@@ -30,10 +30,12 @@ BOUNDARY_BUFFER_M = 200.0
 
 @dataclass(frozen=True)
 class CRSDecision:
-    """The CRS a delivery is read in, and how landpipe knows it (file, option or inferred)."""
+    """The CRS a delivery is read in, how landpipe knows it (file, option or inferred), and
+    a note when a declared CRS was recognised as a VN-2000 system it does not name."""
 
     crs: CRS
     how: str
+    note: str | None = None
 
     @property
     def label(self) -> str:
@@ -95,6 +97,70 @@ def share_inside(points: np.ndarray, crs: CRS, area: shapely.Geometry) -> float:
     return float(inside.mean())
 
 
+#: Rotations (arc-seconds) of the official VN-2000 -> WGS 84 transformation (EPSG:6960) in the
+#: position-vector convention of +towgs84/TOWGS84. The published (coordinate-frame) values
+#: have the opposite signs; copying them into TOWGS84 is a known error of about 0.5 m.
+_VN2000_ROTATIONS_PV = (0.00928836, -0.01975479, 0.00427372)
+_TM_PARAMETERS = {
+    "Longitude of natural origin": "lon_0",
+    "Scale factor at natural origin": "k",
+    "False easting": "x_0",
+    "False northing": "y_0",
+    "Latitude of natural origin": "lat_0",
+}
+
+
+def _tm_parameters(crs: CRS) -> dict[str, float] | None:
+    operation = crs.coordinate_operation
+    if operation is None or "transverse mercator" not in operation.method_name.lower():
+        return None
+    return {
+        _TM_PARAMETERS[p.name]: round(p.value, 9)
+        for p in operation.params
+        if p.name in _TM_PARAMETERS
+    }
+
+
+def _towgs84_note(crs: CRS) -> str | None:
+    """Say whether a bound CRS's TOWGS84 rotations carry the known sign error."""
+    if not crs.is_bound or crs.coordinate_operation is None:
+        return None
+    rotations = [p.value for p in crs.coordinate_operation.params if "rotation" in p.name.lower()]
+    if len(rotations) != 3:
+        return None
+    position_vector = "position vector" in crs.coordinate_operation.method_name.lower()
+    signed = tuple(r if position_vector else -r for r in rotations)
+    if all(abs(a + b) < 1e-7 for a, b in zip(signed, _VN2000_ROTATIONS_PV, strict=True)):
+        return "its TOWGS84 carries the published rotation signs (the known ~0.5 m sign error)"
+    return None
+
+
+def recognise(crs: CRS) -> tuple[CRS, str | None]:
+    """Map a declared CRS onto the VN-2000 system it describes, when it names none.
+
+    ESRI-style ``.prj`` files name VN-2000 systems their own way and may bind a TOWGS84 with
+    the sign error; the projection parameters still say which TM-3/UTM zone is meant. The
+    EPSG system (which carries the official transformation) replaces it, and a note says so.
+    """
+    base = crs.source_crs if crs.is_bound and crs.source_crs is not None else crs
+    candidates = {c.to_epsg(): c for c in _candidates()}
+    epsg = base.to_epsg(min_confidence=70)
+    note = _towgs84_note(crs)
+    if epsg in candidates and (note or crs.is_bound or base.to_epsg() is None):
+        return candidates[epsg], f"recognised as EPSG:{epsg}" + (f"; {note}" if note else "")
+    if epsg is not None:
+        return crs, note
+    parameters = _tm_parameters(base)
+    ellipsoid = base.ellipsoid
+    if parameters is None or ellipsoid is None or abs(ellipsoid.semi_major_metre - 6378137) > 1:
+        return crs, note
+    for code, candidate in candidates.items():
+        if _tm_parameters(candidate) == parameters:
+            text = f"recognised as EPSG:{code} from its projection parameters"
+            return candidate, text + (f"; {note}" if note else "")
+    return crs, note
+
+
 def _candidates() -> list[CRS]:
     return [CRS.from_epsg(entry["epsg"]) for entry in schemas.crs_table()["candidates"]]
 
@@ -131,7 +197,8 @@ def decide_crs(
     if declared is not None:
         decision = CRSDecision(parse_crs(declared), "option")
     elif parcels.crs is not None:
-        decision = CRSDecision(CRS.from_user_input(parcels.crs), "file")
+        declared_crs, note = recognise(CRS.from_user_input(parcels.crs))
+        decision = CRSDecision(declared_crs, "file", note)
     else:
         area = boundary(district) if district else province
         fits = fitting_candidates(points, area)

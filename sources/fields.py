@@ -68,8 +68,17 @@ def match_fields(names: list[str], aliases: dict[str, list[str]] | None = None) 
     return mapping
 
 
+#: Key numbers are stored as PostgreSQL ``integer``: larger ones are unreadable.
+MAX_KEY_NUMBER = 2**31 - 1
+
+
 def to_int(value: Any) -> int | None:
     """A key number as delivered (``"05"``, ``5.0``, ``5``) as an int; None when unreadable."""
+    number = _to_int(value)
+    return number if number is not None and 0 <= number <= MAX_KEY_NUMBER else None
+
+
+def _to_int(value: Any) -> int | None:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return None
     if isinstance(value, (int, np.integer)):
@@ -133,7 +142,9 @@ def json_value(value: Any) -> Any:
     """A delivered attribute value as something JSON can hold."""
     if value is None or value is pd.NA:
         return None
-    if isinstance(value, (np.integer,)):
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
         return None if math.isnan(value) else float(value)
@@ -148,20 +159,85 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
+def _mixed(values: pd.Series) -> bool:
+    """Whether an object column mixes text with numbers (as a GeoJSON property may)."""
+    return values.dtype == object and not values.dropna().map(type).isin([str]).all()
+
+
+def _per_distinct(values: pd.Series, convert) -> list:
+    """``convert`` applied once per distinct value (codes repeat a lot), spread back out."""
+    if _mixed(values):  # 0 and 0.0 are one value to factorize, but not to the converters
+        return [convert(value) for value in values.tolist()]
+    codes, distinct = pd.factorize(values, use_na_sentinel=True)
+    converted = [convert(value) for value in distinct]
+    missing = convert(None)
+    return [missing if code < 0 else converted[code] for code in codes.tolist()]
+
+
+def series_to_int(values: pd.Series) -> pd.Series:
+    """Vectorised :func:`to_int`: key numbers as nullable ``Int64``, unreadable ones as NA."""
+    if pd.api.types.is_integer_dtype(values):
+        numbers = values.astype("Int64")
+        return numbers.where((numbers >= 0) & (numbers <= MAX_KEY_NUMBER))
+    if pd.api.types.is_float_dtype(values):
+        whole = values.notna() & (values % 1 == 0) & (values.abs() <= MAX_KEY_NUMBER)
+        numbers = values.where(whole).astype("Int64")
+        return numbers.where(numbers >= 0)
+    return pd.Series(pd.array(_per_distinct(values, to_int), dtype="Int64"))
+
+
+def series_to_commune_code(values: pd.Series) -> pd.Series:
+    """Vectorised :func:`to_commune_code`: 5-digit text, or None."""
+    return pd.Series(_per_distinct(values, to_commune_code), dtype=object)
+
+
+def series_to_area(values: pd.Series) -> pd.Series:
+    """Vectorised :func:`to_area`: float m², NaN when unreadable; comma decimals read right."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values.astype("float64")
+    areas = _per_distinct(values, to_area)
+    return pd.Series([np.nan if a is None else a for a in areas], dtype="float64")
+
+
+def series_to_land_use_codes(values: pd.Series) -> list[list[str]]:
+    """Vectorised :func:`to_land_use_codes`: a list of codes per value (fresh lists)."""
+    return [list(codes) for codes in _per_distinct(values, to_land_use_codes)]
+
+
+def series_to_text(values: pd.Series) -> list[str | None]:
+    """Vectorised :func:`to_text`: NFC text, None when blank."""
+    if not pd.api.types.is_string_dtype(values):
+        return [to_text(value) for value in values.tolist()]
+    joined = "\n".join(values.dropna().tolist())
+    if not (joined.isascii() or unicodedata.is_normalized("NFC", joined)):
+        return [to_text(value) for value in values.tolist()]
+    stripped = values.str.strip()
+    return (
+        stripped.where(stripped.str.len() > 0).astype(object).where(stripped.notna(), None).tolist()
+    )
+
+
 _CONVERTERS = {
-    "commune_code": to_commune_code,
-    "sheet_no": to_int,
-    "parcel_no": to_int,
-    "land_use_codes": to_land_use_codes,
-    "declared_area_m2": to_area,
-    "legal_area_m2": to_area,
-    "owner_name": to_text,
-    "address": to_text,
+    "commune_code": series_to_commune_code,
+    "sheet_no": series_to_int,
+    "parcel_no": series_to_int,
+    "land_use_codes": series_to_land_use_codes,
+    "declared_area_m2": series_to_area,
+    "legal_area_m2": series_to_area,
+    "owner_name": series_to_text,
+    "address": series_to_text,
 }
+
+#: Options that fill a key field for records that lack it.
+_FILLS = {"commune_code": "--commune", "sheet_no": "--sheet"}
 
 
 def map_fields(
-    frame: gpd.GeoDataFrame, *, commune_code: str | None = None
+    frame: gpd.GeoDataFrame,
+    *,
+    commune_code: str | None = None,
+    sheet_no: int | None = None,
+    mapping: dict[str, str] | None = None,
 ) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
     """Map a delivered layer onto the canonical parcel.
 
@@ -169,56 +245,83 @@ def map_fields(
     ----------
     frame
         The layer as read, with the delivery's own field names.
-    commune_code
-        Commune of the delivery, used for records whose commune field is blank or absent.
+    commune_code, sheet_no
+        Commune and map sheet of the delivery, for records whose field is blank or absent
+        (a drawing of one sheet often carries neither).
+    mapping
+        Canonical field -> delivered field name (from ``--mapping``); wins over detection.
 
     Returns
     -------
     parcels, mapping
         One row per delivered record, in delivery order: ``source_row``, the canonical
-        attributes (missing keys as ``<NA>``), ``extra`` (unmapped fields), ``delivered``
-        (every field as read) and the geometry; and canonical field -> delivered field name.
+        attributes (missing keys as ``<NA>``) and the geometry; and the mapping used
+        (canonical field -> delivered field name). The delivered fields themselves stay in
+        ``frame``: see :func:`attribute_records` and :func:`attribute_json`.
 
     Raises
     ------
     FieldError
-        The layer has no parcel-number or sheet-number field, or no commune field and no
-        ``commune_code`` was given.
+        The layer lacks a parcel-number field, or a sheet or commune field and no option
+        supplies it, or ``mapping`` names a field the layer does not have.
     """
     fields = [name for name in frame.columns if name != frame.geometry.name]
-    mapping = match_fields(fields)
-    for required, option in (
-        ("parcel_no", None),
-        ("sheet_no", None),
-        ("commune_code", commune_code),
-    ):
-        if required not in mapping and option is None:
+    detected = match_fields(fields)
+    if mapping:
+        unknown = {c: f for c, f in mapping.items() if f not in fields or c not in _CONVERTERS}
+        if unknown:
+            raise FieldError(
+                f"the field mapping names what the layer lacks: {unknown}; delivered fields: "
+                f"{', '.join(fields)}; canonical fields: {', '.join(_CONVERTERS)}"
+            )
+        taken = set(mapping.values())
+        detected = {c: f for c, f in detected.items() if f not in taken} | mapping
+    fills = {"commune_code": commune_code, "sheet_no": sheet_no}
+    for required in parcel.KEY:
+        if required not in detected and fills.get(required) is None:
             wanted = ", ".join(schemas.field_aliases()[required][:4])
-            hint = " or give --commune" if required == "commune_code" else ""
+            hint = f" or give {_FILLS[required]}" if required in _FILLS else ""
             raise FieldError(
                 f"no {required} field (such as {wanted}) among the delivered fields "
                 f"{', '.join(fields) or '(none)'}{hint}"
             )
-    records = frame[fields].to_dict("records")
-    delivered = [{name: json_value(value) for name, value in record.items()} for record in records]
-    mapped_names = set(mapping.values())
+    for key in parcel.KEY:
+        name = detected.get(key)
+        if name is not None and fills.get(key) is None and frame[name].isna().all():
+            hint = f"; give {_FILLS[key]}" if key in _FILLS else ""
+            raise FieldError(f"the {key} field {name!r} is empty in every record{hint}")
     columns: dict[str, Any] = {parcel.SOURCE_ROW: np.arange(len(frame), dtype="int64")}
     for canonical, convert in _CONVERTERS.items():
-        source_name = mapping.get(canonical)
-        values = [convert(r[source_name]) for r in records] if source_name else [None] * len(frame)
-        columns[canonical] = values
+        source_name = detected.get(canonical)
+        if source_name is None:
+            empty = pd.Series([None] * len(frame), dtype=object)
+            columns[canonical] = convert(empty)
+        else:
+            columns[canonical] = convert(frame[source_name].reset_index(drop=True))
     if commune_code is not None:
         columns["commune_code"] = [code or commune_code for code in columns["commune_code"]]
-    for key in ("sheet_no", "parcel_no"):
-        columns[key] = pd.array(columns[key], dtype="Int64")
-    for area in ("declared_area_m2", "legal_area_m2"):
-        columns[area] = np.array(
-            [np.nan if v is None else v for v in columns[area]], dtype="float64"
-        )
-    columns[parcel.EXTRA] = [
-        {name: value for name, value in row.items() if name not in mapped_names}
-        for row in delivered
-    ]
-    columns[parcel.DELIVERED] = delivered
+    if sheet_no is not None:
+        columns["sheet_no"] = columns["sheet_no"].fillna(sheet_no)
     parcels = gpd.GeoDataFrame(columns, geometry=frame.geometry.values, crs=frame.crs)
-    return parcels, mapping
+    return parcels, {c: detected[c] for c in _CONVERTERS if c in detected}
+
+
+def attribute_records(frame: pd.DataFrame, rows: list[int]) -> list[dict[str, Any]]:
+    """Every delivered field of the records at ``rows`` (0-based), JSON-able, by its own name.
+
+    ``frame`` holds the delivered attributes without geometry (``Delivery.attributes``).
+    """
+    subset = frame.iloc[rows]
+    return [
+        {name: json_value(value) for name, value in record.items()}
+        for record in subset.to_dict("records")
+    ]
+
+
+def attribute_json(frame: pd.DataFrame, fields: list[str], rows: np.ndarray) -> list[str]:
+    """The delivered ``fields`` of the records at ``rows`` as one JSON object text per record."""
+    if not fields:
+        return ["{}"] * len(rows)
+    subset = pd.DataFrame(frame[fields].iloc[rows]).reset_index(drop=True)
+    text = subset.to_json(orient="records", lines=True, force_ascii=False, date_format="iso")
+    return text.splitlines()

@@ -1,13 +1,23 @@
-"""Open a delivery: find its files, fingerprint them, pick the parcel layer and read it."""
+"""Open a delivery: find its files, fingerprint them, pick the parcel layer and read it.
+
+A delivery is a file (Shapefile, GeoPackage, GeoJSON, DXF, DGN), a folder (File Geodatabase,
+or a folder of Shapefiles) or a ``.zip`` of any of these. A zip is unpacked into a private
+temporary folder, refusing any member that would land outside it.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+import stat
+import tempfile
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 import geopandas as gpd
+import pandas as pd
 import pyogrio
 import pyogrio.errors
 
@@ -21,13 +31,20 @@ DRIVERS = {
     ".geojson": "GeoJSON",
     ".json": "GeoJSON",
     ".gdb": "OpenFileGDB",
+    ".dxf": "DXF",
+    ".dgn": "DGN",
 }
 FORMAT_NAMES = {
     "ESRI Shapefile": "Shapefile",
     "GPKG": "GeoPackage",
     "GeoJSON": "GeoJSON file",
     "OpenFileGDB": "File Geodatabase",
+    "DXF": "DXF drawing",
+    "DGN": "DGN (MicroStation v7) drawing",
+    "ZIP": "zip archive",
 }
+#: Inside a zip or a folder, the kinds of dataset looked for, in order of preference.
+_DATASET_ORDER = (".gdb", ".gpkg", ".shp", ".geojson", ".json", ".dxf", ".dgn")
 #: The files that make up one Shapefile; all present ones are fingerprinted together.
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
 POLYGONAL = {"Polygon", "MultiPolygon", "Polygon Z", "MultiPolygon Z", "Unknown", None}
@@ -35,11 +52,29 @@ POLYGONAL = {"Polygon", "MultiPolygon", "Polygon Z", "MultiPolygon Z", "Unknown"
 
 @dataclass(frozen=True)
 class Source:
-    """A delivery's file(s) on disk: what it is and its content fingerprint."""
+    """A delivery's file(s) on disk: what it is, its content fingerprint, what GDAL opens.
+
+    Attributes
+    ----------
+    path
+        The delivery as the user named it.
+    driver
+        The GDAL driver of the dataset.
+    sha256
+        Fingerprint of the delivery's content (see :func:`fingerprint`).
+    dataset
+        What GDAL opens: ``path`` itself, or a file or folder inside an unpacked zip.
+    """
 
     path: Path
     driver: str
     sha256: str
+    dataset: Path = None  # type: ignore[assignment]
+    workdir: tempfile.TemporaryDirectory | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.dataset is None:
+            object.__setattr__(self, "dataset", self.path)
 
 
 def fingerprint(path: Path) -> str:
@@ -74,23 +109,98 @@ def open_source(path: str | Path) -> Source:
     Raises
     ------
     SourceError
-        The path does not exist, is of an unsupported kind, or a Shapefile lacks a part.
+        The path does not exist, is of an unsupported kind, a Shapefile lacks a part or is
+        truncated, or a zip is broken or has a member that escapes it.
+    LayerError
+        A zip or folder holds no dataset landpipe reads.
     """
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder")
+    if path.suffix.lower() == ".zip":
+        workdir = tempfile.TemporaryDirectory(prefix="landpipe-zip-")
+        _unzip(path, Path(workdir.name))
+        dataset, driver = _find_dataset(path, Path(workdir.name))
+        _check_shapefiles(dataset, driver)
+        return Source(path, driver, fingerprint(path), dataset, workdir)
+    if path.is_dir() and path.suffix.lower() != ".gdb":
+        dataset, driver = _find_dataset(path, path)
+        _check_shapefiles(dataset, driver)
+        return Source(path, driver, fingerprint(path), dataset)
     driver = DRIVERS.get(path.suffix.lower())
     if driver is None:
-        known = ", ".join(sorted(DRIVERS))
+        known = ", ".join(sorted([*DRIVERS, ".zip"]))
         raise SourceError(
             f"{path}: unsupported delivery type {path.suffix or '(none)'!r}; known: {known}"
         )
-    if driver == "ESRI Shapefile":
-        missing = [ext for ext in (".shx", ".dbf") if not _sidecars(path, ext)]
-        if missing:
-            raise SourceError(f"{path}: incomplete Shapefile, missing {' and '.join(missing)}")
-        check_shapefile(path)
+    _check_shapefiles(path, driver)
     return Source(path=path, driver=driver, sha256=fingerprint(path))
+
+
+def _check_shapefiles(dataset: Path, driver: str) -> None:
+    if driver != "ESRI Shapefile":
+        return
+    for shp in [dataset] if dataset.is_file() else sorted(dataset.glob("*.[sS][hH][pP]")):
+        missing = [ext for ext in (".shx", ".dbf") if not _sidecars(shp, ext)]
+        if missing:
+            raise SourceError(f"{shp}: incomplete Shapefile, missing {' and '.join(missing)}")
+        check_shapefile(shp)
+
+
+def _unzip(archive: Path, target: Path) -> None:
+    """Unpack ``archive`` into ``target``, refusing members that would land outside it."""
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            for member in bundle.infolist():
+                name = PurePosixPath(member.filename.replace("\\", "/"))
+                if (
+                    name.is_absolute()
+                    or ".." in name.parts
+                    or (name.parts and ":" in name.parts[0])
+                ):
+                    raise SourceError(
+                        f"{archive}: member {member.filename!r} would be written outside the "
+                        "archive's folder; refused"
+                    )
+                if stat.S_ISLNK(member.external_attr >> 16):
+                    raise SourceError(f"{archive}: member {member.filename!r} is a symbolic link")
+                destination = target.joinpath(*name.parts)
+                if member.is_dir():
+                    destination.mkdir(parents=True, exist_ok=True)
+                    continue
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with bundle.open(member) as packed, destination.open("wb") as unpacked:
+                    shutil.copyfileobj(packed, unpacked, 1 << 20)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as err:
+        raise SourceError(f"{archive}: not a readable zip archive ({err})") from err
+
+
+def _find_dataset(delivery: Path, folder: Path) -> tuple[Path, str]:
+    """The dataset inside an unpacked zip or a folder, and its driver."""
+    found: dict[str, list[Path]] = {}
+    for candidate in sorted(folder.rglob("*")):
+        suffix = candidate.suffix.lower()
+        if suffix not in _DATASET_ORDER or any(
+            p.suffix.lower() == ".gdb" for p in candidate.parents
+        ):
+            continue
+        if (suffix == ".gdb") == candidate.is_dir():
+            found.setdefault(suffix, []).append(candidate)
+    for suffix in _DATASET_ORDER:
+        datasets = found.get(suffix, [])
+        if not datasets:
+            continue
+        if suffix == ".shp":
+            folders = sorted({shp.parent for shp in datasets})
+            if len(folders) > 1:
+                names = ", ".join(str(f.relative_to(folder)) for f in folders)
+                raise LayerError(f"{delivery}: Shapefiles in several folders ({names})")
+            return (datasets[0] if len(datasets) == 1 else folders[0]), DRIVERS[".shp"]
+        if len(datasets) > 1:
+            names = ", ".join(str(d.relative_to(folder)) for d in datasets)
+            raise LayerError(f"{delivery}: several {suffix} datasets ({names}); deliver one")
+        return datasets[0], DRIVERS[suffix]
+    raise LayerError(f"{delivery}: holds no dataset landpipe reads ({', '.join(_DATASET_ORDER)})")
 
 
 def check_shapefile(shp: Path) -> None:
@@ -128,46 +238,84 @@ def check_shapefile(shp: Path) -> None:
 def _read_error(source: Source, err: Exception) -> SourceError:
     """A one-line error for a file GDAL cannot read, without GDAL's generic hints."""
     detail = (str(err).strip().splitlines() or [type(err).__name__])[0].split(";")[0]
-    detail = detail.replace(f"'{source.path}'", "").replace(str(source.path), "").strip(" :")
+    for shown in (source.dataset, source.path):
+        detail = detail.replace(f"'{shown}'", "").replace(str(shown), "")
+    detail = detail.strip(" :")
     return SourceError(f"{source.path}: not a readable {FORMAT_NAMES[source.driver]} ({detail})")
 
 
-def choose_layer(source: Source, layer: str | None = None) -> str:
+LINES = {"LineString", "MultiLineString", "LineString Z", "MultiLineString Z"}
+POINTS = {"Point", "MultiPoint", "Point Z", "MultiPoint Z"}
+#: Drawings whose parcels are boundary lines plus label texts, in one layer.
+DRAWING_DRIVERS = {"DXF", "DGN"}
+
+
+@dataclass(frozen=True)
+class ParcelLayer:
+    """The layer that holds the parcels, and whether they are polygons or linework.
+
+    For linework, ``labels`` names a separate point layer of labels (a line Shapefile delivered
+    with a point Shapefile); a drawing (DXF, DGN) holds its labels in the same layer.
+    """
+
+    name: str
+    linework: bool = False
+    labels: str | None = None
+
+
+def _list_layers(source: Source) -> list[tuple[str, str | None]]:
+    try:
+        layers = pyogrio.list_layers(source.dataset)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as err:
+        raise _read_error(source, err) from err
+    return [(str(name), geometry_type) for name, geometry_type in layers]
+
+
+def choose_layer(source: Source, layer: str | None = None) -> ParcelLayer:
     """The parcel layer: ``layer`` when given, the only layer, or the one that looks like parcels.
 
     A layer looks like parcels when its geometry is polygonal and its fields include a parcel
-    number (see ``schemas/field_mappings.yaml``).
+    number (see ``schemas/field_mappings.yaml``). With no such layer, a single line layer is
+    parcel linework, labelled by the single point layer beside it if there is one.
     """
-    try:
-        layers = pyogrio.list_layers(source.path)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as err:
-        raise _read_error(source, err) from err
-    names = [str(name) for name, _ in layers]
+    layers = _list_layers(source)
+    kinds = dict(layers)
+    names = [name for name, _ in layers]
     if not names:
         raise LayerError(f"{source.path}: holds no layer")
+    if source.driver in DRAWING_DRIVERS:
+        return ParcelLayer(layer or names[0], linework=True)
+    points = [name for name, kind in layers if kind in POINTS]
     if layer is not None:
         if layer not in names:
             raise LayerError(f"{source.path}: no layer {layer!r}; layers: {', '.join(names)}")
-        return layer
+        linework = kinds[layer] in LINES
+        return ParcelLayer(layer, linework, points[0] if linework and len(points) == 1 else None)
     if len(names) == 1:
-        return names[0]
+        return ParcelLayer(names[0], kinds[names[0]] in LINES)
     parcel_layers = []
     for name, geometry_type in layers:
         if geometry_type not in POLYGONAL:
             continue
-        info = pyogrio.read_info(source.path, layer=name)
+        info = pyogrio.read_info(source.dataset, layer=name)
         if "parcel_no" in match_fields(list(info["fields"])):
-            parcel_layers.append(str(name))
+            parcel_layers.append(name)
     if len(parcel_layers) == 1:
-        return parcel_layers[0]
+        return ParcelLayer(parcel_layers[0])
+    lines = [name for name, kind in layers if kind in LINES]
+    if not parcel_layers and len(lines) == 1:
+        return ParcelLayer(lines[0], linework=True, labels=points[0] if len(points) == 1 else None)
     found = ", ".join(parcel_layers or names)
     raise LayerError(
         f"{source.path}: cannot tell the parcel layer among {found}; name it with --layer"
     )
 
 
-def read_layer(source: Source, layer: str) -> gpd.GeoDataFrame:
-    """Read one layer as delivered (no field mapping, no reprojection).
+def read_layer(source: Source, layer: str, *, encoding: str | None = None) -> gpd.GeoDataFrame:
+    """Read one layer as delivered (no field mapping, no reprojection), through Arrow.
+
+    ``encoding`` is passed to GDAL for formats whose text carries no encoding of its own
+    (Shapefile DBF, DGN); ``"latin1"`` reads the raw bytes as code points for later decoding.
 
     Raises
     ------
@@ -179,7 +327,9 @@ def read_layer(source: Source, layer: str) -> gpd.GeoDataFrame:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            frame = pyogrio.read_dataframe(source.path, layer=layer)
+            frame = pyogrio.read_dataframe(
+                source.dataset, layer=layer, encoding=encoding, use_arrow=True
+            )
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as err:
         raise _read_error(source, err) from err
     except Exception as err:  # GDAL reports corrupt records as generic errors
@@ -190,4 +340,33 @@ def read_layer(source: Source, layer: str) -> gpd.GeoDataFrame:
         raise LayerError(f"{source.path}: layer {layer!r} holds no parcels")
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name is None:
         raise LayerError(f"{source.path}: layer {layer!r} has no geometry")
-    return frame
+    return frame.reset_index(drop=True)
+
+
+def sample_text(source: Source, layer: str, limit: int = 5000) -> dict[str, list[bytes]]:
+    """Raw bytes of the text values of the first ``limit`` records, by field (DBF sources)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        frame = pyogrio.read_dataframe(
+            source.dataset,
+            layer=layer,
+            encoding="latin1",
+            read_geometry=False,
+            max_features=limit,
+            use_arrow=True,
+        )
+    samples: dict[str, list[bytes]] = {}
+    for name in frame.columns:
+        if pd.api.types.is_string_dtype(frame[name]) or frame[name].dtype == object:
+            values = [v for v in frame[name].dropna().tolist() if isinstance(v, str)]
+            samples[name] = [v.encode("latin1") for v in values]
+    return samples
+
+
+def declared_encoding(source: Source, layer: str) -> str | None:
+    """What a Shapefile's ``.cpg`` says, if it has one (it can lie)."""
+    shp = source.dataset if source.dataset.is_file() else source.dataset / f"{layer}.shp"
+    cpg = _sidecars(shp, ".cpg")
+    if not cpg:
+        return None
+    return cpg[0].read_text(encoding="ascii", errors="replace").strip() or None

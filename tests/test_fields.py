@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import geopandas as gpd
+import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,9 +12,14 @@ from shapely.geometry import box
 
 from landpipe.errors import FieldError
 from landpipe.sources.fields import (
+    attribute_json,
+    attribute_records,
     map_fields,
     match_fields,
     normalise_name,
+    series_to_area,
+    series_to_int,
+    series_to_land_use_codes,
     to_area,
     to_commune_code,
     to_int,
@@ -180,9 +187,52 @@ def test_map_fields_fills_commune_from_option_and_keeps_extras():
     parcels, mapping = map_fields(frame, commune_code="22924")
     row = parcels.iloc[0]
     assert (row.commune_code, row.sheet_no, row.parcel_no) == ("22924", 3, 7)
-    assert row.extra == {"GhiChu": "x"}
-    assert row.delivered["SoTo"] == "3"
     assert "commune_code" not in mapping
+    assert set(mapping.values()) == {"SoTo", "SoThua", "TenChu"}  # GhiChu stays an extra field
+    assert attribute_json(frame, ["GhiChu"], np.array([0])) == ['{"GhiChu":"x"}']
+    assert attribute_records(frame.drop(columns="geometry"), [0]) == [
+        {"SoTo": "3", "SoThua": 7, "TenChu": "Nguyễn Văn A", "GhiChu": "x"}
+    ]
+
+
+def test_sheet_option_fills_missing_sheet_numbers():
+    frame = _frame(MaXa=["22924"], SoThua=[7])
+    with pytest.raises(FieldError, match="--sheet"):
+        map_fields(frame)
+    parcels, _ = map_fields(frame, sheet_no=12)
+    assert parcels.sheet_no.iloc[0] == 12
+
+
+def test_mapping_option_wins_over_detection():
+    frame = _frame(MaXa=["22924"], SoTo=["3"], SoThua=[7], ThuaMoi=[9])
+    parcels, mapping = map_fields(frame, mapping={"parcel_no": "ThuaMoi"})
+    assert mapping["parcel_no"] == "ThuaMoi" and parcels.parcel_no.iloc[0] == 9
+    with pytest.raises(FieldError, match="names what the layer lacks"):
+        map_fields(frame, mapping={"parcel_no": "Nothing"})
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.integers(0, 10**6),
+            st.floats(allow_nan=True),
+            st.text(alphabet="0123456789.,+ ODTCLNabc", max_size=8),
+        ),
+        max_size=30,
+    )
+)
+def test_vectorised_converters_agree_with_scalar_ones(values):
+    series = pd.Series(values, dtype=object)
+    assert series_to_int(series).astype(object).where(lambda s: s.notna(), None).tolist() == [
+        to_int(v) for v in values
+    ]
+    areas = series_to_area(series).tolist()
+    expected = [to_area(v) for v in values]
+    assert [None if a != a else a for a in areas] == [
+        None if e is None or e != e else e for e in expected
+    ]
+    assert series_to_land_use_codes(series) == [to_land_use_codes(v) for v in values]
 
 
 def test_map_fields_without_commune_refuses_the_delivery():

@@ -121,7 +121,7 @@ def test_failure_mid_load_leaves_the_database_as_before(register, tmp_path, monk
     load_file(register, write(tmp_path, [record(i) for i in range(2)], "first.gpkg"))
     before = table_counts(register)
 
-    def broken(conn, batch_id, validation):
+    def broken(*args):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(loader, "_copy_rejected", broken)

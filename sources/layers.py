@@ -1,0 +1,69 @@
+"""Read a delivery's parcel layer: choose it, decode its text, build polygons from linework."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import geopandas as gpd
+
+from landpipe.schemas.findings import Finding
+from landpipe.sources import text
+from landpipe.sources.files import Source, choose_layer, read_layer
+
+#: Drivers whose text has no encoding of its own and is read as raw bytes.
+_BYTE_TEXT_DRIVERS = {"ESRI Shapefile"}
+
+
+@dataclass
+class RawLayer:
+    """The parcel layer as delivered: its records (text decoded), before field mapping."""
+
+    layer: str
+    frame: gpd.GeoDataFrame
+    text: text.TextDecision
+    findings: list[Finding] = field(default_factory=list)
+    linework: bool = False
+
+
+def _read_decoded(source: Source, layer: str, encoding: str | None):
+    """Read ``layer`` with its text decoded; returns the frame and the text decision."""
+    if source.driver in _BYTE_TEXT_DRIVERS:
+        decision = text.decide(source, layer, encoding)
+        return text.read_dbf_layer(source, layer, decision), decision
+    decision = text.TextDecision(
+        text.parse_option(encoding) if encoding else "utf-8",
+        "option" if encoding else "format",
+    )
+    return text.nfc(read_layer(source, layer)), decision
+
+
+def read_parcel_layer(
+    source: Source,
+    *,
+    layer: str | None = None,
+    encoding: str | None = None,
+    commune_code: str | None = None,
+    sheet_no: int | None = None,
+) -> RawLayer:
+    """Choose the parcel layer of ``source``, read it and decode its text.
+
+    Drawings (DXF, DGN) and line layers are turned into parcel polygons from their boundary
+    lines and label texts (``sources/linework.py``); the result has canonical column names.
+    """
+    chosen = choose_layer(source, layer)
+    frame, decision = _read_decoded(source, chosen.name, encoding)
+    findings = text.encoding_findings(frame, decision)
+    if not chosen.linework:
+        return RawLayer(chosen.name, frame, decision, findings)
+    from landpipe.sources import linework
+
+    for finding in findings:  # rows of the drawing, not parcels: keep the row in the detail
+        finding.detail["drawing_row"] = finding.source_row
+        finding.source_row = None
+    labels = None
+    if chosen.labels is not None:
+        labels, _ = _read_decoded(source, chosen.labels, encoding)
+    parcels, drawn = linework.read_linework(
+        frame, labels=labels, driver=source.driver, commune_code=commune_code, sheet_no=sheet_no
+    )
+    return RawLayer(chosen.name, parcels, decision, findings + drawn, linework=True)
