@@ -173,3 +173,42 @@ def test_help_lists_the_commands(cli_env):
         assert command in result.stdout
     rules = run_cli("rules", env=cli_env)
     assert "ATTR_KEY_DUPLICATE" in rules.stdout and "reject" in rules.stdout
+
+
+def test_drawing_and_legacy_text_through_the_cli(register, cli_env, tmp_path):
+    from tests import delivery_files
+
+    truth = delivery_files.truth(n_parcels=120)
+    drawing = delivery_files.write("dxf", truth, tmp_path / "dxf")
+    summary, result = load_json(drawing, cli_env, "--commune", "22924", "--sheet", "1")
+    assert result.returncode == 0, result.stderr
+    assert summary["parcels"]["loaded"] == 120
+    assert summary["reading"]["linework"] is True and summary["reading"]["format"] == "DXF"
+
+    legacy = (
+        delivery_files.legacy_shapefile(truth, tmp_path / "tcvn3" / "t.shp", "tcvn3")
+        if (tmp_path / "tcvn3").mkdir() is None
+        else None
+    )
+    summary, result = load_json(legacy, cli_env)
+    assert result.returncode == 0, result.stderr
+    reading = summary["reading"]
+    assert (reading["encoding"], reading["encoding_how"]) == ("tcvn3", "detected")
+    assert reading["field_mapping"]["owner_name"] == "TenChu"
+    with register.connect() as connection:
+        owners = set(
+            connection.execute(
+                sa.text("SELECT owner_name FROM land.parcel WHERE batch_id = :b"),
+                {"b": summary["batch"]},
+            ).scalars()
+        )
+        stored = connection.execute(
+            sa.text(
+                "SELECT text_encoding, text_encoding_how, linework FROM land.batch WHERE id = :b"
+            ),
+            {"b": summary["batch"]},
+        ).one()
+    assert owners == set(truth["TenChu"])
+    assert tuple(stored) == ("tcvn3", "detected", False)
+    human = run_cli("load", str(legacy), env=cli_env)
+    assert "tcvn3 (detected" in human.stdout
