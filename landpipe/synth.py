@@ -142,7 +142,7 @@ _LAND_USE = (
     (("CLN",), 5.0, 4.0, 0.0),
     (("TMD",), 4.0, 20.0, 15.0),
     (("ODT", "TMD"), 3.0, 4.0, 0.0),
-    (("BHK",), 2.0, 2.0, 0.0),
+    (("HNK",), 2.0, 2.0, 0.0),
     (("SKC",), 1.5, 8.0, 0.0),
     (("NTS",), 1.0, 3.0, 0.0),
     (("TIN",), 0.8, 7.0, 0.0),
@@ -208,7 +208,12 @@ _NO_SHEET_NO = (2, 4)
 _DUPLICATE_OF, _DUPLICATE = (2, 7), (2, 8)
 _UNKNOWN_LAND_USE = (2, 11)
 _SELF_TOUCHING = (2, 14)
-_FAULT_MIN_PER_SHEET = 14
+_LEGACY_LAND_USE = (1, 15)
+_AREA_MISMATCH = (2, 5)
+_FAULT_MIN_PER_SHEET = 15
+#: The old-list code the legacy-land-use fault carries, and how far the area fault is off.
+LEGACY_LAND_USE_CODE = "BHK"
+AREA_MISMATCH_FACTOR = 1.08
 
 #: The faults injected by ``faults=True``, the same for every seed and commune.
 FAULTS: tuple[InjectedFault, ...] = (
@@ -233,6 +238,10 @@ FAULTS: tuple[InjectedFault, ...] = (
         *_SELF_TOUCHING,
         _SELF_TOUCHING,
         "shell touches itself at one vertex, enclosing an inverted hole",
+    ),
+    InjectedFault("ATTR_LAND_USE_LEGACY", *_LEGACY_LAND_USE, _LEGACY_LAND_USE, "old-list code BHK"),
+    InjectedFault(
+        "ATTR_AREA_MISMATCH", *_AREA_MISMATCH, _AREA_MISMATCH, "declared area 8 % too large"
     ),
 )
 
@@ -830,10 +839,11 @@ def _addresses(
 
 
 def _recorded_areas(rng: np.random.Generator, area: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Declared area (0.1 m², off by a few m² on ~2 %) and legal area (~70 %, else NaN)."""
+    """Declared area (0.1 m², off by under 1 m² on ~2 %, within ATTR_AREA_MISMATCH's default
+    tolerance) and legal area (~70 %, else NaN)."""
     n = len(area)
     off = rng.random(n) < 0.02
-    error = rng.choice([-1.0, 1.0], n) * rng.uniform(0.5, 5.0, n)
+    error = rng.choice([-1.0, 1.0], n) * rng.uniform(0.2, 0.9, n)
     declared = np.round(np.where(off, np.maximum(area + error, 1.0), area), 1)
     present = rng.random(n) < 0.7
     reduced = rng.random(n) < 0.15  # part of the lot lies in a planned road widening
@@ -884,6 +894,11 @@ def _inject_faults(columns: dict[str, Any]) -> None:
     if not np.isnan(columns["legal_area_m2"][at]):
         columns["legal_area_m2"][at] = columns["declared_area_m2"][at]
     columns["land_use_codes"][row(_UNKNOWN_LAND_USE)] = [UNKNOWN_LAND_USE_CODE]
+    columns["land_use_codes"][row(_LEGACY_LAND_USE)] = [LEGACY_LAND_USE_CODE]
+    at = row(_AREA_MISMATCH)
+    columns["declared_area_m2"][at] = round(
+        columns["declared_area_m2"][at] * AREA_MISMATCH_FACTOR + 2, 1
+    )
     columns["commune_code"][row(_UNKNOWN_COMMUNE)] = UNKNOWN_COMMUNE_CODE
     # Key changes last: row() looks keys up in the unchanged numbering.
     missing_parcel_no, missing_sheet_no = row(_NO_PARCEL_NO), row(_NO_SHEET_NO)

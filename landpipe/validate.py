@@ -207,6 +207,18 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
                 _point(geometries[i]),
                 codes=unknown,
             )
+        legacy = [code for code in (codes or []) if code in known_codes and _legacy(code)]
+        if legacy:
+            add(
+                "ATTR_LAND_USE_LEGACY",
+                i,
+                f"{where(i)}: land-use code {'+'.join(legacy)} is valid only in the old list",
+                _point(geometries[i]),
+                codes=legacy,
+            )
+
+    # Area: computed (on the TM-3 plane) against declared, beyond the tolerance.
+    _check_areas(parcels, geometries, checked & ~invalid_unrepaired(findings, parcels), add, where)
 
     reject_rows: dict[int, list[str]] = {}
     for finding in findings:
@@ -222,6 +234,45 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
         )
     )
     return Validation(accepted, rejected, findings, repaired)
+
+
+def _legacy(code: str) -> bool:
+    """A code of the old (2014) list, or a legacy parent, that the current list dropped."""
+    row = schemas.land_use_codes()[code]
+    return row["list_2024"] != "yes"
+
+
+def invalid_unrepaired(findings: list[Finding], parcels: gpd.GeoDataFrame) -> np.ndarray:
+    """Rows whose geometry was refused (invalid and not repaired): their area means nothing."""
+    refused = {f.source_row for f in findings if f.rule_code == "GEOM_INVALID"}
+    return parcels[parcel.SOURCE_ROW].isin(refused).to_numpy()
+
+
+def area_tolerance(declared: np.ndarray, params: dict[str, float]) -> np.ndarray:
+    """Allowed |computed - declared| in m²: ``absolute_m2`` plus ``relative`` of the area."""
+    return params["absolute_m2"] + params["relative"] * np.abs(declared)
+
+
+def _check_areas(parcels, geometries, eligible, add, where) -> None:
+    params = schemas.rules()["ATTR_AREA_MISMATCH"].params
+    declared = parcels["declared_area_m2"].to_numpy(dtype="float64")
+    computed = np.full(len(parcels), np.nan)
+    computed[eligible] = shapely.area(geometries[eligible])
+    difference = np.abs(np.round(computed, 1) - declared)
+    tolerance = area_tolerance(declared, params)
+    with np.errstate(invalid="ignore"):
+        mismatched = eligible & ~np.isnan(declared) & (difference > tolerance)
+    for i in np.flatnonzero(mismatched):
+        add(
+            "ATTR_AREA_MISMATCH",
+            i,
+            f"{where(i)}: computed area {computed[i]:.1f} m² differs from the declared "
+            f"{declared[i]:.1f} m² by {difference[i]:.1f} m² (tolerance {tolerance[i]:.1f} m²)",
+            _point(geometries[i]),
+            computed_m2=round(float(computed[i]), 1),
+            declared_m2=float(declared[i]),
+            tolerance_m2=round(float(tolerance[i]), 2),
+        )
 
 
 def _as_multipolygons(geometries: np.ndarray) -> np.ndarray:

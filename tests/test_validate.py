@@ -43,7 +43,8 @@ def test_clean_delivery_has_no_findings():
             {
                 "geometry": shapely.affinity.translate(
                     Polygon([(0, 0), (10, 0), (10, 10)]), 300_000, 1_000_000
-                )
+                ),
+                "DienTich": 50.0,
             },
             "GEOM_OUT_OF_EXTENT",
         ),
@@ -85,13 +86,33 @@ def test_unknown_land_use_blocks_but_loads():
     assert result.findings[0].detail["codes"] == ["XYZ"]
 
 
-def test_legacy_codes_are_known():
-    assert run([record(0, KyHieuMucDichSuDung="BHK+LUN")]).findings == []
+def test_legacy_codes_are_known_but_warned():
+    result = run([record(0, KyHieuMucDichSuDung="BHK+LUN+ODT")])
+    assert rules_of(result, 0) == ["ATTR_LAND_USE_LEGACY"]
+    assert result.findings[0].detail["codes"] == ["BHK", "LUN"]
+    assert schemas.rules()["ATTR_LAND_USE_LEGACY"].severity == "warn"
+    assert len(result.parcels) == 1
+
+
+@pytest.mark.parametrize(
+    ("declared", "flagged"),
+    # A 100 m² lot: tolerance 1 m² + 1 % = 2 m².
+    [(100.0, False), (101.9, False), (98.1, False), (102.1, True), (97.9, True)],
+)
+def test_area_mismatch_at_its_tolerance(declared, flagged):
+    result = run([record(0, DienTich=declared)])
+    assert (rules_of(result, 0) == ["ATTR_AREA_MISMATCH"]) is flagged
+    if flagged:
+        assert result.findings[0].detail["tolerance_m2"] == round(1 + 0.01 * declared, 2)
+
+
+def test_missing_declared_area_is_not_a_mismatch():
+    assert run([record(0, DienTich=None)]).findings == []
 
 
 def test_self_touching_ring_is_repaired_not_rejected():
     assert not SELF_TOUCHING.is_valid
-    result = run([record(0, geometry=SELF_TOUCHING)])
+    result = run([record(0, geometry=SELF_TOUCHING, DienTich=round(SELF_TOUCHING.area, 1))])
     assert rules_of(result, 0) == ["GEOM_REPAIRED"]
     repaired = result.parcels.geometry.iloc[0]
     assert repaired.is_valid and len(repaired.geoms) == 1
