@@ -237,7 +237,7 @@ FAULTS: tuple[InjectedFault, ...] = (
         "GEOM_REPAIRED",
         *_SELF_TOUCHING,
         _SELF_TOUCHING,
-        "shell touches itself at one vertex, enclosing an inverted hole",
+        "zero-area spike from a corner: the shell touches itself",
     ),
     InjectedFault("ATTR_LAND_USE_LEGACY", *_LEGACY_LAND_USE, _LEGACY_LAND_USE, "old-list code BHK"),
     InjectedFault(
@@ -861,21 +861,15 @@ def _bow_tie(parcel: shapely.Polygon) -> shapely.Polygon:
 
 
 def _self_touching(parcel: shapely.Polygon) -> shapely.Polygon:
-    """The parcel's shell with a detour that leaves and re-enters its first vertex.
+    """The parcel's shell with a zero-area spike: out from its first vertex and back.
 
-    The detour runs against the shell's orientation, so it encloses an inverted hole: invalid
-    (ring self-intersection), and ``shapely.make_valid`` turns it into one polygon with a hole
-    of the same area.
+    Invalid (the ring touches itself), and repairing it removes the spike and gives back the
+    parcel exactly, so its neighbours still share every vertex with it.
     """
     ring = np.asarray(parcel.exterior.coords)[:-1]
     corner = ring[0]
-    inward = np.asarray(parcel.centroid.coords[0]) - corner
-    side = np.array([-inward[1], inward[0]]) * 0.1
-    tip_a, tip_b = corner + 0.4 * inward + side, corner + 0.4 * inward - side
-    triangle_ccw = shapely.is_ccw(shapely.LinearRing([corner, tip_a, tip_b]))
-    if triangle_ccw == shapely.is_ccw(parcel.exterior):
-        tip_a, tip_b = tip_b, tip_a
-    return shapely.Polygon(np.round([corner, tip_a, tip_b, *ring], 3))
+    tip = corner + 0.3 * (np.asarray(parcel.centroid.coords[0]) - corner)
+    return shapely.Polygon([corner, tip, *ring])
 
 
 def _inject_faults(columns: dict[str, Any]) -> None:
@@ -890,9 +884,6 @@ def _inject_faults(columns: dict[str, Any]) -> None:
     geometry[row(_NO_GEOMETRY)] = None
     at = row(_SELF_TOUCHING)
     geometry[at] = _self_touching(geometry[at])
-    columns["declared_area_m2"][at] = round(shapely.make_valid(geometry[at]).area, 1)
-    if not np.isnan(columns["legal_area_m2"][at]):
-        columns["legal_area_m2"][at] = columns["declared_area_m2"][at]
     columns["land_use_codes"][row(_UNKNOWN_LAND_USE)] = [UNKNOWN_LAND_USE_CODE]
     columns["land_use_codes"][row(_LEGACY_LAND_USE)] = [LEGACY_LAND_USE_CODE]
     at = row(_AREA_MISMATCH)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from landpipe import schemas
+from landpipe import schemas, topology
 from landpipe.schemas import parcel
 from landpipe.schemas.findings import Finding
 from landpipe.sources.crs import boundary, district_of
@@ -59,8 +59,26 @@ def _key_text(row: pd.Series) -> str:
 
 
 def _repair(geometry: shapely.Geometry, params: dict[str, float]) -> shapely.Geometry | None:
-    """A repaired polygon when repairing changes no meaning: one part, same area; else None."""
-    fixed = shapely.make_valid(geometry, method="structure", keep_collapsed=False)
+    """A repaired polygon when repairing changes no meaning: one part, same area; else None.
+
+    Both of GEOS's repair methods are tried: ``linework`` turns a self-touching shell into a
+    polygon with a hole, ``structure`` drops zero-area spikes. A bow-tie comes out as two
+    parts either way, and is not repaired.
+    """
+    for method in ("linework", "structure"):
+        fixed = _repaired_by(geometry, method, params)
+        if fixed is not None:
+            return fixed
+    return None
+
+
+def _repaired_by(
+    geometry: shapely.Geometry, method: str, params: dict[str, float]
+) -> shapely.Geometry | None:
+    if method == "structure":
+        fixed = shapely.make_valid(geometry, method=method, keep_collapsed=False)
+    else:
+        fixed = shapely.make_valid(geometry, method=method)
     if fixed.geom_type == "GeometryCollection":
         polygons = [g for g in fixed.geoms if g.geom_type in ("Polygon", "MultiPolygon")]
         fixed = shapely.union_all(polygons) if polygons else None
@@ -154,7 +172,7 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
                 f"{where(i)} was invalid ({reason}) and was repaired",
                 location,
                 reason=reason,
-                method="make_valid(structure)",
+                method="make_valid",
             )
 
     # Keys: missing or unreadable, unknown commune, duplicated within the delivery.
@@ -220,6 +238,14 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
     # Area: computed (on the TM-3 plane) against declared, beyond the tolerance.
     _check_areas(parcels, geometries, checked & ~invalid_unrepaired(findings, parcels), add, where)
 
+    # Topology, over the parcels that will be loaded (rejected ones have no place in it).
+    rejecting = {f.source_row for f in findings if f.severity == "reject"}
+    kept = ~parcels[parcel.SOURCE_ROW].isin(rejecting).to_numpy()
+    candidates = parcels[kept].set_geometry(
+        gpd.GeoSeries(geometries[kept], index=parcels.index[kept], crs=parcels.crs)
+    )
+    findings.extend(topology_of(candidates))
+
     reject_rows: dict[int, list[str]] = {}
     for finding in findings:
         if finding.severity == "reject" and finding.source_row is not None:
@@ -234,6 +260,40 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
         )
     )
     return Validation(accepted, rejected, findings, repaired)
+
+
+def topology_params() -> dict[str, float]:
+    """The topology engine's parameters, from the rule catalogue."""
+    rules = schemas.rules()
+    return {
+        "overlap_min_area_m2": rules["TOPO_OVERLAP"].params["min_area_m2"],
+        "gap_max_width_m": rules["TOPO_GAP"].params["max_width_m"],
+        "gap_min_area_m2": rules["TOPO_GAP"].params["min_area_m2"],
+        "sliver_min_area_m2": rules["TOPO_SLIVER"].params["min_area_m2"],
+        "sliver_min_thinness": rules["TOPO_SLIVER"].params["min_thinness"],
+        "edge_tolerance_m": rules["TOPO_EDGE_MISMATCH"].params["tolerance_m"],
+    }
+
+
+def topology_of(parcels: gpd.GeoDataFrame) -> list[Finding]:
+    """Overlaps, gaps, slivers and edge mismatches among ``parcels`` (see topology.py)."""
+    if len(parcels) == 0:
+        return []
+    found = topology.topology_findings(parcels, topology_params())
+    sliver = schemas.rules()["TOPO_SLIVER"].params
+    exempt = set(sliver["thin_by_nature"])
+    codes = dict(zip(parcels[parcel.SOURCE_ROW], parcels["land_use_codes"], strict=True))
+    return [
+        f
+        for f in found
+        if not (
+            f.rule_code == "TOPO_SLIVER"
+            and f.area_m2 is not None
+            and f.area_m2 >= sliver["min_area_m2"]
+            and codes.get(f.source_row)
+            and set(codes[f.source_row]) <= exempt
+        )
+    ]
 
 
 def _legacy(code: str) -> bool:
