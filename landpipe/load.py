@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import geopandas as gpd
 import pandas as pd
 import shapely
 from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Engine
 
+from landpipe import schemas, topology
 from landpipe.schemas import parcel as canonical
+from landpipe.schemas.findings import Finding
 from landpipe.sources import Delivery
 from landpipe.sources.fields import attribute_json, attribute_records
 from landpipe.validate import Validation
@@ -153,6 +156,10 @@ def load(
             ).fetchone()
             if earlier:
                 return _unchanged(result, earlier[0])
+            register_findings = _against_register(conn, validation.parcels)
+            if register_findings:
+                validation.findings.extend(register_findings)
+                result.issues = validation.counts()
             result.batch = _insert_batch(conn, delivery, result, started_at)
             _copy_parcels(conn, result.batch, delivery, validation)
             _copy_findings(conn, result.batch, validation)
@@ -160,6 +167,38 @@ def load(
         return result
     finally:
         raw.close()
+
+
+def _against_register(conn, parcels: gpd.GeoDataFrame) -> list[Finding]:
+    """Overlaps and gaps between the delivery and the current parcels around it."""
+    if len(parcels) == 0:
+        return []
+    rules = schemas.rules()
+    gap_width = rules["TOPO_GAP"].params["max_width_m"]
+    xmin, ymin, xmax, ymax = parcels.total_bounds
+    rows = conn.execute(
+        "SELECT commune_code, sheet_no, parcel_no, ST_AsBinary(geom) FROM land.parcel"
+        " WHERE geom && ST_Expand(ST_MakeEnvelope(%s, %s, %s, %s, 9218), %s)",
+        [float(xmin), float(ymin), float(xmax), float(ymax), gap_width],
+    ).fetchall()
+    if not rows:
+        return []
+    neighbours = gpd.GeoDataFrame(
+        {
+            "commune_code": [r[0] for r in rows],
+            "sheet_no": pd.array([r[1] for r in rows], dtype="Int64"),
+            "parcel_no": pd.array([r[2] for r in rows], dtype="Int64"),
+        },
+        geometry=shapely.from_wkb([bytes(r[3]) for r in rows]),
+        crs=parcels.crs,
+    )
+    return topology.against_register(
+        parcels,
+        neighbours,
+        overlap_min_area_m2=rules["TOPO_OVERLAP"].params["min_area_m2"],
+        gap_max_width_m=gap_width,
+        gap_min_area_m2=rules["TOPO_GAP"].params["min_area_m2"],
+    )
 
 
 def _unchanged(result: LoadResult, batch_id: int) -> LoadResult:

@@ -9,12 +9,17 @@ SELECT b.id AS batch_id, b.source_path, b.commune_code, b.status, b.started_at, 
                        WHERE batch_id = b.id GROUP BY rule_code) f), '{}'::jsonb) AS findings
 FROM land.batch b;
 
--- Current parcels with their commune, district and whether an open `block` finding holds them.
+-- Current parcels with their commune, district and whether an open `block` finding holds them:
+-- one made on this version of the parcel or later, naming it as the parcel or as the other
+-- parcel of a pair (an overlap with a later delivery blocks the registered parcel too).
 CREATE OR REPLACE VIEW land.parcel_detail AS
 SELECT p.*, c.name AS commune_name, d.code AS district_code, d.name AS district_name,
        EXISTS (SELECT 1 FROM land.finding f
-               WHERE f.severity = 'block' AND f.batch_id = p.batch_id
-                 AND (f.commune_code, f.sheet_no, f.parcel_no) = (p.commune_code, p.sheet_no, p.parcel_no)
+               WHERE f.severity = 'block' AND f.batch_id >= p.batch_id
+                 AND ((f.commune_code, f.sheet_no, f.parcel_no)
+                          = (p.commune_code, p.sheet_no, p.parcel_no)
+                      OR (f.other_commune_code, f.other_sheet_no, f.other_parcel_no)
+                          = (p.commune_code, p.sheet_no, p.parcel_no))
        ) AS blocked
 FROM land.parcel p
 LEFT JOIN land.admin_unit c ON c.code = p.commune_code

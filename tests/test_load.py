@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from landpipe import load as loader
 from landpipe.sources import read_delivery
 from landpipe.validate import validate
-from tests.parcels import BOW_TIE, delivery, record
+from tests.parcels import BOW_TIE, delivery, lot, record
 
 
 def write(tmp_path, records, name="delivery.gpkg", crs=9218):
@@ -135,3 +135,31 @@ def test_failure_mid_load_leaves_the_database_as_before(register, tmp_path, monk
             sa.text("SELECT DISTINCT owner_name FROM land.parcel")
         ).scalars()
         assert list(owners) == ["Nguyễn Văn An"]
+
+
+def test_overlap_with_a_neighbouring_sheet_already_registered(register, tmp_path):
+    from shapely.affinity import translate
+
+    load_file(register, write(tmp_path, [record(i) for i in range(3)], "sheet5.gpkg"))
+    # Sheet 6 begins where sheet 5 ends, but its first lot reaches 0.5 m back into lot 5/3.
+    neighbour = translate(lot(2), xoff=9.5)
+    records = [
+        record(0, SoHieuToBanDo=6, geometry=neighbour, DienTich=100.0),
+        record(1, SoHieuToBanDo=6, geometry=translate(lot(3), xoff=10)),
+    ]
+    result = load_file(register, write(tmp_path, records, "sheet6.gpkg"))
+    assert result.issues == {"TOPO_OVERLAP": 1}
+    with register.connect() as connection:
+        finding = connection.execute(
+            sa.text(
+                "SELECT sheet_no, parcel_no, other_sheet_no, other_parcel_no, area_m2,"
+                " GeometryType(location), detail->>'against' FROM land.finding"
+            )
+        ).one()
+        blocked = connection.execute(
+            sa.text(
+                "SELECT sheet_no, parcel_no FROM land.parcel_detail WHERE blocked ORDER BY 1, 2"
+            )
+        ).all()
+    assert tuple(finding) == (6, 1, 5, 3, 5.0, "POLYGON", "register")
+    assert [tuple(row) for row in blocked] == [(5, 3), (6, 1)]
