@@ -39,8 +39,11 @@ def main() -> None:
     ]
     delivery = pd.concat(frames, ignore_index=True)
     parcels, _ = map_fields(delivery)
-    print(f"generated {len(parcels):,} parcels in {count} communes: "
-          f"{time.perf_counter() - start:.1f} s", flush=True)
+    print(
+        f"generated {len(parcels):,} parcels in {count} communes: "
+        f"{time.perf_counter() - start:.1f} s",
+        flush=True,
+    )
     start = time.perf_counter()
     result = validate(parcels)
     elapsed = time.perf_counter() - start
@@ -50,8 +53,10 @@ def main() -> None:
         expected[fault.rule_code] += count
     if count > 1:  # every commune's unknown-commune fault carries the same key 99999/1/12
         expected["ATTR_KEY_DUPLICATE"] += count
-    print(f"validate (whole catalogue): {elapsed:.1f} s wall, "
-          f"{len(parcels) / elapsed:,.0f} parcels/s, peak RSS {peak_gb:.2f} GB")
+    print(
+        f"validate (whole catalogue): {elapsed:.1f} s wall, "
+        f"{len(parcels) / elapsed:,.0f} parcels/s, peak RSS {peak_gb:.2f} GB"
+    )
     print(f"findings: {dict(result.counts())}")
     print(f"exactly the injected faults: {result.counts() == dict(sorted(expected.items()))}")
 

@@ -63,9 +63,17 @@ def read_step(
 
 @task(name="map fields", cache_policy=NO_CACHE)
 @_refusable
-def map_step(raw: sources.RawLayer, commune: str | None, sheet: int | None, mapping: str | None):
+def map_step(
+    raw: sources.RawLayer,
+    commune: str | None,
+    sheet: int | None,
+    mapping: str | None,
+    scale: int | None,
+):
     fields = sources.load_mapping(mapping) if mapping else None
-    return sources.map_fields(raw.frame, commune_code=commune, sheet_no=sheet, mapping=fields)
+    return sources.map_fields(
+        raw.frame, commune_code=commune, sheet_no=sheet, mapping=fields, map_scale=scale
+    )
 
 
 @task(name="reproject", cache_policy=NO_CACHE)
@@ -132,6 +140,7 @@ def load_delivery(
     layer: str | None = None,
     encoding: str | None = None,
     mapping: str | None = None,
+    scale: int | None = None,
 ) -> State:
     """Load one survey delivery into the land register.
 
@@ -148,6 +157,7 @@ def load_delivery(
         "layer": layer,
         "encoding": encoding,
         "mapping": mapping,
+        "scale": scale,
     }
     try:
         source, raw = _unwrap(read_step(path, layer, encoding, commune, sheet))
@@ -160,7 +170,7 @@ def load_delivery(
             raw.text.how,
             raw.text.confidence,
         )
-        parcels, used = _unwrap(map_step(raw, commune, sheet, mapping))
+        parcels, used = _unwrap(map_step(raw, commune, sheet, mapping, scale))
         logger.info("field mapping (%s): %s", "option" if mapping else "detected", used)
         decision, parcels = _unwrap(reproject_step(parcels, crs, str(source.path)))
         logger.info("CRS %s (%s), reprojected to EPSG:9218", decision.label, decision.how)

@@ -56,6 +56,10 @@ def load_command(
     sheet: Annotated[
         int | None, typer.Option(help="Map sheet number for records that do not carry one.")
     ] = None,
+    scale: Annotated[
+        int | None,
+        typer.Option(help="Map scale denominator (1000 for 1:1000) for records without one."),
+    ] = None,
     crs: Annotated[
         str | None,
         typer.Option(help="CRS of the delivery (e.g. EPSG:9218); overrides the file's."),
@@ -94,6 +98,7 @@ def load_command(
         layer=layer,
         encoding=encoding,
         mapping=str(mapping) if mapping else None,
+        scale=scale,
         return_state=True,
     )
     summary = state.result(raise_on_failure=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -308,9 +309,25 @@ def invalid_unrepaired(findings: list[Finding], parcels: gpd.GeoDataFrame) -> np
     return parcels[parcel.SOURCE_ROW].isin(refused).to_numpy()
 
 
-def area_tolerance(declared: np.ndarray, params: dict[str, float]) -> np.ndarray:
-    """Allowed |computed - declared| in m²: ``absolute_m2`` plus ``relative`` of the area."""
-    return params["absolute_m2"] + params["relative"] * np.abs(declared)
+def area_tolerance(
+    declared: np.ndarray,
+    params: dict[str, Any],
+    perimeter: np.ndarray | None = None,
+    map_scale: np.ndarray | None = None,
+) -> np.ndarray:
+    """Allowed |computed - declared| in m².
+
+    Where the map scale is known: the area a boundary shifted by half the point accuracy of
+    that scale sweeps (``point_accuracy_m[scale] / 2 * perimeter``), at least ``absolute_m2``.
+    Elsewhere: ``absolute_m2`` plus ``relative`` of the declared area.
+    """
+    tolerance = params["absolute_m2"] + params["relative"] * np.abs(declared)
+    if perimeter is None or map_scale is None:
+        return tolerance
+    accuracy = {int(scale): float(metres) for scale, metres in params["point_accuracy_m"].items()}
+    known = np.array([accuracy.get(int(s), np.nan) if s == s else np.nan for s in map_scale])
+    scaled = np.maximum(params["absolute_m2"], known / 2 * perimeter)
+    return np.where(np.isnan(known), tolerance, scaled)
 
 
 def _check_areas(parcels, geometries, eligible, add, where) -> None:
@@ -318,8 +335,11 @@ def _check_areas(parcels, geometries, eligible, add, where) -> None:
     declared = parcels["declared_area_m2"].to_numpy(dtype="float64")
     computed = np.full(len(parcels), np.nan)
     computed[eligible] = shapely.area(geometries[eligible])
+    perimeter = np.full(len(parcels), np.nan)
+    perimeter[eligible] = shapely.length(geometries[eligible])
     difference = np.abs(np.round(computed, 1) - declared)
-    tolerance = area_tolerance(declared, params)
+    scale = parcels["map_scale"].astype("float64").to_numpy() if "map_scale" in parcels else None
+    tolerance = area_tolerance(declared, params, perimeter, scale)
     with np.errstate(invalid="ignore"):
         mismatched = eligible & ~np.isnan(declared) & (difference > tolerance)
     for i in np.flatnonzero(mismatched):

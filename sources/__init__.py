@@ -17,6 +17,7 @@ import yaml
 
 from landpipe.errors import FieldError
 from landpipe.schemas.findings import Finding
+from landpipe.schemas.parcel import ATTRIBUTES
 from landpipe.sources.crs import CRSDecision, decide_crs, to_storage
 from landpipe.sources.fields import map_fields
 from landpipe.sources.files import Source, open_source
@@ -110,8 +111,8 @@ class Delivery:
 
     @property
     def extra_fields(self) -> list[str]:
-        """Delivered fields that map onto no canonical field (kept as ``attributes``)."""
-        mapped = set(self.field_mapping.values())
+        """Delivered fields not stored in a canonical column (kept as ``attributes``)."""
+        mapped = {name for canonical, name in self.field_mapping.items() if canonical in ATTRIBUTES}
         return [name for name in self.attributes.columns if name not in mapped]
 
 
@@ -138,6 +139,7 @@ def read_delivery(
     layer: str | None = None,
     encoding: str | None = None,
     mapping: dict[str, str] | None = None,
+    map_scale: int | None = None,
 ) -> Delivery:
     """Read a delivery at ``path`` into canonical parcels in EPSG:9218.
 
@@ -151,7 +153,11 @@ def read_delivery(
         source, layer=layer, encoding=encoding, commune_code=commune_code, sheet_no=sheet_no
     )
     parcels, used = map_fields(
-        raw.frame, commune_code=commune_code, sheet_no=sheet_no, mapping=mapping
+        raw.frame,
+        commune_code=commune_code,
+        sheet_no=sheet_no,
+        mapping=mapping,
+        map_scale=map_scale,
     )
     decision = decide_crs(parcels, declared=crs, source_name=str(source.path))
     return Delivery.assemble(

@@ -217,6 +217,20 @@ def series_to_text(values: pd.Series) -> list[str | None]:
     )
 
 
+def to_map_scale(value: Any) -> int | None:
+    """A map scale as delivered (``"1:1000"``, ``"1/1000"``, ``1000``) as its denominator."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip().replace(" ", "").replace(".", "")
+    match = re.fullmatch(r"(?:1[:/])?(\d{3,6})(?:,0+)?", text)
+    return int(match.group(1)) if match else None
+
+
+def series_to_map_scale(values: pd.Series) -> pd.Series:
+    """Vectorised :func:`to_map_scale`."""
+    return pd.Series(pd.array(_per_distinct(values, to_map_scale), dtype="Int64"))
+
+
 _CONVERTERS = {
     "commune_code": series_to_commune_code,
     "sheet_no": series_to_int,
@@ -226,6 +240,7 @@ _CONVERTERS = {
     "legal_area_m2": series_to_area,
     "owner_name": series_to_text,
     "address": series_to_text,
+    "map_scale": series_to_map_scale,
 }
 
 #: Options that fill a key field for records that lack it.
@@ -238,6 +253,7 @@ def map_fields(
     commune_code: str | None = None,
     sheet_no: int | None = None,
     mapping: dict[str, str] | None = None,
+    map_scale: int | None = None,
 ) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
     """Map a delivered layer onto the canonical parcel.
 
@@ -245,9 +261,9 @@ def map_fields(
     ----------
     frame
         The layer as read, with the delivery's own field names.
-    commune_code, sheet_no
-        Commune and map sheet of the delivery, for records whose field is blank or absent
-        (a drawing of one sheet often carries neither).
+    commune_code, sheet_no, map_scale
+        Commune, map sheet and map scale (1:1000 -> 1000) of the delivery, for records whose
+        field is blank or absent (a drawing of one sheet often carries none).
     mapping
         Canonical field -> delivered field name (from ``--mapping``); wins over detection.
 
@@ -302,6 +318,8 @@ def map_fields(
         columns["commune_code"] = [code or commune_code for code in columns["commune_code"]]
     if sheet_no is not None:
         columns["sheet_no"] = columns["sheet_no"].fillna(sheet_no)
+    if map_scale is not None:
+        columns["map_scale"] = columns["map_scale"].fillna(map_scale)
     parcels = gpd.GeoDataFrame(columns, geometry=frame.geometry.values, crs=frame.crs)
     return parcels, {c: detected[c] for c in _CONVERTERS if c in detected}
 

@@ -149,3 +149,27 @@ def test_generated_faults_are_found_and_nothing_else(seed):
     found = sorted(key(f.rule_code, f.sheet_no, f.parcel_no) for f in result.findings)
     expected = sorted(key(f.rule_code, f.sheet_no, f.parcel_no) for f in synth.FAULTS)
     assert found == expected
+
+
+@pytest.mark.parametrize(
+    ("scale", "declared", "flagged"),
+    # A 10 m square lot, perimeter 40 m. At 1:1000 (15 cm): 0.075 x 40 = 3 m².
+    # At 1:200 (5 cm): 0.025 x 40 = 1 m², the floor.
+    [
+        ("1:1000", 102.9, False),
+        ("1:1000", 103.1, True),
+        ("1/200", 100.9, False),
+        ("200", 101.1, True),
+        (None, 101.9, False),
+    ],
+)
+def test_area_tolerance_scales_with_the_map_scale(scale, declared, flagged):
+    result = run([record(0, DienTich=declared, TyLeBanDo=scale)])
+    assert (rules_of(result, 0) == ["ATTR_AREA_MISMATCH"]) is flagged
+
+
+def test_scale_option_fills_records_without_one():
+    parcels, _ = map_fields(delivery([record(0, DienTich=102.9)]), map_scale=1000)
+    assert validate(parcels).findings == []
+    parcels, _ = map_fields(delivery([record(0, DienTich=102.9)]), map_scale=200)
+    assert [f.rule_code for f in validate(parcels).findings] == ["ATTR_AREA_MISMATCH"]
