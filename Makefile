@@ -40,6 +40,13 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+## bench: the benchmarks' peers (ogr2ogr from gdal-bin) and a run of each at 100,000 parcels
+bench: setup
+	@command -v ogr2ogr >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdal-bin >/dev/null; }
+	for b in read load validate topology register; do \
+	  $(BIN)/python -m benchmarks.bench_$$b --parcels 100000 || exit 1; done
+
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 

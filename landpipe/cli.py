@@ -141,6 +141,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  parcels: {counts['read']} read, {counts['loaded']} loaded, "
         f"{counts['repaired']} repaired, {counts['rejected']} rejected",
     ]
+    changes = summary.get("changes")
+    if changes and summary["status"] != "unchanged":
+        lines.append(
+            f"  register: {changes['added']} added, {changes['changed']} changed, "
+            f"{changes['unchanged']} unchanged, {changes['retired']} retired"
+        )
     if summary["issues"]:
         from landpipe import schemas
 

@@ -19,11 +19,11 @@ import shapely
 from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Engine
 
-from landpipe import schemas, topology
+from landpipe import register, schemas, topology
 from landpipe.schemas import parcel as canonical
 from landpipe.schemas.findings import Finding
 from landpipe.sources import Delivery
-from landpipe.sources.fields import attribute_json, attribute_records
+from landpipe.sources.fields import attribute_records
 from landpipe.validate import Validation
 
 
@@ -44,6 +44,9 @@ class LoadResult:
     error: str | None = None
     error_kind: str | None = None
     reading: dict[str, Any] = field(default_factory=dict)
+    changes: dict[str, int] = field(
+        default_factory=lambda: {"added": 0, "changed": 0, "unchanged": 0, "retired": 0}
+    )
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` contract (plus where the delivery came from)."""
@@ -57,6 +60,7 @@ class LoadResult:
                 "rejected": self.rejected,
             },
             "issues": dict(self.issues),
+            "changes": dict(self.changes),
             "source": self.source,
             "commune_code": self.commune_code,
             "crs": self.crs,
@@ -100,24 +104,6 @@ def _ewkb(geometry: shapely.Geometry | None) -> str | None:
     )
 
 
-def _ewkb_all(geometries) -> list[str | None]:
-    """Hex EWKB of many geometries at once (see :func:`_ewkb`)."""
-    with_srid = shapely.set_srid(geometries, canonical.STORAGE_EPSG)
-    return shapely.to_wkb(with_srid, hex=True, include_srid=True).tolist()
-
-
-def _rounded(values: pd.Series) -> list[float | None]:
-    """Areas rounded to 0.1 m², missing as None."""
-    rounded = values.astype("float64").round(1)
-    return [None if pd.isna(v) else v for v in rounded.tolist()]
-
-
-def _texts(values: pd.Series) -> list[str | None]:
-    return [
-        None if v is None or (isinstance(v, float) and pd.isna(v)) else v for v in values.tolist()
-    ]
-
-
 def _optional(value: Any) -> Any:
     return None if value is None or (not isinstance(value, list) and pd.isna(value)) else value
 
@@ -156,12 +142,23 @@ def load(
             ).fetchone()
             if earlier:
                 return _unchanged(result, earlier[0])
-            register_findings = _against_register(conn, validation.parcels)
+            sheets = register.covered_sheets(delivery)
+            register_findings = _against_register(conn, validation.parcels, sheets)
             if register_findings:
                 validation.findings.extend(register_findings)
                 result.issues = validation.counts()
             result.batch = _insert_batch(conn, delivery, result, started_at)
-            _copy_parcels(conn, result.batch, delivery, validation)
+            register.stage(conn, delivery, validation)
+            changes = register.merge(conn, result.batch)
+            result.changes = changes.as_json()
+            if changes.certificates_flagged:
+                result.issues["CERT_CHANGED"] = changes.certificates_flagged
+                result.issues = dict(sorted(result.issues.items()))
+            conn.execute(
+                "UPDATE land.batch SET n_added = %s, n_changed = %s, n_unchanged = %s,"
+                " n_retired = %s, finished_at = clock_timestamp() WHERE id = %s",
+                [changes.added, changes.changed, changes.unchanged, changes.retired, result.batch],
+            )
             _copy_findings(conn, result.batch, validation)
             _copy_rejected(conn, result.batch, delivery, validation)
         return result
@@ -169,8 +166,14 @@ def load(
         raw.close()
 
 
-def _against_register(conn, parcels: gpd.GeoDataFrame) -> list[Finding]:
-    """Overlaps and gaps between the delivery and the current parcels around it."""
+def _against_register(
+    conn, parcels: gpd.GeoDataFrame, sheets: list[tuple[str, int]]
+) -> list[Finding]:
+    """Overlaps and gaps between the delivery and the current parcels around it.
+
+    The current parcels of the sheets the delivery covers are replaced by it (kept, changed
+    or retired), so they are no neighbours.
+    """
     if len(parcels) == 0:
         return []
     rules = schemas.rules()
@@ -178,8 +181,16 @@ def _against_register(conn, parcels: gpd.GeoDataFrame) -> list[Finding]:
     xmin, ymin, xmax, ymax = parcels.total_bounds
     rows = conn.execute(
         "SELECT commune_code, sheet_no, parcel_no, ST_AsBinary(geom) FROM land.parcel"
-        " WHERE geom && ST_Expand(ST_MakeEnvelope(%s, %s, %s, %s, 9218), %s)",
-        [float(xmin), float(ymin), float(xmax), float(ymax), gap_width],
+        " WHERE geom && ST_Expand(ST_MakeEnvelope(%s, %s, %s, %s, 9218), %s)"
+        " AND (commune_code || '/' || sheet_no) <> ALL(%s)",
+        [
+            float(xmin),
+            float(ymin),
+            float(xmax),
+            float(ymax),
+            gap_width,
+            [f"{commune}/{sheet}" for commune, sheet in sheets],
+        ],
     ).fetchall()
     if not rows:
         return []
@@ -243,69 +254,6 @@ def _insert_batch(conn, delivery: Delivery, result: LoadResult, started_at: date
         ],
     ).fetchone()
     return int(row[0])
-
-
-def _copy_parcels(conn, batch_id: int, delivery: Delivery, validation: Validation) -> None:
-    conn.execute(
-        """
-        CREATE TEMP TABLE parcel_in (
-            commune_code text, sheet_no integer, parcel_no integer, land_use_codes text[],
-            declared_area_m2 float8, legal_area_m2 float8, owner_name text, address text,
-            attributes text, geom geometry(MultiPolygon, 9218)
-        ) ON COMMIT DROP
-        """
-    )
-    frame = validation.parcels
-    columns = (
-        "commune_code, sheet_no, parcel_no, land_use_codes, declared_area_m2, legal_area_m2,"
-        " owner_name, address, attributes, geom"
-    )
-    with conn.cursor().copy(f"COPY parcel_in ({columns}) FROM STDIN") as copy:
-        copy.set_types(
-            [
-                "text",
-                "int4",
-                "int4",
-                "text[]",
-                "float8",
-                "float8",
-                "text",
-                "text",
-                "text",
-                "text",
-            ]
-        )
-        rows = zip(
-            frame["commune_code"].tolist(),
-            frame["sheet_no"].astype("int64").tolist(),
-            frame["parcel_no"].astype("int64").tolist(),
-            frame["land_use_codes"].tolist(),
-            _rounded(frame["declared_area_m2"]),
-            _rounded(frame["legal_area_m2"]),
-            _texts(frame["owner_name"]),
-            _texts(frame["address"]),
-            attribute_json(
-                delivery.attributes, delivery.extra_fields, frame[canonical.SOURCE_ROW].to_numpy()
-            ),
-            _ewkb_all(frame.geometry.values),
-            strict=True,
-        )
-        for row in rows:
-            copy.write_row(row)
-    conn.execute(
-        f"""
-        INSERT INTO land.parcel ({columns}, batch_id)
-        SELECT commune_code, sheet_no, parcel_no, land_use_codes, declared_area_m2, legal_area_m2,
-               owner_name, address, attributes::jsonb, geom, %s
-        FROM parcel_in
-        ON CONFLICT ON CONSTRAINT parcel_key DO UPDATE SET
-            land_use_codes = excluded.land_use_codes, declared_area_m2 = excluded.declared_area_m2,
-            legal_area_m2 = excluded.legal_area_m2, owner_name = excluded.owner_name,
-            address = excluded.address, attributes = excluded.attributes, geom = excluded.geom,
-            batch_id = excluded.batch_id, loaded_at = now()
-        """,
-        [batch_id],
-    )
 
 
 def _copy_findings(conn, batch_id: int, validation: Validation) -> None:

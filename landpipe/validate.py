@@ -356,9 +356,10 @@ def _check_areas(parcels, geometries, eligible, add, where) -> None:
 
 
 def _as_multipolygons(geometries: np.ndarray) -> np.ndarray:
+    """Polygons wrapped as one-part MultiPolygons (the register stores MultiPolygon)."""
     out = geometries.copy()
-    single = shapely.get_type_id(out) == 3
-    out[single] = [shapely.MultiPolygon([g]) for g in out[single]]
+    single = np.flatnonzero(shapely.get_type_id(out) == 3)
+    out[single] = shapely.multipolygons(out[single], indices=np.arange(len(single)))
     return out
 
 

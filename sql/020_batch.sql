@@ -17,7 +17,11 @@ CREATE TABLE IF NOT EXISTS land.batch (
     n_read         integer NOT NULL DEFAULT 0,
     n_loaded       integer NOT NULL DEFAULT 0,
     n_repaired     integer NOT NULL DEFAULT 0,
-    n_rejected     integer NOT NULL DEFAULT 0
+    n_rejected     integer NOT NULL DEFAULT 0,
+    n_added        integer NOT NULL DEFAULT 0,
+    n_changed      integer NOT NULL DEFAULT 0,
+    n_unchanged    integer NOT NULL DEFAULT 0,
+    n_retired      integer NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batch_sha256_idx ON land.batch (source_sha256);
 COMMENT ON TABLE land.batch IS 'Deliveries processed: loaded (parcels written), rejected (no parcel usable) or failed (the delivery could not be used as a whole)';

@@ -1,23 +1,92 @@
--- The current parcels, one row per key (commune, map sheet, parcel number).
--- `id` identifies this version of the parcel; the key identifies the parcel across versions.
-CREATE TABLE IF NOT EXISTS land.parcel (
-    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    commune_code     text NOT NULL CHECK (commune_code ~ '^[0-9]{5}$'),
-    sheet_no         integer NOT NULL CHECK (sheet_no > 0),
-    parcel_no        integer NOT NULL CHECK (parcel_no > 0),
-    land_use_codes   text[] NOT NULL DEFAULT '{}',
-    declared_area_m2 numeric(14, 1),
-    legal_area_m2    numeric(14, 1),
-    area_m2          numeric(14, 1) GENERATED ALWAYS AS (round(ST_Area(geom)::numeric, 1)) STORED,
-    owner_name       text,
-    address          text,
-    attributes       jsonb NOT NULL DEFAULT '{}',
-    batch_id         bigint NOT NULL REFERENCES land.batch (id),
-    loaded_at        timestamptz NOT NULL DEFAULT now(),
-    geom             geometry(MultiPolygon, 9218) NOT NULL,
-    CONSTRAINT parcel_key UNIQUE (commune_code, sheet_no, parcel_no)
+-- Parcels with their history: every version of every parcel, with the interval it was current.
+-- A parcel is identified by its key (commune, map sheet, parcel number); `id` identifies one
+-- version. A version is current while valid_to is NULL; a re-delivery that changes a parcel
+-- closes its current version and adds a new one, and retires parcels the delivery no longer has.
+CREATE TABLE IF NOT EXISTS land.parcel_version (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    commune_code        text NOT NULL CHECK (commune_code ~ '^[0-9]{5}$'),
+    sheet_no            integer NOT NULL CHECK (sheet_no > 0),
+    parcel_no           integer NOT NULL CHECK (parcel_no > 0),
+    land_use_codes      text[] NOT NULL DEFAULT '{}',
+    declared_area_m2    numeric(14, 1),
+    legal_area_m2       numeric(14, 1),
+    area_m2             numeric(14, 1) GENERATED ALWAYS AS (round(ST_Area(geom)::numeric, 1)) STORED,
+    owner_name          text,
+    address             text,
+    attributes          jsonb NOT NULL DEFAULT '{}',
+    batch_id            bigint NOT NULL REFERENCES land.batch (id),
+    retired_batch_id    bigint REFERENCES land.batch (id),
+    valid_from          timestamptz NOT NULL,
+    valid_to            timestamptz,
+    change              text NOT NULL CHECK (change IN ('added', 'changed')),
+    previous_version_id bigint REFERENCES land.parcel_version (id),
+    geom                geometry(MultiPolygon, 9218) NOT NULL,
+    CHECK (valid_to IS NULL OR valid_to >= valid_from),
+    CHECK ((valid_to IS NULL) = (retired_batch_id IS NULL))
 );
-CREATE INDEX IF NOT EXISTS parcel_geom_idx ON land.parcel USING gist (geom);
-CREATE INDEX IF NOT EXISTS parcel_batch_idx ON land.parcel (batch_id);
-CREATE INDEX IF NOT EXISTS parcel_owner_idx ON land.parcel (lower(owner_name));
-COMMENT ON TABLE land.parcel IS 'Current parcels (thửa đất); area_m2 is computed on the VN-2000 / TM-3 plane, rounded to 0.1 m²';
+-- One current version per key.
+CREATE UNIQUE INDEX IF NOT EXISTS parcel_version_current_key
+    ON land.parcel_version (commune_code, sheet_no, parcel_no) WHERE valid_to IS NULL;
+CREATE INDEX IF NOT EXISTS parcel_version_key_idx
+    ON land.parcel_version (commune_code, sheet_no, parcel_no, valid_from);
+CREATE INDEX IF NOT EXISTS parcel_version_geom_idx ON land.parcel_version USING gist (geom);
+CREATE INDEX IF NOT EXISTS parcel_version_batch_idx ON land.parcel_version (batch_id);
+CREATE INDEX IF NOT EXISTS parcel_version_owner_idx ON land.parcel_version (lower(owner_name))
+    WHERE valid_to IS NULL;
+COMMENT ON TABLE land.parcel_version IS 'Every version of every parcel (thửa đất) with the interval it was current; area_m2 computed on the VN-2000 / TM-3 plane, rounded to 0.1 m²';
+
+-- The current parcels: one row per key, the columns district offices, notebooks and QGIS use.
+CREATE OR REPLACE VIEW land.parcel AS
+SELECT id, commune_code, sheet_no, parcel_no, land_use_codes, declared_area_m2, legal_area_m2,
+       area_m2, owner_name, address, attributes, batch_id, valid_from AS loaded_at, geom
+FROM land.parcel_version
+WHERE valid_to IS NULL;
+COMMENT ON VIEW land.parcel IS 'Current parcels (thửa đất), one row per key (commune_code, sheet_no, parcel_no)';
+
+-- The parcels of a commune as they were at a moment: every version current at `at`.
+CREATE OR REPLACE FUNCTION land.parcels_at(commune text, at timestamptz)
+RETURNS SETOF land.parcel_version
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM land.parcel_version
+    WHERE commune_code = commune AND valid_from <= at AND (valid_to IS NULL OR valid_to > at)
+$$;
+COMMENT ON FUNCTION land.parcels_at(text, timestamptz) IS 'The parcels of a commune as they were at a moment: SELECT * FROM land.parcels_at(''22924'', ''2026-01-01'')';
+
+-- Lineage: which parcels a parcel came from when parcels were split or merged.
+CREATE TABLE IF NOT EXISTS land.parcel_lineage (
+    parent_version_id bigint NOT NULL REFERENCES land.parcel_version (id),
+    child_version_id  bigint NOT NULL REFERENCES land.parcel_version (id),
+    batch_id          bigint NOT NULL REFERENCES land.batch (id),
+    shared_area_m2    numeric(14, 1) NOT NULL,
+    PRIMARY KEY (parent_version_id, child_version_id)
+);
+CREATE INDEX IF NOT EXISTS parcel_lineage_child_idx ON land.parcel_lineage (child_version_id);
+COMMENT ON TABLE land.parcel_lineage IS 'Split and merge lineage: a retired parcel version (parent) and the new versions that cover its area (children)';
+
+-- The ancestry of a parcel: every earlier version of it and, through splits and merges, of
+-- the parcels it came from, nearest first.
+CREATE OR REPLACE FUNCTION land.parcel_ancestry(commune text, sheet integer, parcel integer)
+RETURNS TABLE (generation integer, version_id bigint, commune_code text, sheet_no integer,
+               parcel_no integer, valid_from timestamptz, valid_to timestamptz, how text)
+LANGUAGE sql STABLE AS $$
+    WITH RECURSIVE ancestry (generation, version_id, how) AS (
+        SELECT 0, v.id, 'current'::text
+        FROM land.parcel_version v
+        WHERE v.commune_code = commune AND v.sheet_no = sheet AND v.parcel_no = parcel
+          AND v.valid_to IS NULL
+        UNION
+        SELECT a.generation + 1, p.id, p.how
+        FROM ancestry a
+        JOIN LATERAL (
+            SELECT v.previous_version_id AS id, 'earlier version'::text AS how
+            FROM land.parcel_version v WHERE v.id = a.version_id AND v.previous_version_id IS NOT NULL
+            UNION ALL
+            SELECT l.parent_version_id, 'split/merge'
+            FROM land.parcel_lineage l WHERE l.child_version_id = a.version_id
+        ) p ON true
+    )
+    SELECT a.generation, v.id, v.commune_code, v.sheet_no, v.parcel_no, v.valid_from,
+           v.valid_to, a.how
+    FROM ancestry a JOIN land.parcel_version v ON v.id = a.version_id
+    ORDER BY a.generation, v.id
+$$;

@@ -1,9 +1,11 @@
 -- Views for district land offices, notebooks and QGIS.
 
--- Per batch: what was read, loaded, repaired and rejected, and the findings per rule.
+-- Per batch: what was read, loaded, repaired and rejected, how the register changed, and the
+-- findings per rule.
 CREATE OR REPLACE VIEW land.batch_summary AS
 SELECT b.id AS batch_id, b.source_path, b.commune_code, b.status, b.started_at, b.finished_at,
        b.n_read, b.n_loaded, b.n_repaired, b.n_rejected,
+       b.n_added, b.n_changed, b.n_unchanged, b.n_retired,
        coalesce((SELECT jsonb_object_agg(f.rule_code, f.n ORDER BY f.rule_code)
                  FROM (SELECT rule_code, count(*) AS n FROM land.finding
                        WHERE batch_id = b.id GROUP BY rule_code) f), '{}'::jsonb) AS findings
@@ -24,3 +26,16 @@ SELECT p.*, c.name AS commune_name, d.code AS district_code, d.name AS district_
 FROM land.parcel p
 LEFT JOIN land.admin_unit c ON c.code = p.commune_code
 LEFT JOIN land.admin_unit d ON d.code = c.parent_code;
+
+-- Parcels ready for a certificate: current, no open `block` finding, land-use codes all known,
+-- and an owner. (A parcel with a certificate whose data changed carries a CERT_CHANGED block
+-- finding until reviewed, so it is not ready.)
+CREATE OR REPLACE VIEW land.parcel_ready AS
+SELECT d.*
+FROM land.parcel_detail d
+WHERE NOT d.blocked
+  AND d.owner_name IS NOT NULL
+  AND cardinality(d.land_use_codes) > 0
+  AND NOT EXISTS (SELECT 1 FROM unnest(d.land_use_codes) AS code
+                  WHERE code NOT IN (SELECT u.code FROM land.land_use_code u));
+COMMENT ON VIEW land.parcel_ready IS 'Current parcels the data can stand behind: no open block finding, known land use, an owner';

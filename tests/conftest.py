@@ -25,7 +25,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 #: Where the test suite keeps its own embedded cluster (apart from the demo's .landpipe).
 TEST_HOME = Path(os.environ.get("LANDPIPE_TEST_HOME", REPO / ".landpipe" / "test-home"))
-DATA_TABLES = ("land.batch", "land.parcel", "land.finding", "land.rejected_record")
+DATA_TABLES = (
+    "land.batch",
+    "land.parcel_version",
+    "land.parcel_lineage",
+    "land.certificate",
+    "land.finding",
+    "land.rejected_record",
+)
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,12 @@ def test_sample_delivery_loads_end_to_end(register, cli_env, sample):
     assert result.returncode == 0, result.stderr
     assert set(summary) >= {"batch", "status", "parcels", "issues"}
     assert set(summary["parcels"]) == {"read", "loaded", "repaired", "rejected"}
+    assert summary["changes"] == {
+        "added": summary["parcels"]["loaded"],
+        "changed": 0,
+        "unchanged": 0,
+        "retired": 0,
+    }
     counts = summary["parcels"]
     assert summary["status"] == "loaded"
     assert counts["read"] == len(synth.generate_delivery("22924"))

@@ -1,0 +1,132 @@
+"""Loading the register against named peers, on one generated N-parcel GeoPackage.
+
+    .venv/bin/python benchmarks/bench_register.py --parcels 1000000
+
+Times, in one run and on the same file:
+(a) ``ogr2ogr -f PostgreSQL`` (COPY) into a fresh table, plus a GiST index;
+(b) ``GeoDataFrame.to_postgis`` (read with pyogrio) into a fresh table, plus a GiST index;
+(c) landpipe's load into an empty register: read, map, validate (the whole catalogue), merge;
+(d) landpipe's re-delivery of the same communes with 1 % of the parcels changed.
+Needs ``ogr2ogr`` (Debian's gdal-bin; ``make bench`` installs it). Uses a scratch database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import subprocess
+import tempfile
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyogrio
+import sqlalchemy as sa
+
+from landpipe import synth
+from landpipe.config import Settings
+from landpipe.load import load
+from landpipe.migrate import upgrade
+from landpipe.sources import read_delivery
+from landpipe.validate import validate
+from benchmarks.bench_load import scratch_engine
+
+
+def generate(n_parcels: int) -> pd.DataFrame:
+    communes = synth.placeable_communes()
+    per_commune = max(1000, math.ceil(n_parcels / len(communes)))
+    frames, remaining = [], n_parcels
+    for code in communes:
+        if remaining <= 0:
+            break
+        size = min(per_commune, remaining)
+        frames.append(synth.generate_delivery(code, n_parcels=size, faults=False))
+        remaining -= size
+    return pd.concat(frames, ignore_index=True)
+
+
+def landpipe_load(engine: sa.Engine, path: Path) -> dict:
+    delivery = read_delivery(path)
+    validation = validate(delivery.parcels, delivery.findings)
+    return load(engine, delivery, validation, started_at=datetime.now(UTC)).as_json()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parcels", type=int, default=100_000)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    ogr2ogr = shutil.which("ogr2ogr")
+    if ogr2ogr is None:
+        raise SystemExit("ogr2ogr not found: apt-get install gdal-bin (or make bench)")
+    engine = scratch_engine(Settings(), "landpipe_bench_register")
+    upgrade(engine)
+    url = engine.url
+    pg = f"PG:host={url.query['host']} port={url.query.get('port', 5432)} dbname={url.database}"
+    if url.username:
+        pg += f" user={url.username}"
+    times: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        frame = generate(args.parcels)
+        first = Path(folder) / "first.gpkg"
+        synth.write_delivery(frame, first)
+        changed = frame.copy()
+        rows = changed.sample(frac=0.01, random_state=1).index
+        changed.loc[rows, "TenChu"] = changed.loc[rows, "TenChu"] + " (đã chuyển nhượng)"
+        second = Path(folder) / "second.gpkg"
+        synth.write_delivery(changed, second)
+        n = len(frame)
+        print(f"{n:,} parcels in {frame['MaXa'].nunique()} communes", flush=True)
+
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                ogr2ogr,
+                "-f",
+                "PostgreSQL",
+                pg,
+                str(first),
+                "-nln",
+                "peer_ogr2ogr",
+                "-lco",
+                "GEOMETRY_NAME=geom",
+                "-lco",
+                "SPATIAL_INDEX=GIST",
+                "-overwrite",
+                "--config",
+                "PG_USE_COPY",
+                "YES",
+            ],
+            check=True,
+        )
+        times["(a) ogr2ogr -f PostgreSQL + GiST"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        peer = pyogrio.read_dataframe(first).rename_geometry("geom")
+        peer.to_postgis("peer_to_postgis", engine, if_exists="replace")
+        with engine.begin() as connection:
+            connection.execute(sa.text("CREATE INDEX ON peer_to_postgis USING gist (geom)"))
+        times["(b) GeoDataFrame.to_postgis + GiST"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        first_result = landpipe_load(engine, first)
+        times["(c) landpipe load, empty register"] = time.perf_counter() - start
+        start = time.perf_counter()
+        second_result = landpipe_load(engine, second)
+        times["(d) landpipe re-delivery, 1 % changed"] = time.perf_counter() - start
+    engine.dispose()
+    for label, seconds in times.items():
+        print(f"{label:<42} {seconds:7.1f} s  {n / seconds:>10,.0f} parcels/s")
+    a, b, c, d = times.values()
+    print(f"changes (c): {first_result['changes']}  (d): {second_result['changes']}")
+    print(
+        f"(c) vs (a): {a / c:.2f}x (target >= 1)   (c) vs (b): {b / c:.2f}x (target >= 3)"
+        f"   (d) vs (c): {c / d:.2f}x (target >= 5)"
+    )
+
+
+if __name__ == "__main__":
+    main()

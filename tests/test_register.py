@@ -1,0 +1,301 @@
+"""The register's history, re-deliveries, lineage, certificates, atomicity and concurrency,
+against a real PostGIS."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import sqlalchemy as sa
+from shapely.geometry import box
+
+from landpipe import synth
+from tests.conftest import REPO
+from tests.parcels import BOW_TIE, X0, Y0, record
+from tests.test_load import load_file, write
+
+
+def half(i: int, side: int):
+    """The west (0) or east (1) half of lot i."""
+    return box(X0 + i * 10 + side * 5, Y0, X0 + i * 10 + side * 5 + 5, Y0 + 10)
+
+
+def both(i: int, j: int):
+    return box(X0 + i * 10, Y0, X0 + (j + 1) * 10, Y0 + 10)
+
+
+def scalar(engine, sql, **params):
+    with engine.connect() as connection:
+        return connection.execute(sa.text(sql), params).scalar()
+
+
+def rows(engine, sql, **params):
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(sa.text(sql), params)]
+
+
+def current(engine):
+    return rows(
+        engine,
+        "SELECT sheet_no, parcel_no, owner_name, land_use_codes, area_m2"
+        " FROM land.parcel ORDER BY 1, 2",
+    )
+
+
+def first_delivery():
+    """Sheet 5: six lots, parcels 1-6; sheet 6: one lot, far east."""
+    return [record(i) for i in range(6)] + [record(20, SoHieuToBanDo=6, SoThuTuThua=1)]
+
+
+def second_delivery():
+    """Sheet 5 only: 1 unchanged, 2 new owner, 3 split into 7+8, 4+5 merged into 9, 6 gone."""
+    return [
+        record(0),
+        record(1, TenChu="Lê Thị Hoa"),
+        record(2, SoThuTuThua=7, geometry=half(2, 0), DienTich=50.0),
+        record(2, SoThuTuThua=8, geometry=half(2, 1), DienTich=50.0),
+        record(3, SoThuTuThua=9, geometry=both(3, 4), DienTich=200.0),
+    ]
+
+
+def test_three_deliveries_keep_every_version(register, tmp_path):
+    first = load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
+    assert first.changes == {"added": 7, "changed": 0, "unchanged": 0, "retired": 0}
+    between = scalar(register, "SELECT clock_timestamp()")
+    time.sleep(0.01)
+
+    second = load_file(register, write(tmp_path, second_delivery(), "d2.gpkg"))
+    assert second.changes == {"added": 3, "changed": 1, "unchanged": 1, "retired": 4}
+
+    third_records = second_delivery()
+    third_records[0]["KyHieuMucDichSuDung"] = "ODT+CLN"
+    third = load_file(register, write(tmp_path, third_records, "d3.gpkg"))
+    assert third.changes == {"added": 0, "changed": 1, "unchanged": 4, "retired": 0}
+
+    # land.parcel shows exactly the current parcels; sheet 6 was never touched.
+    assert [(s, p) for s, p, *_ in current(register)] == [
+        (5, 1),
+        (5, 2),
+        (5, 7),
+        (5, 8),
+        (5, 9),
+        (6, 1),
+    ]
+    assert current(register)[0][3] == ["ODT", "CLN"]
+    assert current(register)[1][2] == "Lê Thị Hoa"
+    # Every version stays: 7 + 3 added + 1 changed, + 1 changed.
+    assert scalar(register, "SELECT count(*) FROM land.parcel_version") == 12
+    # The commune as it was between the first and second delivery.
+    then = rows(
+        register,
+        "SELECT sheet_no, parcel_no, owner_name FROM land.parcels_at('22924', :at) ORDER BY 1, 2",
+        at=between,
+    )
+    assert then == [(5, n, "Nguyễn Văn An") for n in range(1, 7)] + [(6, 1, "Nguyễn Văn An")]
+    # The batch records the counts.
+    counts = rows(
+        register, "SELECT n_added, n_changed, n_unchanged, n_retired FROM land.batch ORDER BY id"
+    )
+    assert counts == [(7, 0, 0, 0), (3, 1, 1, 4), (0, 1, 4, 0)]
+    # Lineage: 3 was split into 7 and 8; 4 and 5 were merged into 9.
+    ancestry = rows(
+        register,
+        "SELECT parcel_no, how FROM land.parcel_ancestry('22924', 5, 9)"
+        " WHERE generation = 1 ORDER BY parcel_no",
+    )
+    assert ancestry == [(4, "split/merge"), (5, "split/merge")]
+    children = rows(
+        register,
+        """
+        SELECT c.parcel_no, l.shared_area_m2 FROM land.parcel_lineage l
+        JOIN land.parcel_version p ON p.id = l.parent_version_id
+        JOIN land.parcel_version c ON c.id = l.child_version_id
+        WHERE p.parcel_no = 3 ORDER BY 1""",
+    )
+    assert children == [(7, 50.0), (8, 50.0)]
+    # Parcel 1's ancestry holds its earlier version.
+    assert rows(register, "SELECT generation, how FROM land.parcel_ancestry('22924', 5, 1)") == [
+        (0, "current"),
+        (1, "earlier version"),
+    ]
+
+
+def test_a_rejected_record_keeps_its_current_version(register, tmp_path):
+    load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
+    records = first_delivery()[:6]
+    records[0] = record(0, geometry=BOW_TIE, TenChu="Sai Hình")
+    result = load_file(register, write(tmp_path, records, "d2.gpkg"))
+    assert result.rejected == 1
+    assert result.changes == {"added": 0, "changed": 0, "unchanged": 5, "retired": 0}
+    assert current(register)[0][2] == "Nguyễn Văn An"
+
+
+def test_a_certified_parcel_that_changes_is_flagged_and_its_history_kept(register, tmp_path):
+    load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
+    with register.begin() as connection:
+        connection.execute(
+            sa.text("""
+            INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no,
+                                          parcel_version_id, holder, issued_on)
+            SELECT 'CS 123456', commune_code, sheet_no, parcel_no, id, owner_name, '2026-05-01'
+            FROM land.parcel WHERE sheet_no = 5 AND parcel_no = 2""")
+        )
+    ready_before = rows(register, "SELECT parcel_no FROM land.parcel_ready WHERE sheet_no = 5")
+    assert (2,) in ready_before
+    result = load_file(register, write(tmp_path, second_delivery(), "d2.gpkg"))
+    assert result.issues.get("CERT_CHANGED") == 1
+    flagged = rows(
+        register,
+        "SELECT parcel_no, severity, detail->>'certificate' FROM land.finding"
+        " WHERE rule_code = 'CERT_CHANGED'",
+    )
+    assert flagged == [(2, "block", "CS 123456")]
+    assert (2,) not in rows(register, "SELECT parcel_no FROM land.parcel_ready WHERE sheet_no = 5")
+    # The certified version is still there, closed, and the new one is current.
+    certified = rows(
+        register,
+        """
+        SELECT v.owner_name, v.valid_to IS NOT NULL FROM land.certificate c
+        JOIN land.parcel_version v ON v.id = c.parcel_version_id""",
+    )
+    assert certified == [("Nguyễn Văn An", True)]
+    assert current(register)[1][2] == "Lê Thị Hoa"
+
+
+def test_ready_view_needs_an_owner_and_known_land_use(register, tmp_path):
+    records = [record(0), record(1, TenChu=None), record(2, KyHieuMucDichSuDung="XYZ")]
+    load_file(register, write(tmp_path, records, "d.gpkg"))
+    assert rows(register, "SELECT parcel_no FROM land.parcel_ready") == [(1,)]
+
+
+def _worker(path, env):
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.load_worker", str(path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _worker_env(settings):
+    return {
+        **os.environ,
+        "LANDPIPE_DATABASE_URL": settings.database_url,
+        "LANDPIPE_HOME": str(settings.home),
+    }
+
+
+def _quiet(engine, timeout: float = 60) -> None:
+    """Wait until no other session works in the database: the server ends a killed client's
+    session only when it next talks to it, and that session may still hold its locks."""
+    deadline = time.monotonic() + timeout
+    while (
+        scalar(
+            engine,
+            """
+            SELECT count(*) FROM pg_stat_activity
+            WHERE datname = current_database() AND pid <> pg_backend_pid()
+              AND state <> 'idle'""",
+        )
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+
+
+def _consistent(engine) -> None:
+    """Every batch is whole: its versions and findings are all there, and nothing else."""
+    broken = scalar(
+        engine,
+        """
+        SELECT count(*) FROM land.batch b
+        WHERE b.status = 'loaded' AND (
+            (SELECT count(*) FROM land.parcel_version v WHERE v.batch_id = b.id)
+                <> b.n_added + b.n_changed
+            OR b.n_added + b.n_changed + b.n_unchanged <> b.n_loaded)""",
+    )
+    assert broken == 0
+    orphans = scalar(
+        engine,
+        "SELECT count(*) FROM land.parcel_version v"
+        " WHERE NOT EXISTS (SELECT 1 FROM land.batch b WHERE b.id = v.batch_id)",
+    )
+    assert orphans == 0
+
+
+def test_sigkill_at_random_points_leaves_no_partial_batch(register, settings, tmp_path):
+    env = _worker_env(settings)
+    base = synth.generate_delivery("22924", n_parcels=3000, faults=False)
+    paths = []
+    for run in range(20):
+        changed = base.copy()
+        changed.loc[run * 100 : run * 100 + 150, "TenChu"] = f"Chủ lần {run}"
+        paths.append(synth.write_delivery(changed, tmp_path / f"run{run}" / "thua_dat.gpkg"))
+    # How long one load takes here, to spread the kills over it.
+    started = time.monotonic()
+    done = _worker(paths[0], env)
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+    duration = time.monotonic() - started
+    rng = random.Random(20261127)
+    outcomes = {"killed": 0, "finished": 0}
+    for path in paths[1:] + paths[:1]:
+        before = current(register)
+        batches = scalar(register, "SELECT count(*) FROM land.batch")
+        worker = _worker(path, env)
+        time.sleep(rng.uniform(0.0, duration * 1.1))
+        worker.send_signal(signal.SIGKILL)
+        code = worker.wait(timeout=60)
+        outcomes["finished" if code == 0 else "killed"] += 1
+        _quiet(register)
+        _consistent(register)
+        after = current(register)
+        if scalar(register, "SELECT count(*) FROM land.batch") == batches:
+            assert after == before  # killed before commit: exactly as before
+        else:
+            assert len(after) == len(before)  # committed: no parcel lost
+    assert outcomes["killed"] >= 5, outcomes
+
+
+def test_loads_of_one_commune_are_serialised_and_others_are_not(register, settings, tmp_path):
+    env = _worker_env(settings)
+    mine = write(tmp_path, first_delivery(), "mine.gpkg")
+    other = write(
+        tmp_path,
+        [record(i, MaXa="22927", SoHieuToBanDo=1) for i in range(3)],
+        "other.gpkg",
+    )
+    url = settings.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT pg_advisory_xact_lock(hashtext('landpipe:commune:' || '22924'))")
+        blocked, free = _worker(mine, env), _worker(other, env)
+        assert free.wait(timeout=120) == 0, free.stderr.read()  # another commune goes ahead
+        time.sleep(2)
+        assert blocked.poll() is None  # this commune waits for the lock
+        holder.execute("ROLLBACK")
+    assert blocked.wait(timeout=120) == 0, blocked.stderr.read()
+    assert sorted(rows(register, "SELECT DISTINCT commune_code FROM land.parcel")) == [
+        ("22924",),
+        ("22927",),
+    ]
+
+
+def test_two_concurrent_loads_of_one_commune_both_land_in_turn(register, settings, tmp_path):
+    env = _worker_env(settings)
+    load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
+    a = write(tmp_path, [record(i, TenChu="Chủ A") for i in range(6)], "a.gpkg")
+    b = write(tmp_path, [record(i, TenChu="Chủ B") for i in range(6)], "b.gpkg")
+    workers = [_worker(a, env), _worker(b, env)]
+    codes = [w.wait(timeout=120) for w in workers]
+    assert codes == [0, 0], [w.stderr.read()[-2000:] for w in workers]
+    changes = rows(register, "SELECT n_changed, n_unchanged FROM land.batch ORDER BY id")
+    assert changes == [(0, 0), (6, 0), (6, 0)]  # each saw the other's result, none lost
+    owners = {owner for _, _, owner, *_ in current(register) if owner != "Nguyễn Văn An"}
+    assert len(owners) == 1
+    _consistent(register)
