@@ -1,6 +1,6 @@
 """Time each step of a load on a generated delivery, and GeoDataFrame.to_postgis beside it.
 
-    .venv/bin/python benchmarks/bench_load.py --parcels 100000
+    .venv/bin/python -m benchmarks.bench_load --parcels 100000
 
 Uses the embedded cluster of LANDPIPE_HOME (or LANDPIPE_DATABASE_URL) and a scratch database
 `landpipe_bench` that it drops and recreates. Prints one line per step with wall seconds.

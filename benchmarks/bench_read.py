@@ -1,6 +1,6 @@
 """Reading speed: landpipe's reader against plain ``pyogrio.read_dataframe`` on one file.
 
-    .venv/bin/python benchmarks/bench_read.py --parcels 100000
+    .venv/bin/python -m benchmarks.bench_read --parcels 100000
 
 Writes a generated N-parcel ViLIS Shapefile (UTF-8 with a .cpg) into a temporary folder, then
 times, alternately and ``--repeat`` times each, ``pyogrio.read_dataframe(path)`` and

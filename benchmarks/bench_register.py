@@ -1,6 +1,6 @@
 """Loading the register against named peers, on one generated N-parcel GeoPackage.
 
-    .venv/bin/python benchmarks/bench_register.py --parcels 1000000
+    .venv/bin/python -m benchmarks.bench_register --parcels 1000000
 
 Times, in one run and on the same file:
 (a) ``ogr2ogr -f PostgreSQL`` (COPY) into a fresh table, plus a GiST index;
@@ -26,13 +26,13 @@ import pandas as pd
 import pyogrio
 import sqlalchemy as sa
 
+from benchmarks.bench_load import scratch_engine
 from landpipe import synth
 from landpipe.config import Settings
 from landpipe.load import load
 from landpipe.migrate import upgrade
 from landpipe.sources import read_delivery
 from landpipe.validate import validate
-from benchmarks.bench_load import scratch_engine
 
 
 def generate(n_parcels: int) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """Time landpipe's topology rules on a generated province, and PostGIS's overlap search beside it.
 
-    .venv/bin/python benchmarks/bench_topology.py --parcels 100000
+    .venv/bin/python -m benchmarks.bench_topology --parcels 100000
 
 Generates N valid parcels over communes of about 8,000 (more per commune when the placeable
 communes run out), injects faults (0.1 % of parcels shifted 0.3 m east, some boundaries drawn

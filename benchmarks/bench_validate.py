@@ -1,6 +1,6 @@
 """The whole rule catalogue over a generated province with injected faults.
 
-    .venv/bin/python benchmarks/bench_validate.py --parcels 1000000
+    .venv/bin/python -m benchmarks.bench_validate --parcels 1000000
 
 Generates N parcels over the communes of ``synth.placeable_communes()`` (each with the
 generator's faults), maps them onto canonical parcels, then times ``validate()`` (every rule
