@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from landpipe.config import Settings
-from landpipe.errors import LandpipeError, exit_code, exit_code_of
+from landpipe.errors import ConfigError, LandpipeError, exit_code, exit_code_of
 
 app = typer.Typer(
     help="landpipe: load cadastral survey deliveries into a PostGIS land register.",
@@ -41,8 +41,30 @@ def prepare_prefect(settings: Settings, *, verbose: bool = False) -> None:
     os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # The first run creates Prefect's database; on a busy machine that outlasts the default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+
+
+def _run_flow(flow, path: Path, *, mapping: Path | None, **options: Any):
+    """Run the load flow and return its final state.
+
+    Raises
+    ------
+    ConfigError
+        Prefect itself could not run (its API server did not start or cannot be reached).
+    """
+    try:
+        return flow(
+            str(path), mapping=str(mapping) if mapping else None, return_state=True, **options
+        )
+    except (RuntimeError, OSError) as error:
+        # The flow body's own errors come back as its state; these are Prefect's, before it.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"Prefect could not run the flow ({reason}); check PREFECT_API_URL, or run again"
+        ) from error
 
 
 @app.command("load")
@@ -90,17 +112,20 @@ def load_command(
     prepare_prefect(settings, verbose=verbose)
     from landpipe.flows.load_delivery import load_delivery
 
-    state = load_delivery(
-        str(path),
-        commune=commune,
-        sheet=sheet,
-        crs=crs,
-        layer=layer,
-        encoding=encoding,
-        mapping=str(mapping) if mapping else None,
-        scale=scale,
-        return_state=True,
-    )
+    try:
+        state = _run_flow(
+            load_delivery,
+            path,
+            commune=commune,
+            sheet=sheet,
+            crs=crs,
+            layer=layer,
+            encoding=encoding,
+            mapping=mapping,
+            scale=scale,
+        )
+    except LandpipeError as error:
+        _fail(error)
     summary = state.result(raise_on_failure=False)
     if isinstance(summary, LandpipeError):
         _fail(summary)

@@ -218,3 +218,11 @@ def test_drawing_and_legacy_text_through_the_cli(register, cli_env, tmp_path):
     assert tuple(stored) == ("tcvn3", "detected", False)
     human = run_cli("load", str(legacy), env=cli_env)
     assert "tcvn3 (detected" in human.stdout
+
+
+def test_unreachable_prefect_api_is_one_clear_line(cli_env, sample):
+    env = {**cli_env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    result = run_cli("load", str(sample), env=env)
+    assert result.returncode == 3
+    assert result.stderr.startswith("landpipe: Prefect could not run the flow")
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
