@@ -39,6 +39,7 @@ def prepare_prefect(settings: Settings, *, verbose: bool = False) -> None:
     shown only with ``--verbose``, so that the summary and one-line errors stand out.
     """
     os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # The first run creates Prefect's database; on a busy machine that outlasts the default.
