@@ -8,7 +8,8 @@ The steps, each a plain function the flow runs as a task:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -20,7 +21,7 @@ from landpipe.schemas.findings import Finding
 from landpipe.schemas.parcel import ATTRIBUTES
 from landpipe.sources.crs import CRSDecision, decide_crs, to_storage
 from landpipe.sources.fields import map_fields
-from landpipe.sources.files import Source, open_source
+from landpipe.sources.files import Source, fingerprint, open_source
 from landpipe.sources.layers import RawLayer, read_parcel_layer
 from landpipe.sources.text import TextDecision
 
@@ -148,10 +149,17 @@ def read_delivery(
     landpipe.errors.DeliveryError
         The delivery cannot be used as a whole (see its subclasses).
     """
-    source = open_source(path)
-    raw = read_parcel_layer(
-        source, layer=layer, encoding=encoding, commune_code=commune_code, sheet_no=sheet_no
-    )
+    path = Path(path)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # hashlib and GDAL's read both let go of the GIL: fingerprint the files meanwhile.
+        digest = pool.submit(fingerprint, path)
+        source = open_source(path, fingerprinted=False)
+        try:
+            raw = read_parcel_layer(
+                source, layer=layer, encoding=encoding, commune_code=commune_code, sheet_no=sheet_no
+            )
+        finally:  # files that cannot be hashed fail first, as they do in open_source
+            source = replace(source, sha256=digest.result())
     parcels, used = map_fields(
         raw.frame,
         commune_code=commune_code,

@@ -190,8 +190,8 @@ def decide_crs(
     points = _sample_points(parcels)
     if len(points) == 0:
         raise LayerError(f"{source_name}: no record has a geometry")
-    communes = parcels[parcel.KEY[0]].dropna()
-    commune = communes.mode().iloc[0] if len(communes) else None
+    communes = parcels[parcel.KEY[0]].mode()  # the most frequent code(s), blanks aside
+    commune = communes.iloc[0] if len(communes) else None
     district = district_of(commune)
     province = boundary(None)
     if declared is not None:

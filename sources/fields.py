@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import re
 import unicodedata
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
 
@@ -138,6 +141,13 @@ def to_text(value: Any) -> str | None:
     return text or None
 
 
+def is_nfc(texts: Iterable[str | None]) -> bool:
+    """Whether every text (missing ones, None, skipped) is NFC, in one pass over them all."""
+    # "\n" never combines with its neighbours, so the joined text is NFC when every text is.
+    joined = "\n".join(filter(None, texts))
+    return joined.isascii() or unicodedata.is_normalized("NFC", joined)
+
+
 def json_value(value: Any) -> Any:
     """A delivered attribute value as something JSON can hold."""
     if value is None or value is pd.NA:
@@ -161,17 +171,33 @@ def json_value(value: Any) -> Any:
 
 def _mixed(values: pd.Series) -> bool:
     """Whether an object column mixes text with numbers (as a GeoJSON property may)."""
-    return values.dtype == object and not values.dropna().map(type).isin([str]).all()
+    if values.dtype != object:
+        return False
+    # Looks at every value in C; "empty" is a column of missing values only.
+    return pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty")
 
 
 def _per_distinct(values: pd.Series, convert) -> list:
     """``convert`` applied once per distinct value (codes repeat a lot), spread back out."""
     if _mixed(values):  # 0 and 0.0 are one value to factorize, but not to the converters
         return [convert(value) for value in values.tolist()]
+    codes, converted = _convert_distinct(values, convert)
+    return [converted[code] for code in codes.tolist()]
+
+
+def _per_distinct_array(values: pd.Series, convert, dtype: str) -> pd.api.extensions.ExtensionArray:
+    """:func:`_per_distinct` as a pandas array of ``dtype``."""
+    if _mixed(values):
+        return pd.array([convert(value) for value in values.tolist()], dtype=dtype)
+    codes, converted = _convert_distinct(values, convert)
+    return pd.array(converted, dtype=dtype).take(codes)
+
+
+def _convert_distinct(values: pd.Series, convert) -> tuple[np.ndarray, list]:
+    """Each value's code, and ``convert`` of each distinct value, then of a missing one: the
+    code of a missing value, -1, picks the last entry."""
     codes, distinct = pd.factorize(values, use_na_sentinel=True)
-    converted = [convert(value) for value in distinct]
-    missing = convert(None)
-    return [missing if code < 0 else converted[code] for code in codes.tolist()]
+    return codes, [*(convert(value) for value in distinct), convert(None)]
 
 
 def series_to_int(values: pd.Series) -> pd.Series:
@@ -183,12 +209,12 @@ def series_to_int(values: pd.Series) -> pd.Series:
         whole = values.notna() & (values % 1 == 0) & (values.abs() <= MAX_KEY_NUMBER)
         numbers = values.where(whole).astype("Int64")
         return numbers.where(numbers >= 0)
-    return pd.Series(pd.array(_per_distinct(values, to_int), dtype="Int64"))
+    return pd.Series(_per_distinct_array(values, to_int, "Int64"))
 
 
 def series_to_commune_code(values: pd.Series) -> pd.Series:
     """Vectorised :func:`to_commune_code`: 5-digit text, or None."""
-    return pd.Series(_per_distinct(values, to_commune_code), dtype=object)
+    return pd.Series(_per_distinct_array(values, to_commune_code, "object"), dtype=object)
 
 
 def series_to_area(values: pd.Series) -> pd.Series:
@@ -201,20 +227,49 @@ def series_to_area(values: pd.Series) -> pd.Series:
 
 def series_to_land_use_codes(values: pd.Series) -> list[list[str]]:
     """Vectorised :func:`to_land_use_codes`: a list of codes per value (fresh lists)."""
-    return [list(codes) for codes in _per_distinct(values, to_land_use_codes)]
+    with _collector_paused():
+        if _mixed(values):
+            return [to_land_use_codes(value) for value in values.tolist()]
+        codes, converted = _convert_distinct(values, to_land_use_codes)
+        return [list(converted[code]) for code in codes.tolist()]
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while making many small containers.
+
+    A list per record sets off a collection every 700 lists, walking the new lists again and
+    again and now and then every live object (a delivery's geometries among them): several
+    times the cost of making lists that hold only strings and can form no cycle. The collector
+    runs again afterwards, as it was.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def series_to_text(values: pd.Series) -> list[str | None]:
     """Vectorised :func:`to_text`: NFC text, None when blank."""
     if not pd.api.types.is_string_dtype(values):
         return [to_text(value) for value in values.tolist()]
-    joined = "\n".join(values.dropna().tolist())
-    if not (joined.isascii() or unicodedata.is_normalized("NFC", joined)):
-        return [to_text(value) for value in values.tolist()]
-    stripped = values.str.strip()
-    return (
-        stripped.where(stripped.str.len() > 0).astype(object).where(stripped.notna(), None).tolist()
-    )
+    if values.dtype != object:  # Arrow strings: check, then strip in Arrow
+        if not is_nfc(values.dropna().tolist()):
+            return [to_text(value) for value in values.tolist()]
+        stripped = values.str.strip()
+        return (
+            stripped.where(stripped.str.len() > 0)
+            .astype(object)
+            .where(stripped.notna(), None)
+            .tolist()
+        )
+    texts = [value if isinstance(value, str) else None for value in values.tolist()]
+    if not is_nfc(texts):
+        return [to_text(text) for text in texts]
+    return [None if text is None else text.strip() or None for text in texts]
 
 
 def to_map_scale(value: Any) -> int | None:
@@ -228,7 +283,7 @@ def to_map_scale(value: Any) -> int | None:
 
 def series_to_map_scale(values: pd.Series) -> pd.Series:
     """Vectorised :func:`to_map_scale`."""
-    return pd.Series(pd.array(_per_distinct(values, to_map_scale), dtype="Int64"))
+    return pd.Series(_per_distinct_array(values, to_map_scale, "Int64"))
 
 
 _CONVERTERS = {

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import geopandas as gpd
-import pandas as pd
+import pyarrow as pa
 import pyogrio
 import pyogrio.errors
 
@@ -103,8 +103,11 @@ def _sidecars(shp: Path, ext: str) -> list[Path]:
     return [p for p in shp.parent.glob(shp.stem + ".*") if p.suffix.lower() == ext]
 
 
-def open_source(path: str | Path) -> Source:
+def open_source(path: str | Path, *, fingerprinted: bool = True) -> Source:
     """Check that ``path`` is a delivery landpipe can read, and fingerprint it.
+
+    ``fingerprinted=False`` leaves ``sha256`` empty, for a caller that fingerprints the
+    delivery meanwhile (:func:`landpipe.sources.read_delivery`, while GDAL reads it).
 
     Raises
     ------
@@ -115,6 +118,13 @@ def open_source(path: str | Path) -> Source:
         A zip or folder holds no dataset landpipe reads.
     """
     path = Path(path)
+    dataset, driver, workdir = _locate(path)
+    return Source(path, driver, fingerprint(path) if fingerprinted else "", dataset, workdir)
+
+
+def _locate(path: Path) -> tuple[Path, str, tempfile.TemporaryDirectory | None]:
+    """What GDAL opens for the delivery at ``path``, its driver, and the folder a zip is
+    unpacked into; checked as :func:`open_source` says."""
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder")
     if path.suffix.lower() == ".zip":
@@ -122,11 +132,11 @@ def open_source(path: str | Path) -> Source:
         _unzip(path, Path(workdir.name))
         dataset, driver = _find_dataset(path, Path(workdir.name))
         _check_shapefiles(dataset, driver)
-        return Source(path, driver, fingerprint(path), dataset, workdir)
+        return dataset, driver, workdir
     if path.is_dir() and path.suffix.lower() != ".gdb":
         dataset, driver = _find_dataset(path, path)
         _check_shapefiles(dataset, driver)
-        return Source(path, driver, fingerprint(path), dataset)
+        return dataset, driver, None
     driver = DRIVERS.get(path.suffix.lower())
     if driver is None:
         known = ", ".join(sorted([*DRIVERS, ".zip"]))
@@ -134,7 +144,7 @@ def open_source(path: str | Path) -> Source:
             f"{path}: unsupported delivery type {path.suffix or '(none)'!r}; known: {known}"
         )
     _check_shapefiles(path, driver)
-    return Source(path=path, driver=driver, sha256=fingerprint(path))
+    return path, driver, None
 
 
 def _check_shapefiles(dataset: Path, driver: str) -> None:
@@ -210,7 +220,8 @@ def check_shapefile(shp: Path) -> None:
     words); the DBF header states its record count and sizes.
     """
     for part in (shp, _sidecars(shp, ".shx")[0]):
-        header = part.read_bytes()[:100]
+        with part.open("rb") as handle:
+            header = handle.read(100)
         if len(header) < 100 or int.from_bytes(header[:4], "big") != 9994:
             raise SourceError(f"{part}: not a Shapefile part (bad header)")
         declared = int.from_bytes(header[24:28], "big") * 2
@@ -347,19 +358,22 @@ def sample_text(source: Source, layer: str, limit: int = 5000) -> dict[str, list
     """Raw bytes of the text values of the first ``limit`` records, by field (DBF sources)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        frame = pyogrio.read_dataframe(
-            source.dataset,
-            layer=layer,
-            encoding="latin1",
-            read_geometry=False,
-            max_features=limit,
-            use_arrow=True,
-        )
+        options = {"layer": layer, "read_geometry": False, "max_features": limit}
+        try:
+            # ENCODING="" hands the DBF's bytes over as they are (no recoding: much faster).
+            _, table = pyogrio.read_arrow(source.dataset, **options, ENCODING="")
+            latin1 = False
+        except UnicodeDecodeError:  # field names in a legacy encoding: no UTF-8 for Arrow
+            _, table = pyogrio.read_arrow(source.dataset, **options, encoding="latin1")
+            latin1 = True
     samples: dict[str, list[bytes]] = {}
-    for name in frame.columns:
-        if pd.api.types.is_string_dtype(frame[name]) or frame[name].dtype == object:
-            values = [v for v in frame[name].dropna().tolist() if isinstance(v, str)]
-            samples[name] = [v.encode("latin1") for v in values]
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        if latin1:
+            samples[name] = [v.encode("latin1") for v in column.to_pylist() if v is not None]
+        else:
+            samples[name] = [v for v in column.cast(pa.large_binary()).to_pylist() if v is not None]
     return samples
 
 

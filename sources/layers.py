@@ -25,16 +25,21 @@ class RawLayer:
     linework: bool = False
 
 
-def _read_decoded(source: Source, layer: str, encoding: str | None):
-    """Read ``layer`` with its text decoded; returns the frame and the text decision."""
+def _read_decoded(
+    source: Source, layer: str, encoding: str | None
+) -> tuple[gpd.GeoDataFrame, text.TextDecision, list[Finding]]:
+    """Read ``layer`` with its text decoded to NFC: the frame, the text decision and the
+    ``ATTR_ENCODING`` findings on its text."""
     if source.driver in _BYTE_TEXT_DRIVERS:
         decision = text.decide(source, layer, encoding)
-        return text.read_dbf_layer(source, layer, decision), decision
-    decision = text.TextDecision(
-        text.parse_option(encoding) if encoding else "utf-8",
-        "option" if encoding else "format",
-    )
-    return text.nfc(read_layer(source, layer)), decision
+        frame, findings = text.read_dbf_layer(source, layer, decision)
+    else:
+        decision = text.TextDecision(
+            text.parse_option(encoding) if encoding else "utf-8",
+            "option" if encoding else "format",
+        )
+        frame, findings = text.nfc_checked(read_layer(source, layer), decision)
+    return frame, decision, findings
 
 
 def read_parcel_layer(
@@ -51,8 +56,7 @@ def read_parcel_layer(
     lines and label texts (``sources/linework.py``); the result has canonical column names.
     """
     chosen = choose_layer(source, layer)
-    frame, decision = _read_decoded(source, chosen.name, encoding)
-    findings = text.encoding_findings(frame, decision)
+    frame, decision, findings = _read_decoded(source, chosen.name, encoding)
     if not chosen.linework:
         return RawLayer(chosen.name, frame, decision, findings)
     from landpipe.sources import linework
@@ -62,7 +66,7 @@ def read_parcel_layer(
         finding.source_row = None
     labels = None
     if chosen.labels is not None:
-        labels, _ = _read_decoded(source, chosen.labels, encoding)
+        labels, _, _ = _read_decoded(source, chosen.labels, encoding)
     parcels, drawn = linework.read_linework(
         frame, labels=labels, driver=source.driver, commune_code=commune_code, sheet_no=sheet_no
     )

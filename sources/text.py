@@ -14,13 +14,16 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from landpipe import schemas
 from landpipe.errors import SourceError
 from landpipe.schemas.findings import Finding
 from landpipe.sources import encoding as codecs
+from landpipe.sources.fields import is_nfc
 from landpipe.sources.files import Source, declared_encoding, read_layer, sample_text
 
 #: Names a .cpg or --encoding may use, normalised to landpipe's encodings.
@@ -43,10 +46,17 @@ _ALIASES = {
     "vni-windows": "vni",
     "vniwindows": "vni",
 }
-#: Characters that plausible Vietnamese text does not contain: a value holding one is checked.
-_SUSPICIOUS = re.compile(
-    "[^\n\x20-\x7eÀ-ÃÈ-ÊÌÍÒ-ÕÙÚÝà-ãè-êìíò-õùúýĂăĐđĨĩŨũƠơƯưẠ-ỹ\u2018\u2019\u201c\u201d\u2013°²]"
+#: The characters of plausible Vietnamese text, and "\n" (which joins values to check them in
+#: one pass). None of them is decomposed or combines with another (checked in
+#: ``tests/test_reading_speedups.py``), so text made of them only is NFC.
+_PLAUSIBLE = (
+    "\n\x20-\x7eÀ-ÃÈ-ÊÌÍÒ-ÕÙÚÝà-ãè-êìíò-õùúýĂăĐđĨĩŨũƠơƯưẠ-ỹ\u2018\u2019\u201c\u201d\u2013°²"
 )
+#: Characters that plausible Vietnamese text does not contain: a value holding one is checked.
+_SUSPICIOUS = re.compile(f"[^{_PLAUSIBLE}]")
+#: Text of plausible characters only (matching the class repeatedly is twice as fast as
+#: searching for its complement).
+_ALL_PLAUSIBLE = re.compile(f"[{_PLAUSIBLE}]*")
 #: Text values sampled to detect an encoding.
 SAMPLE_VALUES = 3000
 #: Non-ASCII values per column whose mean plausibility tells a good column from a garbled one.
@@ -92,10 +102,7 @@ def decide(source: Source, layer: str, option: str | None = None) -> TextDecisio
     if option is not None:
         return TextDecision(parse_option(option), "option", 1.0, declared_raw)
     samples = [
-        raw
-        for values in sample_text(source, layer).values()
-        for raw in values
-        if any(byte > 0x7F for byte in raw)
+        raw for values in sample_text(source, layer).values() for raw in values if not raw.isascii()
     ][:SAMPLE_VALUES]
     if not samples:
         return TextDecision(
@@ -106,12 +113,23 @@ def decide(source: Source, layer: str, option: str | None = None) -> TextDecisio
     return TextDecision(guess.encoding, how, round(float(guess.confidence), 3), declared_raw)
 
 
-def read_dbf_layer(source: Source, layer: str, decision: TextDecision):
-    """Read a Shapefile layer, decoding its text as ``decision`` says, to NFC."""
+def read_dbf_layer(
+    source: Source, layer: str, decision: TextDecision
+) -> tuple[gpd.GeoDataFrame, list[Finding]]:
+    """Read a Shapefile layer, decoding its text as ``decision`` says, to NFC.
+
+    Returns the layer and its ``ATTR_ENCODING`` findings (see :func:`encoding_findings`).
+    """
     if decision.encoding == "utf-8":
-        return nfc(read_layer(source, layer, encoding="UTF-8"))
+        try:
+            return nfc_checked(read_layer(source, layer, encoding="UTF-8"), decision)
+        except pa.ArrowException:
+            # Some records are not UTF-8 after all (a few names typed in TCVN3 into a UTF-8
+            # file): read the bytes and decode them here, so those records become findings.
+            pass
     frame = read_layer(source, layer, encoding="latin1")
-    return codecs.decode_frame_text(frame, decision.encoding, _text_columns(frame))
+    frame = codecs.decode_frame_text(frame, decision.encoding, _text_columns(frame))
+    return frame, encoding_findings(frame, decision)
 
 
 def _text_columns(frame: pd.DataFrame) -> list[str]:
@@ -123,11 +141,67 @@ def _text_columns(frame: pd.DataFrame) -> list[str]:
             continue
         column = frame[name]
         if column.dtype == object:
-            if column.dropna().map(type).eq(str).all():
+            if _only_strings(column):
                 columns.append(name)
         elif pd.api.types.is_string_dtype(column):
             columns.append(name)
     return columns
+
+
+def _only_strings(column: pd.Series) -> bool:
+    """Whether every value of an object column that is not missing is a ``str``."""
+    if set(map(type, column.tolist())) <= {str, type(None)}:  # as :func:`nfc` leaves them
+        return True
+    return bool(column.dropna().map(type).eq(str).all())
+
+
+#: Records looked at to tell a column whose values repeat from one whose values hardly do.
+_PROBE = 1000
+
+
+@dataclass(frozen=True)
+class _TextColumn:
+    """A text column as Python strings and, per record, the index of its text among them (-1
+    when missing). Values that repeat (communes, land uses, owners) are listed, converted and
+    checked once each; where they hardly repeat (addresses), each record's text is listed.
+    ``plausible``: every text is of plausible characters only."""
+
+    texts: list[str]
+    codes: np.ndarray
+    plausible: bool
+
+    @classmethod
+    def of(cls, column: pd.Series, *, normalise: bool = False) -> _TextColumn:
+        """The values of ``column`` (NFC-normalised if ``normalise``)."""
+        probe = column.iloc[:_PROBE]
+        if probe.nunique() < 0.9 * probe.count():  # values repeat: list each once
+            codes, distinct = pd.factorize(column, use_na_sentinel=True)
+            texts = distinct.tolist()
+        else:  # factorizing would find little to share
+            present = column.notna().to_numpy()
+            texts = column[present].tolist()
+            codes = np.where(present, np.cumsum(present) - 1, -1)
+        plausible = _all_plausible(texts)
+        # Text of plausible characters only is NFC already (see _PLAUSIBLE).
+        if normalise and not plausible and not is_nfc(texts):
+            texts = [unicodedata.normalize("NFC", text) for text in texts]
+            plausible = _all_plausible(texts)
+        return cls(texts, codes, plausible)
+
+    def series(self, index: pd.Index) -> pd.Series:
+        """The records' values as Python strings (None for missing) in an object column."""
+        lookup = np.array([*self.texts, None], dtype=object)  # code -1 picks the None
+        return pd.Series(lookup[self.codes], index=index, dtype=object)
+
+    def sample(self, stride: int) -> list[str]:
+        """The values of every ``stride``-th record, skipping missing ones."""
+        return [self.texts[code] for code in self.codes[::stride].tolist() if code >= 0]
+
+    def rows(self, which: list[int]) -> np.ndarray:
+        """The records (0-based, in order) whose text is one of ``texts[which]``."""
+        chosen = np.zeros(len(self.texts) + 1, dtype=bool)
+        chosen[which] = True
+        return np.flatnonzero(chosen[self.codes])
 
 
 def nfc(frame):
@@ -136,23 +210,20 @@ def nfc(frame):
     Converting once here keeps the later passes (checks, mapping) cheap.
     """
     for name in _text_columns(frame):
-        values = [v if isinstance(v, str) else None for v in frame[name].tolist()]
-        joined = "\n".join(v for v in values if v is not None)
-        if not (joined.isascii() or unicodedata.is_normalized("NFC", joined)):
-            values = [None if v is None else unicodedata.normalize("NFC", v) for v in values]
-        frame[name] = pd.Series(values, index=frame.index, dtype=object)
+        frame[name] = _TextColumn.of(frame[name], normalise=True).series(frame.index)
     return frame
 
 
-def _suspicious_rows(column: pd.Series) -> list[int]:
-    """Rows whose text holds a character plausible Vietnamese does not (one regex pass)."""
-    if _SUSPICIOUS.search("\n".join(column.dropna().tolist())) is None:
-        return []
-    texts = ["" if not isinstance(v, str) else v for v in column.tolist()]
-    joined = "\n".join(texts)
-    starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
-    hits = [m.start() for m in _SUSPICIOUS.finditer(joined)]
-    return sorted(set(np.searchsorted(starts, hits, side="right") - 1))
+def nfc_checked(frame: pd.DataFrame, decision: TextDecision) -> tuple[pd.DataFrame, list[Finding]]:
+    """:func:`nfc`, then :func:`encoding_findings` on the result, reading each column once.
+
+    Each text column is converted to Python strings once, and a value that repeats is
+    normalised and checked once.
+    """
+    columns = {name: _TextColumn.of(frame[name], normalise=True) for name in _text_columns(frame)}
+    for name, column in columns.items():
+        frame[name] = column.series(frame.index)
+    return frame, _findings(columns, decision)
 
 
 def encoding_findings(frame: pd.DataFrame, decision: TextDecision) -> list[Finding]:
@@ -162,21 +233,38 @@ def encoding_findings(frame: pd.DataFrame, decision: TextDecision) -> list[Findi
     a column's non-ASCII values is not plausible as a whole (the wrong encoding, whose
     mojibake may consist of Vietnamese letters only), every non-ASCII value is checked.
     """
+    columns = {name: _TextColumn.of(frame[name]) for name in _text_columns(frame)}
+    return _findings(columns, decision)
+
+
+def _all_plausible(texts: list[str]) -> bool:
+    """Whether the texts hold plausible characters only (one regex pass)."""
+    return _ALL_PLAUSIBLE.fullmatch("\n".join(texts)) is not None
+
+
+def _suspicious(texts: list[str]) -> list[int]:
+    """Indices of the texts holding a character plausible Vietnamese does not (one regex pass)."""
+    joined = "\n".join(texts)
+    starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
+    hits = [m.start() for m in _SUSPICIOUS.finditer(joined)]
+    return sorted(set((np.searchsorted(starts, hits, side="right") - 1).tolist()))
+
+
+def _findings(columns: dict[str, _TextColumn], decision: TextDecision) -> list[Finding]:
+    """:func:`encoding_findings` for text columns already read."""
     threshold = schemas.rules()["ATTR_ENCODING"].params["min_plausibility"]
     findings = []
-    for name in _text_columns(frame):
-        values = frame[name].tolist()
-        stride = max(1, len(values) // (4 * PLAUSIBILITY_SAMPLE))
-        sample = [v for v in values[::stride] if isinstance(v, str) and not v.isascii()]
+    for name, column in columns.items():
+        stride = max(1, len(column.codes) // (4 * PLAUSIBILITY_SAMPLE))
+        sample = [v for v in column.sample(stride) if not v.isascii()]
         if sample and sum(map(codecs.plausibility, sample)) / len(sample) < GOOD_COLUMN:
-            rows = [i for i, v in enumerate(values) if isinstance(v, str) and not v.isascii()]
+            checked = [i for i, v in enumerate(column.texts) if not v.isascii()]
         else:
-            rows = _suspicious_rows(frame[name])
-        if not rows:
-            continue
-        texts = [str(values[row]) for row in rows]
-        for index in codecs.undecodable(texts, threshold):
-            row, text = rows[index], texts[index]
+            checked = [] if column.plausible else _suspicious(column.texts)
+        texts = [column.texts[i] for i in checked]
+        implausible = [checked[i] for i in codecs.undecodable(texts, threshold)]
+        for row in column.rows(implausible).tolist():
+            text = column.texts[column.codes[row]]
             findings.append(
                 Finding(
                     rule_code="ATTR_ENCODING",

@@ -158,3 +158,21 @@ def test_linework_needs_the_sheet(tmp_path, truth):
     path = delivery_files.write("dxf", truth, tmp_path)
     with pytest.raises(Exception, match="--sheet"):
         read_delivery(path, commune_code="22924")
+
+
+def test_a_few_legacy_records_in_a_utf8_file_are_findings_not_a_crash(tmp_path, truth):
+    import pyogrio
+
+    from landpipe.sources import encoding as codecs
+
+    raw = truth.copy()
+    for field in delivery_files.TEXT_FIELDS:
+        raw[field] = [text.encode("utf-8").decode("latin1") for text in raw[field]]
+    raw.loc[7, "TenChu"] = codecs.encode(truth.loc[7, "TenChu"], "tcvn3").decode("latin1")
+    path = tmp_path / "mixed.shp"
+    pyogrio.write_dataframe(raw, path, encoding="latin1")
+    path.with_suffix(".cpg").write_text("UTF-8")
+    delivery = read_delivery(path)
+    assert delivery.text.encoding == "utf-8"
+    assert [(f.rule_code, f.source_row) for f in delivery.findings] == [("ATTR_ENCODING", 7)]
+    assert delivery.parcels.owner_name.iloc[0] == truth.loc[0, "TenChu"]
