@@ -39,6 +39,7 @@ def legacy_shapefile(
 ) -> Path:
     """A Shapefile whose DBF text is in ``encoding`` (tcvn3, vni, cp1258), with no .cpg or a
     .cpg saying ``cpg`` (which may lie)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     legacy = frame.copy()
     for name in TEXT_FIELDS:
         legacy[name] = [codecs.encode(v, encoding).decode("latin1") for v in legacy[name]]

@@ -191,11 +191,7 @@ def test_drawing_and_legacy_text_through_the_cli(register, cli_env, tmp_path):
     assert summary["parcels"]["loaded"] == 120
     assert summary["reading"]["linework"] is True and summary["reading"]["format"] == "DXF"
 
-    legacy = (
-        delivery_files.legacy_shapefile(truth, tmp_path / "tcvn3" / "t.shp", "tcvn3")
-        if (tmp_path / "tcvn3").mkdir() is None
-        else None
-    )
+    legacy = delivery_files.legacy_shapefile(truth, tmp_path / "tcvn3" / "t.shp", "tcvn3")
     summary, result = load_json(legacy, cli_env)
     assert result.returncode == 0, result.stderr
     reading = summary["reading"]

@@ -59,18 +59,13 @@ def test_legacy_encoding_without_cpg_is_detected(tmp_path, truth, encoding):
 
 
 def test_a_lying_cpg_is_overruled_and_a_true_one_agreed_with(tmp_path, truth):
-    lying = (
-        delivery_files.legacy_shapefile(truth, tmp_path / "a" / "t.shp", "tcvn3", "UTF-8")
-        if (tmp_path / "a").mkdir() is None
-        else None
-    )
+    lying = delivery_files.legacy_shapefile(truth, tmp_path / "a" / "t.shp", "tcvn3", "UTF-8")
     delivery = read_delivery(lying)
     assert (delivery.text.encoding, delivery.text.how, delivery.text.declared) == (
         "tcvn3",
         "detected",
         "UTF-8",
     )
-    (tmp_path / "b").mkdir()
     honest = delivery_files.legacy_shapefile(truth, tmp_path / "b" / "t.shp", "cp1258", "1258")
     assert read_delivery(honest).text.how == "declared"
 
