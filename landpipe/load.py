@@ -1,9 +1,9 @@
 """Write a validated delivery into the land register, in one transaction.
 
-The batch row, the parcels, the findings and the rejected records are written together or not
-at all. Parcels are streamed with ``COPY`` into a temporary staging table and merged into
-``land.parcel`` with one set-based statement. Loads of one commune are serialised by an
-advisory lock per commune; a delivery whose content was already loaded changes nothing.
+The batch row, the parcel versions (merged by ``landpipe/register.py``), the findings (those
+against the register's neighbouring parcels included) and the rejected records are written
+together or not at all. Loads of one commune are serialised by an advisory lock per commune;
+a delivery whose content was already loaded changes nothing.
 """
 
 from __future__ import annotations
