@@ -61,6 +61,8 @@ class Delivery:
         The text encoding used, and how it was decided.
     findings
         Findings made while reading (text encoding, linework labels).
+    linework
+        Whether the parcels were built from boundary lines and label texts.
     """
 
     source: Source
@@ -72,7 +74,7 @@ class Delivery:
     text: TextDecision
     findings: list[Finding] = field(default_factory=list)
     mapping_how: str = "detected"
-    raw_linework: bool = False
+    linework: bool = False
 
     @classmethod
     def assemble(
@@ -96,7 +98,7 @@ class Delivery:
             text=raw.text,
             findings=raw.findings,
             mapping_how=mapping_how,
-            raw_linework=raw.linework,
+            linework=raw.linework,
         )
 
     @property
@@ -104,11 +106,6 @@ class Delivery:
         """The commune most parcels belong to."""
         codes = self.parcels["commune_code"].dropna()
         return str(codes.mode().iloc[0]) if len(codes) else None
-
-    @property
-    def linework(self) -> bool:
-        """Whether the parcels were built from boundary lines and labels."""
-        return self.raw_linework
 
     @property
     def extra_fields(self) -> list[str]:
