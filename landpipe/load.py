@@ -19,7 +19,7 @@ import shapely
 from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Engine
 
-from landpipe import register, schemas, topology
+from landpipe import register, topology
 from landpipe.schemas import parcel as canonical
 from landpipe.schemas.findings import Finding
 from landpipe.sources import Delivery
@@ -176,8 +176,8 @@ def _against_register(
     """
     if len(parcels) == 0:
         return []
-    rules = schemas.rules()
-    gap_width = rules["TOPO_GAP"].params["max_width_m"]
+    params = topology.catalogue_params()
+    gap_width = params["gap_max_width_m"]
     xmin, ymin, xmax, ymax = parcels.total_bounds
     rows = conn.execute(
         "SELECT commune_code, sheet_no, parcel_no, ST_AsBinary(geom) FROM land.parcel"
@@ -206,9 +206,9 @@ def _against_register(
     return topology.against_register(
         parcels,
         neighbours,
-        overlap_min_area_m2=rules["TOPO_OVERLAP"].params["min_area_m2"],
+        overlap_min_area_m2=params["overlap_min_area_m2"],
         gap_max_width_m=gap_width,
-        gap_min_area_m2=rules["TOPO_GAP"].params["min_area_m2"],
+        gap_min_area_m2=params["gap_min_area_m2"],
     )
 
 

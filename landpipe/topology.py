@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from landpipe import schemas
 from landpipe.schemas import parcel
 from landpipe.schemas.findings import Finding
 
@@ -48,15 +49,22 @@ GAP = "TOPO_GAP"
 SLIVER = "TOPO_SLIVER"
 EDGE_MISMATCH = "TOPO_EDGE_MISMATCH"
 
-#: Parameters of :func:`topology_findings` and their defaults.
-DEFAULT_PARAMS: dict[str, float] = {
-    "overlap_min_area_m2": 0.05,
-    "gap_max_width_m": 0.5,
-    "gap_min_area_m2": 0.01,
-    "sliver_min_area_m2": 1.0,
-    "sliver_min_thinness": 0.05,
-    "edge_tolerance_m": 0.05,
+#: Parameters of :func:`topology_findings`: name -> (rule code, parameter in the catalogue).
+PARAMETERS: dict[str, tuple[str, str]] = {
+    "overlap_min_area_m2": (OVERLAP, "min_area_m2"),
+    "gap_max_width_m": (GAP, "max_width_m"),
+    "gap_min_area_m2": (GAP, "min_area_m2"),
+    "sliver_min_area_m2": (SLIVER, "min_area_m2"),
+    "sliver_min_thinness": (SLIVER, "min_thinness"),
+    "edge_tolerance_m": (EDGE_MISMATCH, "tolerance_m"),
 }
+
+
+def catalogue_params() -> dict[str, float]:
+    """The parameters of :func:`topology_findings` as ``schemas/rules.yaml`` sets them."""
+    rules = schemas.rules()
+    return {name: rules[code].params[key] for name, (code, key) in PARAMETERS.items()}
+
 
 #: Parcels per chunk of the coverage check: whole sheets are grouped up to this many.
 DEFAULT_CHUNK_SIZE = 10_000
@@ -633,15 +641,15 @@ def topology_findings(
 ) -> list[Finding]:
     """Overlaps, gaps, slivers and edge mismatches, in that order, sharing one coverage check.
 
-    ``params`` holds the keys of :data:`DEFAULT_PARAMS` (missing keys take the default). The
+    ``params`` holds the keys of :data:`PARAMETERS` (missing keys take the catalogue's). The
     findings are those of :func:`overlaps`, :func:`gaps`, :func:`slivers` and
     :func:`edge_mismatches` called one by one; this runs the full coverage check once instead
     of three times.
     """
-    unknown = set(params) - set(DEFAULT_PARAMS)
+    unknown = set(params) - set(PARAMETERS)
     if unknown:
         raise ValueError(f"unknown topology parameters: {', '.join(sorted(unknown))}")
-    p = {**DEFAULT_PARAMS, **params}
+    p = {**catalogue_params(), **params}
     threads = _workers(workers)
     coverage = _Coverage.of([(parcels, False)], chunk_size, threads)
     # Edges invalid at a gap width are invalid at any wider one, so one full pass at the gap

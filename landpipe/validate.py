@@ -263,24 +263,11 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
     return Validation(accepted, rejected, findings, repaired)
 
 
-def topology_params() -> dict[str, float]:
-    """The topology engine's parameters, from the rule catalogue."""
-    rules = schemas.rules()
-    return {
-        "overlap_min_area_m2": rules["TOPO_OVERLAP"].params["min_area_m2"],
-        "gap_max_width_m": rules["TOPO_GAP"].params["max_width_m"],
-        "gap_min_area_m2": rules["TOPO_GAP"].params["min_area_m2"],
-        "sliver_min_area_m2": rules["TOPO_SLIVER"].params["min_area_m2"],
-        "sliver_min_thinness": rules["TOPO_SLIVER"].params["min_thinness"],
-        "edge_tolerance_m": rules["TOPO_EDGE_MISMATCH"].params["tolerance_m"],
-    }
-
-
 def topology_of(parcels: gpd.GeoDataFrame) -> list[Finding]:
     """Overlaps, gaps, slivers and edge mismatches among ``parcels`` (see topology.py)."""
     if len(parcels) == 0:
         return []
-    found = topology.topology_findings(parcels, topology_params())
+    found = topology.topology_findings(parcels, topology.catalogue_params())
     sliver = schemas.rules()["TOPO_SLIVER"].params
     exempt = set(sliver["thin_by_nature"])
     codes = dict(zip(parcels[parcel.SOURCE_ROW], parcels["land_use_codes"], strict=True))

@@ -47,7 +47,11 @@ FORMAT_NAMES = {
 _DATASET_ORDER = (".gdb", ".gpkg", ".shp", ".geojson", ".json", ".dxf", ".dgn")
 #: The files that make up one Shapefile; all present ones are fingerprinted together.
 SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
-POLYGONAL = {"Polygon", "MultiPolygon", "Polygon Z", "MultiPolygon Z", "Unknown", None}
+#: Layer geometry types as GDAL names them. A layer of unknown type may hold polygons.
+POLYGONS = {"Polygon", "MultiPolygon", "Polygon Z", "MultiPolygon Z"}
+POLYGONAL = POLYGONS | {"Unknown", None}
+LINES = {"LineString", "MultiLineString", "LineString Z", "MultiLineString Z"}
+POINTS = {"Point", "MultiPoint", "Point Z", "MultiPoint Z"}
 
 
 @dataclass(frozen=True)
@@ -255,8 +259,6 @@ def _read_error(source: Source, err: Exception) -> SourceError:
     return SourceError(f"{source.path}: not a readable {FORMAT_NAMES[source.driver]} ({detail})")
 
 
-LINES = {"LineString", "MultiLineString", "LineString Z", "MultiLineString Z"}
-POINTS = {"Point", "MultiPoint", "Point Z", "MultiPoint Z"}
 #: Drawings whose parcels are boundary lines plus label texts, in one layer.
 DRAWING_DRIVERS = {"DXF", "DGN"}
 

@@ -50,6 +50,7 @@ from landpipe.sources.fields import (
     to_int,
     to_land_use_codes,
 )
+from landpipe.sources.files import LINES, POLYGONS
 
 UNLABELLED = "LINE_UNLABELLED"
 LABEL_OUTSIDE = "LINE_LABEL_OUTSIDE"
@@ -58,8 +59,6 @@ DANGLING = "LINE_DANGLING"
 
 #: Drawing formats by suffix; any file of these is linework.
 CAD_SUFFIXES = {".dxf": "DXF", ".dgn": "DGN"}
-_LINE_TYPES = {"LineString", "MultiLineString", "LineString Z", "MultiLineString Z"}
-_POLYGON_TYPES = {"Polygon", "MultiPolygon", "Polygon Z", "MultiPolygon Z"}
 #: Output columns, in order (plus ``geometry``).
 COLUMNS = (
     "commune_code",
@@ -170,9 +169,9 @@ def is_linework(path: str | Path, layer: str | None = None) -> bool:
         raise SourceError(f"{path}: not a readable vector file ({err})") from err
     types = {str(name): str(kind) for name, kind in layers}
     if layer is not None:
-        return types.get(layer) in _LINE_TYPES
+        return types.get(layer) in LINES
     kinds = set(types.values())
-    return bool(kinds & _LINE_TYPES) and not kinds & _POLYGON_TYPES
+    return bool(kinds & LINES) and not kinds & POLYGONS
 
 
 # --------------------------------------------------------------------------- label texts
