@@ -22,7 +22,6 @@ from landpipe.db import make_engine
 from landpipe.migrate import upgrade
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 #: Where the test suite keeps its own embedded cluster (apart from the demo's .landpipe).
 TEST_HOME = Path(os.environ.get("LANDPIPE_TEST_HOME", REPO / ".landpipe" / "test-home"))
 DATA_TABLES = (

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from landpipe import synth
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+#: The reference data as the project ships it (verbatim copies of shared/reference/).
+SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 KEY = ["commune_code", "sheet_no", "parcel_no"]
 
 
@@ -35,13 +36,13 @@ def clean() -> gpd.GeoDataFrame:
 
 @pytest.fixture(scope="module")
 def known_land_use_codes() -> set[str]:
-    with (REFERENCE / "land_use_codes.csv").open(encoding="utf-8") as table:
+    with (SCHEMAS / "land_use_codes.csv").open(encoding="utf-8") as table:
         return {row["code"] for row in csv.DictReader(table)}
 
 
 @pytest.fixture(scope="module")
 def phan_thiet() -> shapely.Geometry:
-    districts = gpd.read_file(REFERENCE / "binh_thuan_districts.geojson").to_crs(9218)
+    districts = gpd.read_file(SCHEMAS / "districts.geojson").to_crs(9218)
     return districts.loc[districts["code"] == "593"].geometry.iloc[0]
 
 
@@ -302,9 +303,9 @@ def test_any_seed_gives_a_clean_coverage(seed: int, n_parcels: int, commune_code
 
 
 def test_placeable_communes_lie_in_their_own_district() -> None:
-    districts = gpd.read_file(REFERENCE / "binh_thuan_districts.geojson").to_crs(synth.CRS)
+    districts = gpd.read_file(SCHEMAS / "districts.geojson").to_crs(synth.CRS)
     outline = dict(zip(districts["code"], districts.geometry, strict=True))
-    with (REFERENCE / "binh_thuan_admin_units.csv").open(encoding="utf-8") as handle:
+    with (SCHEMAS / "admin_units.csv").open(encoding="utf-8") as handle:
         parent = {row["code"]: row["parent_code"] for row in csv.DictReader(handle)}
     codes = synth.placeable_communes()
     assert len(codes) >= 90

@@ -478,9 +478,9 @@ def test_gap_between_delivery_and_register():
 
 def ladm_col_parcels() -> gpd.GeoDataFrame:
     """The 63 LADM-COL test plots moved by a whole number of metres into Phan Thiết."""
-    plots = gpd.read_file(
-        EXTERNAL / "ladm-col" / "geometry_utils.gpkg", layer="overlapping_polygons"
-    )
+    path = EXTERNAL / "ladm-col" / "geometry_utils.gpkg"
+    assert path.exists(), f"{path}: the workplace's shared/ folder must lie beside the repository"
+    plots = gpd.read_file(path, layer="overlapping_polygons")
     # Plot 47 is two overlapping parts, invalid: validation rejects it (GEOM_INVALID) before
     # the topology rules run, so it is left out here too.
     plots = plots[plots.is_valid].reset_index(drop=True)
