@@ -71,7 +71,11 @@ def _run_flow(flow, path: Path, *, mapping: Path | None, **options: Any):
 @app.command("load")
 def load_command(
     path: Annotated[
-        Path, typer.Argument(help="The delivery: .shp, .gpkg, .geojson or a .gdb folder.")
+        Path,
+        typer.Argument(
+            help="The delivery: .shp, .gpkg, .geojson, .dxf, .dgn, a .gdb or Shapefile folder, "
+            "or a .zip of any of these."
+        ),
     ],
     commune: Annotated[
         str | None, typer.Option(help="Commune code (5 digits) for records that do not carry one.")
@@ -110,6 +114,14 @@ def load_command(
     if commune is not None and not (commune.isdigit() and len(commune) == 5):
         typer.echo(f"landpipe: --commune {commune!r} is not a 5-digit commune code", err=True)
         raise typer.Exit(2)
+    if encoding is not None:
+        from landpipe.sources.text import parse_option
+
+        try:
+            parse_option(encoding)
+        except LandpipeError as error:
+            typer.echo(f"landpipe: {error}", err=True)
+            raise typer.Exit(2) from error
     prepare_prefect(settings, verbose=verbose)
     from landpipe.flows.load_delivery import load_delivery
 
@@ -147,7 +159,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The human summary of a load."""
     counts = summary["parcels"]
     if summary.get("error"):
-        return f"batch {summary['batch']}: refused ({summary.get('source')})\n  {summary['error']}"
+        recorded = f"batch {summary['batch']}" if summary["batch"] is not None else "not recorded"
+        return f"{recorded}: refused ({summary.get('source')})\n  {summary['error']}"
     reading = summary.get("reading", {})
     mapping = ", ".join(f"{k}={v}" for k, v in reading.get("field_mapping", {}).items())
     lines = [
