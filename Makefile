@@ -23,6 +23,12 @@ system-packages:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    postgresql postgresql-postgis python3-venv >/dev/null; \
 	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing Chromium (the report tests render the HTML report headless)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium >/dev/null; \
+	fi
 	@$(PYTHON) -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 'landpipe needs Python 3.11 or newer (found ' + sys.version.split()[0] + ')')"
 
 $(VENV)/.installed: pyproject.toml
