@@ -76,11 +76,12 @@ def main() -> None:
         upgrade(engine)
         with timed("landpipe read + map + CRS + reproject", results):
             delivery = read_delivery(path)
-        with timed("landpipe validate", results):
+        with timed("landpipe validate (topology included)", results):
             validation = validate(delivery.parcels)
-        with timed("landpipe load (COPY + merge, one transaction)", results):
+            validation.findings  # noqa: B018 (wait for the topology search to finish)
+        with timed("landpipe load (COPY + indexes, one transaction)", results):
             load(engine, delivery, validation, started_at=datetime.now(UTC))
-        frame = validation.parcels.drop(columns=["extra", "delivered"]).rename_geometry("geom")
+        frame = validation.parcels.rename_geometry("geom")
         frame["land_use_codes"] = frame["land_use_codes"].str.join("+")
         with timed("peer: GeoDataFrame.to_postgis + GiST index", results):
             frame.to_postgis("parcel_peer", engine, schema="public", if_exists="replace")

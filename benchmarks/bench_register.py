@@ -7,7 +7,10 @@ Times, in one run and on the same file:
 (b) ``GeoDataFrame.to_postgis`` (read with pyogrio) into a fresh table, plus a GiST index;
 (c) landpipe's load into an empty register: read, map, validate (the whole catalogue), merge;
 (d) landpipe's re-delivery of the same communes with 1 % of the parcels changed.
-Needs ``ogr2ogr`` (Debian's gdal-bin; ``make bench`` installs it). Uses a scratch database.
+(c) and (d) run the steps of a load (:func:`landpipe_load`): read; look which parcels the
+register holds unchanged (``landpipe.load.unchanged_parcels``); validate the others; load. Each
+is broken down by step. Needs ``ogr2ogr`` (Debian's gdal-bin; ``make bench`` installs it). Uses
+a scratch database.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import subprocess
 import tempfile
 import time
 import warnings
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,12 +33,33 @@ import pyogrio
 import sqlalchemy as sa
 
 from benchmarks.bench_load import scratch_engine
-from landpipe import synth
+from landpipe import load as loader
+from landpipe import register, synth
 from landpipe.config import Settings
-from landpipe.load import load
 from landpipe.migrate import upgrade
 from landpipe.sources import read_delivery
 from landpipe.validate import validate
+
+#: Steps inside a load, timed where they are called: (module, function, label).
+_LOAD_STEPS = (
+    (register, "take_empty_register", "  drop indexes (empty register)"),
+    (register, "registered", "  current versions (key, hash)"),
+    (register, "merge", "  close + hash + COPY new versions"),
+    (register, "rebuild", "  build indexes, keys, ANALYZE"),
+    (loader, "_against_register", "  topology against the register"),
+    (loader, "_copy_findings", "  findings COPY"),
+    (loader, "_copy_rejected", "  rejected records COPY"),
+)
+
+
+#: The steps of a load as the flow runs them (:func:`landpipe_load`).
+_STEPS = (
+    "read, map fields, CRS",
+    "unchanged parcels (hashes, register look)",
+    "validate (per-parcel rules; topology starts)",
+    "load, one transaction:",
+)
+_BACKGROUND = "topology search, beside the load, ended after"
 
 
 def generate(n_parcels: int) -> pd.DataFrame:
@@ -48,10 +75,54 @@ def generate(n_parcels: int) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def landpipe_load(engine: sa.Engine, path: Path) -> dict:
+@contextmanager
+def timed_steps(steps: dict[str, float]) -> Iterator[None]:
+    """Add the time spent in each function of :data:`_LOAD_STEPS` to ``steps``."""
+    originals = []
+    for module, name, label in _LOAD_STEPS:
+        function = getattr(module, name)
+        originals.append((module, name, function))
+
+        def wrapper(*args, _function=function, _label=label, **kwargs):
+            start = time.perf_counter()
+            try:
+                return _function(*args, **kwargs)
+            finally:
+                steps[_label] += time.perf_counter() - start
+
+        setattr(module, name, wrapper)
+    try:
+        yield
+    finally:
+        for module, name, function in originals:
+            setattr(module, name, function)
+
+
+def landpipe_load(engine: sa.Engine, path: Path, steps: dict[str, float]) -> dict:
+    """One load as the flow runs it: read; find the parcels the register holds unchanged;
+    validate the others; load."""
+    start = time.perf_counter()
     delivery = read_delivery(path)
-    validation = validate(delivery.parcels, delivery.findings)
-    return load(engine, delivery, validation, started_at=datetime.now(UTC)).as_json()
+    steps[_STEPS[0]] = time.perf_counter() - start
+    start = time.perf_counter()
+    unchanged = loader.unchanged_parcels(engine, delivery)
+    steps[_STEPS[1]] = time.perf_counter() - start
+    start = time.perf_counter()
+    validation = validate(delivery.parcels, delivery.findings, unchanged=unchanged)
+    returned = time.perf_counter()
+    steps[_STEPS[2]] = returned - start
+    pending = validation._pending  # the topology search, when it goes on in the background
+    if pending is not None:
+        pending.add_done_callback(
+            lambda _: steps.__setitem__(_BACKGROUND, time.perf_counter() - returned)
+        )
+    start = time.perf_counter()
+    with timed_steps(steps):
+        result = loader.load(engine, delivery, validation, started_at=datetime.now(UTC))
+    steps[_STEPS[3]] = time.perf_counter() - start
+    body = result.as_json()
+    body["checked"] = int(len(validation.parcels) - (validation.unchanged.sum()))
+    return body
 
 
 def main() -> None:
@@ -69,6 +140,7 @@ def main() -> None:
     if url.username:
         pg += f" user={url.username}"
     times: dict[str, float] = {}
+    steps = {"(c)": defaultdict(float), "(d)": defaultdict(float)}
     with tempfile.TemporaryDirectory() as folder:
         frame = generate(args.parcels)
         first = Path(folder) / "first.gpkg"
@@ -112,16 +184,21 @@ def main() -> None:
         times["(b) GeoDataFrame.to_postgis + GiST"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        first_result = landpipe_load(engine, first)
+        first_result = landpipe_load(engine, first, steps["(c)"])
         times["(c) landpipe load, empty register"] = time.perf_counter() - start
         start = time.perf_counter()
-        second_result = landpipe_load(engine, second)
+        second_result = landpipe_load(engine, second, steps["(d)"])
         times["(d) landpipe re-delivery, 1 % changed"] = time.perf_counter() - start
     engine.dispose()
     for label, seconds in times.items():
         print(f"{label:<42} {seconds:7.1f} s  {n / seconds:>10,.0f} parcels/s")
     a, b, c, d = times.values()
-    print(f"changes (c): {first_result['changes']}  (d): {second_result['changes']}")
+    order = [*_STEPS[:4], *(label for _, _, label in _LOAD_STEPS), _BACKGROUND]
+    for run, result in (("(c)", first_result), ("(d)", second_result)):
+        print(f"{run} changes {result['changes']}, {result['checked']:,} parcels checked")
+        for label in order:
+            if label in steps[run]:
+                print(f"    {label:<44} {steps[run][label]:7.2f} s")
     print(
         f"(c) vs (a): {a / c:.2f}x (target >= 1)   (c) vs (b): {b / c:.2f}x (target >= 3)"
         f"   (d) vs (c): {c / d:.2f}x (target >= 5)"

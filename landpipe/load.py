@@ -4,16 +4,23 @@ The batch row, the parcel versions (merged by ``landpipe/register.py``), the fin
 against the register's neighbouring parcels included) and the rejected records are written
 together or not at all. Loads of one commune are serialised by an advisory lock per commune;
 a delivery whose content was already loaded changes nothing.
+
+A re-delivery is cheap when little changed: :func:`unchanged_parcels` tells which delivered
+parcels the register already holds as they are, validation skips those, and the load writes
+only what changed. Should the register have changed between that look and the load (another
+load of the commune in between), the load validates the delivery again, under its lock.
 """
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import shapely
 from psycopg.types.json import Jsonb
@@ -24,7 +31,7 @@ from landpipe.schemas import parcel as canonical
 from landpipe.schemas.findings import Finding
 from landpipe.sources import Delivery
 from landpipe.sources.fields import attribute_records
-from landpipe.validate import Validation
+from landpipe.validate import Validation, validate
 
 
 @dataclass
@@ -104,14 +111,48 @@ def _ewkb(geometry: shapely.Geometry | None) -> str | None:
     )
 
 
+def _json_text(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
 def _optional(value: Any) -> Any:
     return None if value is None or (not isinstance(value, list) and pd.isna(value)) else value
 
 
-def load(
-    engine: Engine, delivery: Delivery, validation: Validation, *, started_at: datetime
-) -> LoadResult:
-    """Write ``delivery`` and its ``validation`` as one batch; a no-op when already loaded."""
+def unchanged_parcels(engine: Engine, delivery: Delivery) -> np.ndarray:
+    """Which delivered parcels the register holds as current with the same content.
+
+    A boolean mask over ``delivery.parcels`` to pass to :func:`landpipe.validate.validate` as
+    ``unchanged``. It is a look without locks: :func:`load` checks it again under its lock.
+    The delivery's content hashes are made while the database gathers the current ones.
+    """
+    sheets = register.covered_sheets(delivery)
+    none = np.zeros(len(delivery.parcels), dtype=bool)
+    with engine.connect() as connection:
+        if not connection.exec_driver_sql(
+            register.ANY_CURRENT, register.sheet_arrays(sheets)
+        ).scalar():
+            return none  # a first delivery of these sheets: nothing to compare with
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        looked = pool.submit(_current_versions, engine, sheets)
+        hashes = delivery.content_hashes
+        current = looked.result()
+    return current.same_content(delivery.parcels, hashes) if len(current) else none
+
+
+def _current_versions(engine: Engine, sheets: list[tuple[str, int]]) -> register.Registered:
+    raw = engine.raw_connection()
+    try:
+        conn = raw.driver_connection
+        with conn.transaction():
+            return register.registered(conn, sheets)
+    finally:
+        raw.close()
+
+
+def _summary(delivery: Delivery, validation: Validation) -> LoadResult:
+    """The result of loading ``validation``, all but the findings (``issues``): those of the
+    topology may still be being made, while the parcels are written."""
     result = LoadResult(
         batch=None,
         status="loaded",
@@ -119,7 +160,6 @@ def load(
         loaded=len(validation.parcels),
         repaired=len(validation.repaired & set(validation.parcels[canonical.SOURCE_ROW])),
         rejected=len(validation.rejected),
-        issues=validation.counts(),
         source=str(delivery.source.path),
         commune_code=delivery.commune_code,
         crs=delivery.crs.label,
@@ -127,6 +167,18 @@ def load(
     )
     if result.loaded == 0:
         result.status = "rejected"
+    return result
+
+
+def load(
+    engine: Engine, delivery: Delivery, validation: Validation, *, started_at: datetime
+) -> LoadResult:
+    """Write ``delivery`` and its ``validation`` as one batch; a no-op when already loaded.
+
+    The first load into an empty register builds the register's indexes after copying (see
+    :mod:`landpipe.register`); it holds ``land.parcel_version`` alone until it commits.
+    """
+    initial = len(validation.parcels) > 0 and register.register_is_empty(engine)
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
@@ -141,15 +193,35 @@ def load(
                 [delivery.source.sha256],
             ).fetchone()
             if earlier:
-                return _unchanged(result, earlier[0])
-            sheets = register.covered_sheets(delivery)
-            register_findings = _against_register(conn, validation.parcels, sheets)
-            if register_findings:
-                validation.findings.extend(register_findings)
+                result = _summary(delivery, validation)
                 result.issues = validation.counts()
+                return _unchanged(result, earlier[0])
+            dropped = register.take_empty_register(conn) if initial else None
+            sheets = register.covered_sheets(delivery)
+            current = register.registered(conn, sheets)
+            plan = register.plan(current, delivery, validation)
+            if validation.unchanged is not None and np.any(validation.unchanged & ~plan.same):
+                # The register changed since validation looked: validate against it as it is.
+                unchanged = current.same_content(delivery.parcels, delivery.content_hashes)
+                validation = validate(delivery.parcels, delivery.findings, unchanged=unchanged)
+                plan = register.plan(current, delivery, validation)
+            result = _summary(delivery, validation)
             result.batch = _insert_batch(conn, delivery, result, started_at)
-            register.stage(conn, delivery, validation)
-            changes = register.merge(conn, result.batch)
+            changes = register.merge(conn, delivery, validation, plan, result.batch)
+            if dropped is not None:
+                register.rebuild(conn, dropped)
+            register_findings = _against_register(
+                conn, validation.parcels, sheets, changed=~plan.same, valid=True
+            )
+            # The caller's validation stays as it was (a retried load adds them once).
+            validation = Validation(
+                validation.parcels,
+                validation.rejected,
+                [*validation.findings, *register_findings],
+                validation.repaired,
+                validation.unchanged,
+            )
+            result.issues = validation.counts()
             result.changes = changes.as_json()
             if changes.certificates_flagged:
                 result.issues["CERT_CHANGED"] = changes.certificates_flagged
@@ -167,29 +239,40 @@ def load(
 
 
 def _against_register(
-    conn, parcels: gpd.GeoDataFrame, sheets: list[tuple[str, int]]
+    conn,
+    parcels: gpd.GeoDataFrame,
+    sheets: list[tuple[str, int]],
+    *,
+    changed: np.ndarray | None = None,
+    valid: bool = False,
 ) -> list[Finding]:
     """Overlaps and gaps between the delivery and the current parcels around it.
 
     The current parcels of the sheets the delivery covers are replaced by it (kept, changed
-    or retired), so they are no neighbours.
+    or retired), so they are no neighbours. With ``changed`` (a boolean mask over
+    ``parcels``), only the findings that involve a changed parcel: an unchanged one was
+    checked against its neighbours when it was loaded, and each neighbour loaded since was
+    checked against it. ``valid``: the geometries of ``parcels`` are known to be valid.
     """
-    if len(parcels) == 0:
+    if len(parcels) == 0 or (changed is not None and not np.any(changed)):
         return []
     params = topology.catalogue_params()
     gap_width = params["gap_max_width_m"]
     xmin, ymin, xmax, ymax = parcels.total_bounds
     rows = conn.execute(
-        "SELECT commune_code, sheet_no, parcel_no, ST_AsBinary(geom) FROM land.parcel"
-        " WHERE geom && ST_Expand(ST_MakeEnvelope(%s, %s, %s, %s, 9218), %s)"
-        " AND (commune_code || '/' || sheet_no) <> ALL(%s)",
+        # NOT IN a subquery is a hashed lookup whatever the statistics say.
+        "SELECT p.commune_code, p.sheet_no, p.parcel_no, ST_AsBinary(p.geom) FROM land.parcel p"
+        " WHERE (p.commune_code, p.sheet_no)"
+        "   NOT IN (SELECT * FROM unnest(%s::text[], %s::integer[]))"
+        "   AND p.geom && ST_Expand(ST_MakeEnvelope(%s, %s, %s, %s, 9218), %s)",
         [
+            [commune for commune, _ in sheets],
+            [sheet for _, sheet in sheets],
             float(xmin),
             float(ymin),
             float(xmax),
             float(ymax),
             gap_width,
-            [f"{commune}/{sheet}" for commune, sheet in sheets],
         ],
     ).fetchall()
     if not rows:
@@ -209,6 +292,8 @@ def _against_register(
         overlap_min_area_m2=params["overlap_min_area_m2"],
         gap_max_width_m=gap_width,
         gap_min_area_m2=params["gap_min_area_m2"],
+        focus=changed,
+        valid=valid,
     )
 
 
@@ -291,7 +376,7 @@ def _copy_findings(conn, batch_id: int, validation: Validation) -> None:
                     finding.parcel_no,
                     finding.source_row,
                     finding.message,
-                    Jsonb(json.loads(json.dumps(finding.detail, default=str))),
+                    Jsonb(finding.detail, dumps=_json_text),
                     _ewkb(finding.location),
                     finding.other_commune_code,
                     finding.other_sheet_no,

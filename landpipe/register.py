@@ -1,33 +1,59 @@
 """Merge a delivery's parcels into the register, keeping every version (``land.parcel_version``).
 
-Runs inside the load's transaction. Parcels are streamed with binary ``COPY`` into a temporary
-staging table and merged with set-based SQL against the current versions of the sheets the
-delivery covers:
+Runs inside the load's transaction, under the advisory locks of the delivery's communes, so
+nothing else changes the current parcels of those communes meanwhile. The current versions of
+the map sheets the delivery covers are read as (key, version id, content hash) and compared
+with the delivery's accepted parcels by content hash (:func:`content_hashes`, the same bytes
+as ``land.parcel_content_hash`` hashes in SQL):
 
 - a key new to the register is **added**;
 - a key whose geometry, land-use codes, areas, owner or address differ is **changed**: its
   current version is closed and a new one opened, linked by ``previous_version_id``;
-- a key with the same content is **unchanged** (no new version);
+- a key with the same content is **unchanged**: nothing is written;
 - a current parcel of a covered sheet whose key the delivery no longer has is **retired**.
   A key the delivery carries but whose record was rejected is neither changed nor retired.
+
+Only what changes is written. The versions to close are closed by one ``UPDATE`` by id, and
+the new versions are streamed straight into ``land.parcel_version`` with one binary ``COPY``,
+encoded column by column with Arrow (geometries as extended WKB bytes), never row by row.
 
 Retired parcels are linked to the added parcels that cover their area (``land.parcel_lineage``):
 splits and merges. A changed or retired parcel that holds a certificate gets a ``CERT_CHANGED``
 finding, which blocks it until reviewed.
+
+The first load into an empty register (a province's initial load) takes the table whole
+(:func:`take_empty_register`): it drops the secondary indexes and foreign keys of
+``land.parcel_version``, copies, then builds them again and validates the keys in one pass each,
+as ``pg_restore`` does. Building an index from sorted data is several times cheaper than
+inserting into it row by row. The table is locked meanwhile (it is empty to everyone else
+anyway); everything happens in the load's transaction, so a failure leaves it as it was.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
-import shapely
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg.copy import QueuedLibpqWriter
 
 from landpipe import schemas
 from landpipe.schemas import parcel as canonical
 from landpipe.sources import Delivery
-from landpipe.sources.fields import attribute_json
+from landpipe.sources.fields import (
+    area_tenths,
+    attribute_json,
+    content_hashes,
+    fixed_width,
+    land_use_arrow,
+    length_prefixed,
+    multipolygon_wkb,
+    text_arrow,
+)
 from landpipe.validate import Validation
 
 #: A retired parcel is an ancestor of an added one when they share more than this many m²
@@ -35,33 +61,49 @@ from landpipe.validate import Validation
 LINEAGE_MIN_AREA_M2 = 1.0
 LINEAGE_MIN_SHARE = 0.01
 
-_STAGING = """
-CREATE TEMP TABLE parcel_in (
-    commune_code text, sheet_no integer, parcel_no integer, land_use_codes text[],
-    declared_area_m2 float8, legal_area_m2 float8, owner_name text, address text,
-    attributes text, geom geometry(MultiPolygon, 9218)
-) ON COMMIT DROP;
-CREATE TEMP TABLE delivered_key (
-    commune_code text, sheet_no integer, parcel_no integer
-) ON COMMIT DROP;
-CREATE TEMP TABLE merge_changed (old_id bigint PRIMARY KEY) ON COMMIT DROP;
-CREATE TEMP TABLE merge_retired (old_id bigint PRIMARY KEY) ON COMMIT DROP;
-"""
+#: Parcels encoded per ``COPY`` chunk: PostgreSQL takes in one chunk while the next is encoded.
+COPY_CHUNK = 50_000
 
-#: Content that makes a parcel changed when it differs.
-_SAME_CONTENT = """
-    c.geom = s.geom
-    AND c.land_use_codes = s.land_use_codes
-    AND c.declared_area_m2 IS NOT DISTINCT FROM s.declared_area_m2::numeric(14, 1)
-    AND c.legal_area_m2 IS NOT DISTINCT FROM s.legal_area_m2::numeric(14, 1)
-    AND c.owner_name IS NOT DISTINCT FROM s.owner_name
-    AND c.address IS NOT DISTINCT FROM s.address
+#: The current versions of some sheets, one row per sheet (its place in the list given), as
+#: 44-byte records: parcel number, version id, content hash (zeros where none is stored). The
+#: rows are narrow on purpose: the aggregate takes a million of them in well under a second.
+_CURRENT = """
+SELECT s.i, string_agg(int4send(v.parcel_no) || int8send(v.id)
+                       || coalesce(v.content_hash, decode(repeat('00', 32), 'hex')), ''::bytea)
+FROM unnest(%s::text[], %s::integer[]) WITH ORDINALITY AS s (commune, sheet, i)
+JOIN land.parcel_version v
+  ON v.commune_code = s.commune AND v.sheet_no = s.sheet AND v.valid_to IS NULL
+GROUP BY s.i
 """
-
-_COLUMNS = (
-    "commune_code, sheet_no, parcel_no, land_use_codes, declared_area_m2, legal_area_m2,"
-    " owner_name, address, attributes, geom"
+#: Whether some sheets have a current parcel at all.
+ANY_CURRENT = """
+SELECT EXISTS (SELECT FROM land.parcel_version v
+               JOIN unnest(%s::text[], %s::integer[]) AS s (commune, sheet)
+                 ON v.commune_code = s.commune AND v.sheet_no = s.sheet
+               WHERE v.valid_to IS NULL)
+"""
+_CONTENT_HASHES = """
+SELECT id, land.parcel_content_hash(geom, land_use_codes, declared_area_m2, legal_area_m2,
+                                    owner_name, address)
+FROM land.parcel_version WHERE id = ANY(%s)
+"""
+_CURRENT_RECORD = np.dtype(
+    [("parcel_no", ">i4"), ("version_id", ">i8"), ("content_hash", "u1", 32)]
 )
+
+#: Columns of a new version, in the order of the binary ``COPY``: the fixed-width ones first.
+_VERSION_COLUMNS = (
+    "batch_id, sheet_no, parcel_no, valid_from, commune_code, change, previous_version_id,"
+    " land_use_codes, declared_area_m2, legal_area_m2, owner_name, address, attributes,"
+    " content_hash, geom"
+)
+_VERSION_FIELDS = 15
+
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension
+_COPY_TRAILER = b"\xff\xff"
+_NULL_FIELD = pa.scalar(b"\xff\xff\xff\xff", pa.binary())
+_TEXT_OID = 25
+_POSTGRES_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -90,151 +132,452 @@ def covered_sheets(delivery: Delivery) -> list[tuple[str, int]]:
     return sorted((str(c), int(s)) for c, s in pairs.itertuples(index=False))
 
 
-def stage(conn, delivery: Delivery, validation: Validation) -> None:
-    """Create the staging tables and stream the parcels and the delivered keys into them."""
-    conn.execute(_STAGING)
-    frame = validation.parcels
-    geometries = shapely.to_wkb(
-        shapely.set_srid(frame.geometry.values, canonical.STORAGE_EPSG), include_srid=True
-    )
-    rows = zip(
-        frame["commune_code"].tolist(),
-        frame["sheet_no"].astype("int64").tolist(),
-        frame["parcel_no"].astype("int64").tolist(),
-        frame["land_use_codes"].tolist(),
-        _areas(frame["declared_area_m2"]),
-        _areas(frame["legal_area_m2"]),
-        _texts(frame["owner_name"]),
-        _texts(frame["address"]),
-        attribute_json(
-            delivery.attributes, delivery.extra_fields, frame[canonical.SOURCE_ROW].to_numpy()
-        ),
-        geometries.tolist(),
-        strict=True,
-    )
-    with conn.cursor().copy(f"COPY parcel_in ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(
-            ["text", "int4", "int4", "text[]", "float8", "float8", "text", "text", "text", "bytea"]
-        )
-        for row in rows:
-            copy.write_row(row)
-    keys = delivery.parcels[["commune_code", "sheet_no", "parcel_no"]].dropna()
-    with conn.cursor().copy(
-        "COPY delivered_key (commune_code, sheet_no, parcel_no) FROM STDIN (FORMAT BINARY)"
-    ) as copy:
-        copy.set_types(["text", "int4", "int4"])
-        for code, sheet, number in keys.itertuples(index=False):
-            copy.write_row((str(code), int(sheet), int(number)))
-    conn.execute("ANALYZE parcel_in; ANALYZE delivered_key")
+# --------------------------------------------------------------------------- what is current
 
 
-def merge(conn, batch_id: int) -> Changes:
-    """Merge the staged parcels into the register as batch ``batch_id`` (see the module)."""
-    changes = Changes()
-    conn.execute(
-        f"""
-        INSERT INTO merge_changed (old_id)
-        SELECT c.id
-        FROM parcel_in s
-        JOIN land.parcel_version c
-          ON (c.commune_code, c.sheet_no, c.parcel_no) = (s.commune_code, s.sheet_no, s.parcel_no)
-         AND c.valid_to IS NULL
-        WHERE NOT ({_SAME_CONTENT})
-        """
+@dataclass
+class Registered:
+    """The current versions of some map sheets: key, version id and content hash.
+
+    Sorted by key; a key is the sheet's place in ``sheets`` and the parcel number.
+    """
+
+    sheets: list[tuple[str, int]]
+    key: np.ndarray  # int64: sheet index << 32 | parcel_no
+    version_id: np.ndarray  # int64
+    content_hash: np.ndarray  # (n, 32) uint8
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def locate(self, parcels: pd.DataFrame) -> np.ndarray:
+        """Position of each parcel's key among the current versions; -1 where there is none."""
+        found = np.full(len(parcels), -1, dtype=np.int64)
+        if not len(self) or not len(parcels):
+            return found
+        keys = _parcel_keys(parcels, self.sheets)
+        at = np.searchsorted(self.key, keys).clip(max=len(self) - 1)
+        hit = (keys >= 0) & (self.key[at] == keys)
+        found[hit] = at[hit]
+        return found
+
+    def same_content(self, parcels: pd.DataFrame, hashes: np.ndarray) -> np.ndarray:
+        """Whether each parcel has a current version whose content hash is ``hashes``'."""
+        at = self.locate(parcels)
+        same = at >= 0
+        same[same] = (self.content_hash[at[same]] == hashes[same]).all(axis=1)
+        return same
+
+
+def sheet_arrays(sheets: list[tuple[str, int]]) -> tuple[list[str], list[int]]:
+    """``sheets`` as the two arrays the queries here take."""
+    return [commune for commune, _ in sheets], [sheet for _, sheet in sheets]
+
+
+def registered(conn, sheets: list[tuple[str, int]]) -> Registered:
+    """The current versions of ``sheets``; a version stored without a content hash (written
+    before there was one) gets it from ``land.parcel_content_hash``."""
+    # Parallel workers would hand a million rows through a gather: slower, on two cores; and
+    # compiling the plan (JIT) costs more than it saves on this simple scan.
+    conn.execute("SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off")
+    rows = conn.execute(_CURRENT, sheet_arrays(sheets)).fetchall()
+    conn.execute("RESET max_parallel_workers_per_gather; RESET jit")
+    records = [np.frombuffer(blob, dtype=_CURRENT_RECORD) for _, blob in rows]
+    sheet = np.repeat(np.array([i - 1 for i, _ in rows], dtype=np.int64), [len(r) for r in records])
+    current = np.concatenate(records) if records else np.empty(0, dtype=_CURRENT_RECORD)
+    key = (sheet << 32) | current["parcel_no"].astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    version_id = current["version_id"].astype(np.int64)[order]
+    content_hash = np.ascontiguousarray(current["content_hash"][order])
+    missing = np.flatnonzero(~content_hash.any(axis=1))
+    if len(missing):
+        computed = dict(conn.execute(_CONTENT_HASHES, [version_id[missing].tolist()]).fetchall())
+        for place in missing:
+            content_hash[place] = np.frombuffer(computed[int(version_id[place])], dtype=np.uint8)
+    return Registered(sheets, key[order], version_id, content_hash)
+
+
+def _parcel_keys(parcels: pd.DataFrame, sheets: list[tuple[str, int]]) -> np.ndarray:
+    """Each parcel's key as :class:`Registered` packs it; -1 when incomplete or not covered."""
+    sheet_id = {
+        (int(commune), sheet): i for i, (commune, sheet) in enumerate(sheets) if commune.isdigit()
+    }
+    codes, communes = pd.factorize(pd.Series(parcels["commune_code"]).astype(object))
+    commune = np.array(
+        [int(c) if isinstance(c, str) and c.isdigit() else -1 for c in communes] + [-1],
+        dtype=np.int64,
+    )[codes]
+    sheet = pd.to_numeric(parcels["sheet_no"]).to_numpy(dtype="float64", na_value=np.nan)
+    number = pd.to_numeric(parcels["parcel_no"]).to_numpy(dtype="float64", na_value=np.nan)
+    whole = (commune >= 0) & ~np.isnan(sheet) & ~np.isnan(number)
+    pair = np.where(whole, commune * (1 << 32) + np.nan_to_num(sheet).astype(np.int64), -1)
+    wanted = pd.Index(np.array([c * (1 << 32) + s for c, s in sheet_id], dtype=np.int64))
+    place = wanted.get_indexer(pair)
+    index = np.array(list(sheet_id.values()), dtype=np.int64)[place] if len(wanted) else place
+    keys = np.where(whole & (place >= 0), index << 32, -1)
+    keys[keys >= 0] |= np.nan_to_num(number[keys >= 0]).astype(np.int64)
+    return keys
+
+
+def accepted_hashes(delivery: Delivery, validation: Validation) -> np.ndarray:
+    """The content hash of each accepted parcel, (n, 32): as delivered
+    (:attr:`Delivery.content_hashes`), or of its geometry as validation repaired it."""
+    accepted = validation.parcels
+    rows = accepted[canonical.SOURCE_ROW].to_numpy()
+    places = pd.Index(delivery.parcels[canonical.SOURCE_ROW]).get_indexer(rows)
+    hashes = delivery.content_hashes[places]
+    repaired = np.isin(rows, list(validation.repaired))
+    if repaired.any():
+        hashes[repaired] = content_hashes(accepted[repaired])
+    return hashes
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass
+class Plan:
+    """What a delivery does to the register, decided before anything is written.
+
+    Attributes
+    ----------
+    hashes
+        Content hash of each accepted parcel (``validation.parcels``), (n, 32); None when
+        the covered sheets hold no current parcel (nothing to compare: they are made as the
+        parcels are copied).
+    previous
+        Id of the current version of each accepted parcel's key; -1 where there is none.
+    same
+        Whether each accepted parcel has the content of its current version.
+    retired
+        Ids of the current versions of covered sheets whose key the delivery no longer has.
+    """
+
+    hashes: np.ndarray | None
+    previous: np.ndarray
+    same: np.ndarray
+    retired: np.ndarray
+
+    @property
+    def added(self) -> np.ndarray:
+        return self.previous < 0
+
+    @property
+    def changed(self) -> np.ndarray:
+        return (self.previous >= 0) & ~self.same
+
+
+def plan(current: Registered, delivery: Delivery, validation: Validation) -> Plan:
+    """Compare the accepted parcels with the current versions of the covered sheets."""
+    parcels = validation.parcels
+    hashes = accepted_hashes(delivery, validation) if len(current) else None
+    at = current.locate(parcels)
+    previous = np.full(len(parcels), -1, dtype=np.int64)
+    previous[at >= 0] = current.version_id[at[at >= 0]]
+    same = at >= 0
+    if hashes is not None:
+        same[same] = (current.content_hash[at[same]] == hashes[same]).all(axis=1)
+    delivered = current.locate(delivery.parcels)
+    kept = np.zeros(len(current), dtype=bool)
+    kept[delivered[delivered >= 0]] = True
+    return Plan(hashes, previous, same, current.version_id[~kept])
+
+
+# --------------------------------------------------------------------------- an empty register
+
+_SECONDARY_INDEXES = """
+SELECT pg_get_indexdef(i.indexrelid), i.indexrelid::regclass::text
+FROM pg_index i
+WHERE i.indrelid = 'land.parcel_version'::regclass
+  AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid)
+ORDER BY i.indexrelid
+"""
+_FOREIGN_KEYS = """
+SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
+WHERE conrelid = 'land.parcel_version'::regclass AND contype = 'f'
+ORDER BY oid
+"""
+
+
+@dataclass
+class Rebuild:
+    """What :func:`take_empty_register` dropped, to make again by :func:`rebuild`."""
+
+    indexes: list[tuple[str, str]]  # (CREATE INDEX statement, index name)
+    foreign_keys: list[tuple[str, str]]  # (constraint name, definition)
+
+
+def register_is_empty(engine) -> bool:
+    """Whether ``land.parcel_version`` holds no row: a hint, read outside any load."""
+    with engine.connect() as connection:
+        return not connection.exec_driver_sql(
+            "SELECT EXISTS (SELECT FROM land.parcel_version)"
+        ).scalar()
+
+
+def take_empty_register(conn) -> Rebuild | None:
+    """Lock ``land.parcel_version`` and, if it is empty and ours to alter, drop its
+    secondary indexes and foreign keys for :func:`rebuild` to make again; else None.
+
+    Call it before the transaction touches ``land.parcel_version``: a load that finds the
+    table locked waits for this one, and none holds the table while waiting for a lock.
+    """
+    conn.execute("LOCK TABLE land.parcel_version IN ACCESS EXCLUSIVE MODE")
+    empty, owner = conn.execute(
+        "SELECT NOT EXISTS (SELECT FROM land.parcel_version),"
+        " pg_has_role(relowner, 'USAGE') FROM pg_class"
+        " WHERE oid = 'land.parcel_version'::regclass"
+    ).fetchone()
+    if not (empty and owner):
+        return None
+    dropped = Rebuild(
+        indexes=[tuple(row) for row in conn.execute(_SECONDARY_INDEXES).fetchall()],
+        foreign_keys=[tuple(row) for row in conn.execute(_FOREIGN_KEYS).fetchall()],
     )
-    matched = conn.execute(
-        """
-        SELECT count(*) FROM parcel_in s JOIN land.parcel_version c
-          ON (c.commune_code, c.sheet_no, c.parcel_no) = (s.commune_code, s.sheet_no, s.parcel_no)
-         AND c.valid_to IS NULL
-        """
-    ).fetchone()[0]
-    changes.changed = conn.execute("SELECT count(*) FROM merge_changed").fetchone()[0]
-    changes.unchanged = matched - changes.changed
-    changes.added = conn.execute(
-        f"""
-        INSERT INTO land.parcel_version ({_COLUMNS}, batch_id, valid_from, change)
-        SELECT s.commune_code, s.sheet_no, s.parcel_no, s.land_use_codes, s.declared_area_m2,
-               s.legal_area_m2, s.owner_name, s.address, s.attributes::jsonb,
-               s.geom, %s, now(), 'added'
-        FROM parcel_in s
-        WHERE NOT EXISTS (
-            SELECT 1 FROM land.parcel_version c
-            WHERE (c.commune_code, c.sheet_no, c.parcel_no)
-                = (s.commune_code, s.sheet_no, s.parcel_no) AND c.valid_to IS NULL)
-        """,
-        [batch_id],
-    ).rowcount
-    conn.execute(
-        "UPDATE land.parcel_version v SET valid_to = now(), retired_batch_id = %s"
-        " FROM merge_changed m WHERE v.id = m.old_id",
-        [batch_id],
+    for name, _ in dropped.foreign_keys:
+        conn.execute(f'ALTER TABLE land.parcel_version DROP CONSTRAINT "{name}"')
+    for _, name in dropped.indexes:
+        conn.execute(f"DROP INDEX {name}")
+    return dropped
+
+
+def rebuild(conn, dropped: Rebuild) -> None:
+    """Build the indexes and validate the foreign keys :func:`take_empty_register` dropped,
+    then gather the table's statistics for the planner."""
+    for statement, _ in dropped.indexes:
+        conn.execute(statement)
+    for name, definition in dropped.foreign_keys:
+        conn.execute(f'ALTER TABLE land.parcel_version ADD CONSTRAINT "{name}" {definition}')
+    conn.execute("ANALYZE land.parcel_version")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def merge(conn, delivery: Delivery, validation: Validation, plan: Plan, batch_id: int) -> Changes:
+    """Write ``plan`` into the register as batch ``batch_id`` (see the module)."""
+    changed, added = plan.changed, plan.added
+    changes = Changes(
+        added=int(added.sum()),
+        changed=int(changed.sum()),
+        unchanged=int(plan.same.sum()),
+        retired=len(plan.retired),
     )
-    conn.execute(
-        f"""
-        INSERT INTO land.parcel_version
-            ({_COLUMNS}, batch_id, valid_from, change, previous_version_id)
-        SELECT s.commune_code, s.sheet_no, s.parcel_no, s.land_use_codes, s.declared_area_m2,
-               s.legal_area_m2, s.owner_name, s.address, s.attributes::jsonb,
-               s.geom, %s, now(), 'changed', c.id
-        FROM merge_changed m
-        JOIN land.parcel_version c ON c.id = m.old_id
-        JOIN parcel_in s
-          ON (c.commune_code, c.sheet_no, c.parcel_no) = (s.commune_code, s.sheet_no, s.parcel_no)
-        """,
-        [batch_id],
-    )
-    changes.retired = conn.execute(
-        """
-        WITH retired AS (
-            UPDATE land.parcel_version v SET valid_to = now(), retired_batch_id = %s
-            WHERE v.valid_to IS NULL
-              AND (v.commune_code, v.sheet_no) IN
-                  (SELECT DISTINCT commune_code, sheet_no FROM delivered_key)
-              AND NOT EXISTS (
-                  SELECT 1 FROM delivered_key k
-                  WHERE (k.commune_code, k.sheet_no, k.parcel_no)
-                      = (v.commune_code, v.sheet_no, v.parcel_no))
-            RETURNING v.id
+    closed = np.concatenate([plan.previous[changed], plan.retired])
+    if len(closed):
+        conn.execute(
+            "UPDATE land.parcel_version SET valid_to = now(), retired_batch_id = %s"
+            " WHERE id = ANY(%s)",
+            [batch_id, closed.tolist()],
         )
-        INSERT INTO merge_retired (old_id) SELECT id FROM retired
-        """,
-        [batch_id],
-    ).rowcount
+    written = np.flatnonzero(added | changed)
+    if len(written):
+        now = conn.execute("SELECT now()").fetchone()[0]
+        _copy_versions(conn, delivery, validation.parcels, plan, written, batch_id, now)
     if changes.retired and changes.added:
-        conn.execute("ANALYZE merge_retired")
-        _record_lineage(conn, batch_id)
-    changes.certificates_flagged = _flag_certificates(conn, batch_id)
+        _record_lineage(conn, batch_id, plan.retired)
+    changes.certificates_flagged = _flag_certificates(
+        conn, batch_id, plan.previous[changed], plan.retired
+    )
     return changes
 
 
-def _record_lineage(conn, batch_id: int) -> None:
+def _copy_versions(
+    conn,
+    delivery: Delivery,
+    parcels: gpd.GeoDataFrame,
+    plan: Plan,
+    rows: np.ndarray,
+    batch_id: int,
+    now: datetime,
+) -> None:
+    """Stream the new versions of ``parcels`` at ``rows`` into ``land.parcel_version``."""
+    valid_from = _microseconds_since_2000(now)
+    cursor = conn.cursor()
+    with cursor.copy(
+        f"COPY land.parcel_version ({_VERSION_COLUMNS}) FROM STDIN (FORMAT BINARY)",
+        writer=QueuedLibpqWriter(cursor),
+    ) as copy:
+        copy.write(_COPY_HEADER)
+        for start in range(0, len(rows), COPY_CHUNK):
+            chunk = rows[start : start + COPY_CHUNK]
+            encoded = _version_rows(
+                delivery, parcels.iloc[chunk], plan, chunk, batch_id, valid_from
+            )
+            copy.write(_buffer(encoded))
+        copy.write(_COPY_TRAILER)
+
+
+def _version_rows(
+    delivery: Delivery,
+    parcels: gpd.GeoDataFrame,
+    plan: Plan,
+    rows: np.ndarray,
+    batch_id: int,
+    valid_from: int,
+) -> pa.BinaryArray:
+    """The binary ``COPY`` tuples of new versions, one binary value per parcel."""
+    n = len(parcels)
+    fixed = np.empty(
+        n,
+        dtype=[
+            ("fields", ">i2"),
+            ("batch_length", ">i4"),
+            ("batch_id", ">i8"),
+            ("sheet_length", ">i4"),
+            ("sheet_no", ">i4"),
+            ("parcel_length", ">i4"),
+            ("parcel_no", ">i4"),
+            ("from_length", ">i4"),
+            ("valid_from", ">i8"),
+        ],
+    )
+    fixed["fields"] = _VERSION_FIELDS
+    fixed["batch_length"], fixed["batch_id"] = 8, batch_id
+    fixed["sheet_length"] = fixed["parcel_length"] = 4
+    fixed["sheet_no"] = parcels["sheet_no"].to_numpy(dtype=np.int64)
+    fixed["parcel_no"] = parcels["parcel_no"].to_numpy(dtype=np.int64)
+    fixed["from_length"], fixed["valid_from"] = 8, valid_from
+    previous = plan.previous[rows]
+    hashes = content_hashes(parcels) if plan.hashes is None else plan.hashes[rows]
+    attributes = attribute_json(
+        delivery.attributes, delivery.extra_fields, parcels[canonical.SOURCE_ROW].to_numpy()
+    )
+    fields = [
+        fixed_width(fixed),
+        length_prefixed(text_arrow(parcels["commune_code"])),
+        length_prefixed(pa.array(np.where(previous < 0, "added", "changed"), pa.string())),
+        _nullable_int8(previous, previous >= 0),
+        length_prefixed(_text_array(land_use_arrow(parcels["land_use_codes"]))),
+        _numeric_tenths(area_tenths(parcels["declared_area_m2"])),
+        _numeric_tenths(area_tenths(parcels["legal_area_m2"])),
+        length_prefixed(text_arrow(parcels["owner_name"])),
+        length_prefixed(text_arrow(parcels["address"])),
+        length_prefixed(
+            pc.binary_join_element_wise(
+                b"\x01", pa.array(attributes, pa.string()).cast(pa.binary()), b""
+            )
+        ),
+        length_prefixed(fixed_width(np.ascontiguousarray(hashes).view("V32")[:, 0])),
+        length_prefixed(
+            multipolygon_wkb(np.asarray(parcels.geometry.values), canonical.STORAGE_EPSG)
+        ),
+    ]
+    return pc.binary_join_element_wise(*fields, b"")
+
+
+def _buffer(rows: pa.BinaryArray) -> memoryview:
+    """The bytes of all values of ``rows``, back to back."""
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)[
+        rows.offset : rows.offset + len(rows) + 1
+    ]
+    return memoryview(rows.buffers()[2])[offsets[0] : offsets[-1]]
+
+
+def _microseconds_since_2000(moment: datetime) -> int:
+    """A ``timestamptz`` as binary COPY carries it."""
+    delta = moment - _POSTGRES_EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _nullable_int8(values: np.ndarray, present: np.ndarray) -> pa.BinaryArray:
+    record = np.empty(len(values), dtype=[("length", ">i4"), ("value", ">i8")])
+    record["length"], record["value"] = 8, values
+    field = fixed_width(record)
+    return field if present.all() else pc.if_else(pa.array(present), field, _NULL_FIELD)
+
+
+def _text_array(codes: pa.ListArray) -> pa.BinaryArray:
+    """``text[]`` in PostgreSQL's binary array format (one dimension, no null elements)."""
+    counts = pc.list_value_length(codes).to_numpy(zero_copy_only=False)
+    header = np.empty(
+        len(codes),
+        dtype=[
+            ("ndim", ">i4"),
+            ("nulls", ">i4"),
+            ("oid", ">i4"),
+            ("size", ">i4"),
+            ("lower", ">i4"),
+        ],
+    )
+    header["ndim"], header["nulls"], header["oid"] = 1, 0, _TEXT_OID
+    header["size"], header["lower"] = counts, 1
+    head = fixed_width(header)
+    empty = counts == 0
+    if empty.any():  # an empty array has no dimension
+        no_dimension = np.array([0, 0, _TEXT_OID], dtype=">i4").tobytes()
+        head = pc.if_else(pa.array(empty), pa.scalar(no_dimension, pa.binary()), head)
+    elements = pa.ListArray.from_arrays(codes.offsets, length_prefixed(codes.values))
+    return pc.binary_join_element_wise(head, pc.binary_join(elements, b""), b"")
+
+
+def _numeric_tenths(tenths: np.ndarray) -> pa.BinaryArray:
+    """Areas in tenths of m² as binary ``numeric`` with one decimal; NULL where NaN.
+
+    A numeric is base-10000 digits with the weight of the first: five digits, weight 3,
+    cover the 13 integer digits and one decimal of ``numeric(14, 1)``; PostgreSQL strips
+    the zero digits on input.
+    """
+    known = ~np.isnan(tenths)
+    value = np.abs(np.where(known, tenths, 0)).astype(np.int64)
+    whole, tenth = value // 10, value % 10
+    record = np.empty(
+        len(tenths),
+        dtype=[
+            ("length", ">i4"),
+            ("ndigits", ">i2"),
+            ("weight", ">i2"),
+            ("sign", ">u2"),
+            ("dscale", ">i2"),
+            ("digits", ">i2", 5),
+        ],
+    )
+    record["length"], record["ndigits"], record["weight"], record["dscale"] = 18, 5, 3, 1
+    record["sign"] = np.where(tenths < 0, 0x4000, 0)
+    for place, power in enumerate((10**12, 10**8, 10**4, 1)):
+        record["digits"][:, place] = whole // power % 10_000
+    record["digits"][:, 4] = tenth * 1000
+    field = fixed_width(record)
+    return field if known.all() else pc.if_else(pa.array(known), field, _NULL_FIELD)
+
+
+# --------------------------------------------------------------------------- consequences
+
+
+def _record_lineage(conn, batch_id: int, retired: np.ndarray) -> None:
     """Link each retired parcel to the added parcels that cover part of its area."""
     conn.execute(
         """
         INSERT INTO land.parcel_lineage (parent_version_id, child_version_id, batch_id,
                                          shared_area_m2)
-        SELECT r.id, n.id, %s, round(shared.area::numeric, 1)
-        FROM merge_retired m
-        JOIN land.parcel_version r ON r.id = m.old_id
+        SELECT r.id, n.id, %(batch)s, round(shared.area::numeric, 1)
+        FROM land.parcel_version r
         JOIN land.parcel_version n
-          ON n.batch_id = %s AND n.change = 'added' AND n.geom && r.geom
+          ON n.batch_id = %(batch)s AND n.change = 'added' AND n.geom && r.geom
         CROSS JOIN LATERAL (SELECT ST_Area(ST_Intersection(r.geom, n.geom)) AS area) shared
-        WHERE shared.area > %s
-          AND shared.area > %s * least(ST_Area(r.geom), ST_Area(n.geom))
+        WHERE r.id = ANY(%(retired)s)
+          AND shared.area > %(min_area)s
+          AND shared.area > %(min_share)s * least(ST_Area(r.geom), ST_Area(n.geom))
         """,
-        [batch_id, batch_id, LINEAGE_MIN_AREA_M2, LINEAGE_MIN_SHARE],
+        {
+            "batch": batch_id,
+            "retired": retired.tolist(),
+            "min_area": LINEAGE_MIN_AREA_M2,
+            "min_share": LINEAGE_MIN_SHARE,
+        },
     )
 
 
-def _flag_certificates(conn, batch_id: int) -> int:
+def _flag_certificates(conn, batch_id: int, changed: np.ndarray, retired: np.ndarray) -> int:
     """A ``CERT_CHANGED`` finding for each certified parcel this batch changed or retired."""
+    if not len(changed) and not len(retired):
+        return 0
     severity = schemas.rules()["CERT_CHANGED"].severity
     return conn.execute(
         """
         INSERT INTO land.finding (batch_id, rule_code, severity, commune_code, sheet_no,
                                   parcel_no, message, detail, location)
-        SELECT %s, 'CERT_CHANGED', %s, v.commune_code, v.sheet_no, v.parcel_no,
+        SELECT %(batch)s, 'CERT_CHANGED', %(severity)s, v.commune_code, v.sheet_no, v.parcel_no,
                format('parcel %%s/%%s/%%s holds certificate %%s (issued %%s to %%s) and was %%s'
                       ' by this delivery: review before certifying again',
                       v.commune_code, v.sheet_no, v.parcel_no, cert.serial, cert.issued_on,
@@ -242,21 +585,17 @@ def _flag_certificates(conn, batch_id: int) -> int:
                jsonb_build_object('certificate', cert.serial, 'change', how.what,
                                   'certified_version_id', cert.parcel_version_id),
                ST_PointOnSurface(v.geom)
-        FROM (SELECT old_id, 'changed' AS what FROM merge_changed
-              UNION ALL SELECT old_id, 'retired' FROM merge_retired) how
+        FROM (SELECT unnest(%(changed)s::bigint[]) AS old_id, 'changed' AS what
+              UNION ALL SELECT unnest(%(retired)s::bigint[]), 'retired') how
         JOIN land.parcel_version v ON v.id = how.old_id
         JOIN land.certificate cert
           ON (cert.commune_code, cert.sheet_no, cert.parcel_no)
            = (v.commune_code, v.sheet_no, v.parcel_no)
         """,
-        [batch_id, severity],
+        {
+            "batch": batch_id,
+            "severity": severity,
+            "changed": changed.tolist(),
+            "retired": retired.tolist(),
+        },
     ).rowcount
-
-
-def _areas(values: pd.Series) -> list[float | None]:
-    rounded = values.astype("float64").round(1).to_numpy()
-    return [None if np.isnan(v) else v for v in rounded.tolist()]
-
-
-def _texts(values: pd.Series) -> list[str | None]:
-    return [v if isinstance(v, str) else None for v in values.tolist()]

@@ -25,6 +25,20 @@ parcels, so results are the same for any chunking and any number of threads.
 
 Rows whose geometry is missing, empty, not polygonal or invalid are skipped: the geometry rules
 of the catalogue report (and reject) those.
+
+Checking only what changed
+--------------------------
+A re-delivery mostly repeats parcels the register already holds, whose findings were made when
+they were loaded. With ``focus`` (the changed parcels), only the findings that involve a focus
+parcel are made, and only the parcels around the focus ones are checked. The coverage check
+runs on the focus parcels with their halos and also keeps, for every other parcel of a halo,
+the edges invalid relative to that halo. That misses nothing: an edge invalid against a focus
+parcel is invalid against any set of parcels that holds it, so a neighbour lying wholly inside
+a focus parcel (whose own edges are then all valid) is still flagged. Each parcel flagged so,
+within the gap width of a parcel already checked, is then checked in full with its own halo,
+and so on until no new parcel is flagged: that follows a gap along its whole lining, however
+far it reaches. Overlaps and gaps are reported when a focus parcel is one of their parcels;
+slivers and edge mismatches of focus parcels only.
 """
 
 from __future__ import annotations
@@ -91,6 +105,7 @@ class _Coverage:
     register: np.ndarray  # bool: True for a parcel of the register, False for the delivery
     chunk: np.ndarray
     tree: shapely.STRtree
+    focus: np.ndarray | None = None  # bool: parcels whose findings are wanted; None: all
 
     @classmethod
     def of(
@@ -98,13 +113,26 @@ class _Coverage:
         frames: list[tuple[gpd.GeoDataFrame, bool]],
         chunk_size: int | None,
         workers: int,
+        *,
+        valid: bool = False,
+        focus: np.ndarray | None = None,
     ) -> _Coverage:
+        """The usable parcels of ``frames``. With ``valid`` the geometries of the delivery
+        (the frames that are not the register's) are known to be valid polygons and are not
+        checked again; ``focus`` marks rows of the first frame (see the module)."""
+        if focus is not None and np.all(focus):
+            focus = None
         columns: dict[str, list[np.ndarray]] = {
-            name: [] for name in ("g", "s", "c", "sh", "p", "r")
+            name: [] for name in ("g", "s", "c", "sh", "p", "r", "f")
         }
-        for frame, is_register in frames:
+        for number, (frame, is_register) in enumerate(frames):
             geometry = np.asarray(frame.geometry.array, dtype=object)
-            usable = _usable(geometry, workers)
+            if valid and not is_register:
+                usable = np.ones(len(geometry), dtype=bool)
+            else:
+                usable = _usable(geometry, workers)
+            wanted = focus if focus is not None and number == 0 else np.zeros(len(frame), bool)
+            columns["f"].append(np.asarray(wanted, dtype=bool)[usable])
             columns["g"].append(geometry[usable])
             if parcel.SOURCE_ROW in frame:
                 rows = frame[parcel.SOURCE_ROW].to_numpy(dtype=np.int64, na_value=-1)
@@ -131,10 +159,16 @@ class _Coverage:
             register=np.concatenate(columns["r"]),
             chunk=_chunk_ids(commune_code, sheet_no, chunk_size),
             tree=tree,
+            focus=None if focus is None else np.concatenate(columns["f"]),
         )
 
     def __len__(self) -> int:
         return len(self.geometry)
+
+    @property
+    def focused(self) -> np.ndarray | None:
+        """Places of the focus parcels; None when every parcel is in focus."""
+        return None if self.focus is None else np.flatnonzero(self.focus)
 
     @functools.cached_property
     def rank(self) -> np.ndarray:
@@ -239,8 +273,14 @@ def _invalid_edges(
     gap_width: float,
     workers: int,
     members: np.ndarray | None = None,
+    *,
+    around: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Coverage-invalid edges of each parcel of ``members`` (all by default); None elsewhere."""
+    """Coverage-invalid edges of each parcel of ``members`` (all by default); None elsewhere.
+
+    ``around``, an object array over the coverage, receives the invalid edges of the other
+    parcels of the members' halos, relative to those halos.
+    """
     n = len(coverage)
     edges = np.full(n, None, dtype=object)
     members = np.arange(n) if members is None else np.sort(members)
@@ -251,13 +291,45 @@ def _invalid_edges(
     groups = np.split(members[order], np.flatnonzero(np.diff(chunk[order])) + 1)
     whole = len(groups) == 1 and len(members) == n
 
-    def check(chunk_members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def check(chunk_members: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         context = chunk_members if whole else _halo(coverage, chunk_members, gap_width)
         found = shapely.coverage_invalid_edges(coverage.geometry[context], gap_width=gap_width)
-        return chunk_members, found[np.searchsorted(context, chunk_members)]
+        return chunk_members, context, found
 
-    for chunk_members, found in _map(check, groups, workers):
-        edges[chunk_members] = found
+    for chunk_members, context, found in _map(check, groups, workers):
+        edges[chunk_members] = found[np.searchsorted(context, chunk_members)]
+        if around is not None:
+            flagged = _flagged(found)
+            parcels, lines = context[flagged], found[flagged]
+            seen = ~shapely.is_missing(around[parcels])
+            around[parcels[seen]] = shapely.union(around[parcels[seen]], lines[seen])
+            around[parcels[~seen]] = lines[~seen]
+    return edges
+
+
+def _focus_edges(coverage: _Coverage, gap_width: float, workers: int) -> np.ndarray:
+    """Invalid edges of the focus parcels and of the parcels linked to them by invalid edges.
+
+    The focus parcels are checked with their halos; a parcel of a halo whose edges are
+    invalid relative to it, within ``gap_width`` of a parcel checked so far, is checked in
+    full next, and so on (see the module). None for parcels not checked: none of their
+    invalid edges involves a focus parcel.
+    """
+    n = len(coverage)
+    edges = np.full(n, None, dtype=object)
+    checked = np.zeros(n, dtype=bool)
+    todo = np.flatnonzero(coverage.focus)
+    while len(todo):
+        around = np.full(n, None, dtype=object)
+        found = _invalid_edges(coverage, gap_width, workers, todo, around=around)
+        edges[todo] = found[todo]
+        checked[todo] = True
+        flagged = np.flatnonzero(~shapely.is_missing(around) & ~checked)
+        near, other = coverage.tree.query(
+            around[flagged], predicate="dwithin", distance=max(gap_width, _LINING_M)
+        )
+        linked = checked[other] & (flagged[near] != other)
+        todo = np.unique(flagged[near[linked]])
     return edges
 
 
@@ -321,6 +393,9 @@ def _find_overlaps(
     if not len(pairs):
         return []
     first, second = pairs[:, 0], pairs[:, 1]
+    if coverage.focus is not None:
+        involved = coverage.focus[first] | coverage.focus[second]
+        first, second = first[involved], second[involved]
     shared = shapely.intersection(coverage.geometry[first], coverage.geometry[second])
     area = shapely.area(shared)
     hits = np.flatnonzero(area > min_area_m2)
@@ -377,7 +452,12 @@ def _find_gaps(
 ) -> list[_Gap]:
     """Holes in the coverage narrower than ``max_width_m`` and of at least ``min_area_m2``."""
     geometry, tree = coverage.geometry, coverage.tree
-    seeds = np.union1d(_flagged(edges), _with_holes(geometry))
+    if coverage.focus is None:
+        holed = _with_holes(geometry)
+    else:
+        focused = coverage.focused
+        holed = focused[_with_holes(geometry[focused])]
+    seeds = np.union1d(_flagged(edges), holed)
     if not len(seeds):
         return []
     _, around = tree.query(geometry[seeds], predicate="intersects")
@@ -415,7 +495,8 @@ def _find_gaps(
     gaps = []
     for piece, piece_area, piece_radius in zip(pieces, area, radius, strict=True):
         lining, length = _lining(coverage, piece)
-        gaps.append(_Gap(piece, float(piece_area), 2 * float(piece_radius), lining, length))
+        if coverage.focus is None or coverage.focus[lining].any():
+            gaps.append(_Gap(piece, float(piece_area), 2 * float(piece_radius), lining, length))
     return gaps
 
 
@@ -558,10 +639,14 @@ def slivers(
 
 
 def _sliver_findings(coverage: _Coverage, min_area_m2: float, min_thinness: float) -> list[Finding]:
-    area = shapely.area(coverage.geometry)
-    perimeter = shapely.length(coverage.geometry)
-    thinness = 4 * np.pi * area / perimeter**2
-    hits = np.flatnonzero((area < min_area_m2) | (thinness < min_thinness))
+    area = np.full(len(coverage), np.nan)
+    perimeter = np.full(len(coverage), np.nan)
+    checked = slice(None) if coverage.focus is None else coverage.focused
+    area[checked] = shapely.area(coverage.geometry[checked])
+    perimeter[checked] = shapely.length(coverage.geometry[checked])
+    with np.errstate(invalid="ignore"):
+        thinness = 4 * np.pi * area / perimeter**2
+        hits = np.flatnonzero((area < min_area_m2) | (thinness < min_thinness))
     hits = hits[np.argsort(coverage.source_row[hits], kind="stable")]
     points = shapely.point_on_surface(coverage.geometry[hits])
     findings = []
@@ -638,6 +723,8 @@ def topology_findings(
     *,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
+    focus: np.ndarray | None = None,
+    valid: bool = False,
 ) -> list[Finding]:
     """Overlaps, gaps, slivers and edge mismatches, in that order, sharing one coverage check.
 
@@ -645,32 +732,44 @@ def topology_findings(
     findings are those of :func:`overlaps`, :func:`gaps`, :func:`slivers` and
     :func:`edge_mismatches` called one by one; this runs the full coverage check once instead
     of three times.
+
+    ``focus``, a boolean mask over ``parcels``, keeps only the findings that involve a focus
+    parcel: overlaps and gaps with a focus parcel among their parcels, slivers and edge
+    mismatches of focus parcels. Only the parcels around the focus ones are checked (see the
+    module). ``valid`` says the geometries are known to be valid polygons.
     """
     unknown = set(params) - set(PARAMETERS)
     if unknown:
         raise ValueError(f"unknown topology parameters: {', '.join(sorted(unknown))}")
     p = {**catalogue_params(), **params}
     threads = _workers(workers)
-    coverage = _Coverage.of([(parcels, False)], chunk_size, threads)
+    coverage = _Coverage.of([(parcels, False)], chunk_size, threads, valid=valid, focus=focus)
     # Edges invalid at a gap width are invalid at any wider one, so one full pass at the gap
     # width serves overlaps and gaps, and narrows the edge check to the parcels it flagged.
     gap_width = p["gap_max_width_m"]
-    edges = _invalid_edges(coverage, gap_width, threads)
+    edges = _edges(coverage, gap_width, threads)
+    flagged = _flagged(edges)
+    if coverage.focus is not None:
+        flagged = flagged[coverage.focus[flagged]]
     if p["edge_tolerance_m"] <= gap_width:
-        mismatched = _invalid_edges(coverage, p["edge_tolerance_m"], threads, _flagged(edges))
+        mismatched = _invalid_edges(coverage, p["edge_tolerance_m"], threads, flagged)
     else:
-        mismatched = _invalid_edges(coverage, p["edge_tolerance_m"], threads)
+        mismatched = _invalid_edges(coverage, p["edge_tolerance_m"], threads, coverage.focused)
     found_gaps = _find_gaps(coverage, edges, gap_width, p["gap_min_area_m2"])
+    found_overlaps = _find_overlaps(coverage, edges, p["overlap_min_area_m2"])
     return [
-        *_overlap_findings(
-            coverage,
-            _find_overlaps(coverage, edges, p["overlap_min_area_m2"]),
-            p["overlap_min_area_m2"],
-        ),
+        *_overlap_findings(coverage, found_overlaps, p["overlap_min_area_m2"]),
         *_gap_findings(coverage, found_gaps, gap_width, _two_longest),
         *_sliver_findings(coverage, p["sliver_min_area_m2"], p["sliver_min_thinness"]),
         *_edge_findings(coverage, mismatched, p["edge_tolerance_m"]),
     ]
+
+
+def _edges(coverage: _Coverage, gap_width: float, workers: int) -> np.ndarray:
+    """Invalid edges at ``gap_width``: of every parcel, or around the focus parcels."""
+    if coverage.focus is None:
+        return _invalid_edges(coverage, gap_width, workers)
+    return _focus_edges(coverage, gap_width, workers)
 
 
 def against_register(
@@ -682,6 +781,8 @@ def against_register(
     gap_min_area_m2: float = 0.01,
     chunk_size: int | None = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
+    focus: np.ndarray | None = None,
+    valid: bool = False,
 ) -> list[Finding]:
     """Overlaps and narrow gaps between the delivery and the parcels already registered.
 
@@ -693,6 +794,9 @@ def against_register(
     ``source_row``) and the register parcel ``other_*``. Only overlaps between a delivered and
     a register parcel, and gaps lined by both, are reported: those inside the delivery are the
     business of :func:`overlaps` and :func:`gaps`.
+
+    ``focus`` (a boolean mask over ``parcels``) and ``valid`` (of ``parcels``) are as for
+    :func:`topology_findings`.
     """
     if parcels.crs is not None and neighbours.crs is not None and parcels.crs != neighbours.crs:
         raise ValueError(f"neighbours are in {neighbours.crs}, the delivery in {parcels.crs}")
@@ -700,8 +804,8 @@ def against_register(
     replaced &= neighbours[list(parcel.KEY)].notna().all(axis=1).to_numpy()
     threads = _workers(workers)
     frames = [(parcels, False), (neighbours[~replaced], True)]
-    coverage = _Coverage.of(frames, chunk_size, threads)
-    edges = _invalid_edges(coverage, gap_max_width_m, threads)
+    coverage = _Coverage.of(frames, chunk_size, threads, valid=valid, focus=focus)
+    edges = _edges(coverage, gap_max_width_m, threads)
     found = _find_overlaps(coverage, edges, overlap_min_area_m2, across_only=True)
 
     def delivered_and_registered(gap: _Gap) -> tuple[int, int] | None:

@@ -3,52 +3,109 @@
 Plain functions over a GeoDataFrame in the storage CRS; no database and no Prefect. Each rule
 marks rows and writes findings; a row with any ``reject`` finding is not loaded and is kept
 as delivered with its rule codes.
+
+A re-delivery mostly repeats what the register holds. Parcels the caller marks ``unchanged``
+(same content as their current version in the register, see
+:func:`landpipe.load.unchanged_parcels`) passed the catalogue when that version was loaded,
+and its findings on them stand: they are not checked again by the rules of one parcel, and
+topology reports only what involves a changed or new parcel (an overlap of a changed parcel
+with an unchanged neighbour is reported). What depends on the delivery as a whole is checked
+for every record: missing keys, unknown communes, keys delivered twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import os
 import re
+import sys
+import threading
 from collections import Counter
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from landpipe import schemas, topology
 from landpipe.schemas import parcel
 from landpipe.schemas.findings import Finding
 from landpipe.sources.crs import boundary, district_of
+from landpipe.sources.fields import land_use_arrow
 
 _REASON_LOCATION = re.compile(r"\[\s*(-?[\d.eE+-]+)\s+(-?[\d.eE+-]+)\s*\]")
 
 
-@dataclass
 class Validation:
     """The outcome of validating a delivery.
 
     Attributes
     ----------
     parcels
-        Rows to load: geometry repaired where needed and made MultiPolygon.
+        Rows to load: geometry repaired where needed (Polygon or MultiPolygon; the register
+        stores each as a MultiPolygon).
     rejected
         Rows not loaded, geometry as delivered (reprojected), with ``rule_codes``.
     findings
-        Every finding, of every severity.
+        Every finding, of every severity. The topology findings may still be being made when
+        :func:`validate` returns (they never reject a record, so ``parcels`` and ``rejected``
+        do not wait for them): reading ``findings`` waits for them, and raises what their
+        search raised. A load copies the parcels meanwhile.
     repaired
         ``source_row`` of the parcels whose geometry was repaired.
+    unchanged
+        For each row of ``parcels``, whether it was taken as unchanged and not checked again
+        (see the module); None when every parcel was checked.
     """
 
-    parcels: gpd.GeoDataFrame
-    rejected: gpd.GeoDataFrame
-    findings: list[Finding]
-    repaired: set[int]
+    def __init__(
+        self,
+        parcels: gpd.GeoDataFrame,
+        rejected: gpd.GeoDataFrame,
+        findings: list[Finding],
+        repaired: set[int],
+        unchanged: np.ndarray | None = None,
+        *,
+        pending: Future | None = None,
+    ) -> None:
+        self.parcels = parcels
+        self.rejected = rejected
+        self._findings = findings
+        self.repaired = repaired
+        self.unchanged = unchanged
+        self._pending = pending
+
+    @property
+    def findings(self) -> list[Finding]:
+        if self._pending is not None:
+            found = self._pending.result()
+            self._pending = None
+            self._findings.extend(found)
+        return self._findings
+
+    @findings.setter
+    def findings(self, findings: list[Finding]) -> None:
+        self.findings  # noqa: B018 (what is still being found belongs to the old list)
+        self._findings = findings
 
     def counts(self) -> dict[str, int]:
         """Findings per rule code."""
         return dict(sorted(Counter(f.rule_code for f in self.findings).items()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.findings  # noqa: B018 (a pending search cannot be pickled: finish it)
+        return self.__dict__
+
+    def __repr__(self) -> str:
+        return (
+            f"Validation({len(self.parcels)} parcels, {len(self.rejected)} rejected, "
+            f"{len(self.findings)} findings, {len(self.repaired)} repaired)"
+        )
 
 
 def _key_text(row: pd.Series) -> str:
@@ -103,16 +160,30 @@ def _invalid_location(reason: str, geometry: shapely.Geometry) -> shapely.Geomet
     return shapely.point_on_surface(shapely.make_valid(geometry))
 
 
-def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> Validation:
+def validate(
+    parcels: gpd.GeoDataFrame,
+    prior: list[Finding] | None = None,
+    *,
+    unchanged: np.ndarray | None = None,
+) -> Validation:
     """Run the rule catalogue over ``parcels`` (canonical columns, storage CRS).
 
     ``prior`` are findings made while reading (text encoding, linework labels); they count
-    like the others, and a rejecting one rejects its record.
+    like the others, and a rejecting one rejects its record. ``unchanged``, a boolean mask
+    over ``parcels``, marks parcels whose content the register already holds as current:
+    they are not checked again (see the module).
     """
     rules = schemas.rules()
     findings: list[Finding] = list(prior or [])
-    geometries = parcels.geometry.values.copy()
+    geometries = parcels.geometry.values.to_numpy().copy()
     keys = parcels[list(parcel.KEY)]
+    source_rows = parcels[parcel.SOURCE_ROW].to_numpy()
+    skipped = np.zeros(len(parcels), dtype=bool)
+    if unchanged is not None:
+        skipped = np.asarray(unchanged, dtype=bool)
+        if skipped.shape != (len(parcels),):
+            raise ValueError(f"unchanged has {skipped.shape} entries for {len(parcels)} parcels")
+    check = ~skipped
 
     def add(rule_code: str, index: int, message: str, location=None, **detail) -> None:
         row = keys.iloc[index]
@@ -120,7 +191,7 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
             Finding(
                 rule_code=rule_code,
                 message=message,
-                source_row=int(parcels[parcel.SOURCE_ROW].iloc[index]),
+                source_row=int(source_rows[index]),
                 location=location,
                 detail=detail,
                 commune_code=None if pd.isna(row.iloc[0]) else str(row.iloc[0]),
@@ -130,15 +201,15 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
         )
 
     def where(index: int) -> str:
-        row = int(parcels[parcel.SOURCE_ROW].iloc[index])
-        return f"record {row} (parcel {_key_text(keys.iloc[index])})"
+        return f"record {int(source_rows[index])} (parcel {_key_text(keys.iloc[index])})"
 
     # Geometry: empty, not a polygon, invalid (repaired when it changes no meaning).
-    missing = shapely.is_missing(geometries) | shapely.is_empty(geometries)
+    missing = np.zeros(len(parcels), dtype=bool)
+    missing[check] = shapely.is_missing(geometries[check]) | shapely.is_empty(geometries[check])
     for i in np.flatnonzero(missing):
         add("GEOM_EMPTY", i, f"{where(i)} has no geometry")
-    type_ids = shapely.get_type_id(geometries)
-    polygonal = np.isin(type_ids, (3, 6))  # Polygon, MultiPolygon
+    polygonal = np.ones(len(parcels), dtype=bool)
+    polygonal[check] = np.isin(shapely.get_type_id(geometries[check]), (3, 6))
     for i in np.flatnonzero(~missing & ~polygonal):
         kind = geometries[i].geom_type
         add(
@@ -148,8 +219,10 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
             shapely.point_on_surface(geometries[i]),
             geometry_type=kind,
         )
-    checked = ~missing & polygonal
-    invalid = checked & ~shapely.is_valid(geometries)
+    checked = check & ~missing & polygonal
+    invalid = np.zeros(len(parcels), dtype=bool)
+    invalid[checked] = ~_is_valid(geometries[checked])
+    refused = np.zeros(len(parcels), dtype=bool)  # invalid and not repaired
     repaired: set[int] = set()
     repair_params = rules["GEOM_REPAIRED"].params
     for i in np.flatnonzero(invalid):
@@ -157,6 +230,7 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
         location = _invalid_location(reason, geometries[i])
         fixed = _repair(geometries[i], repair_params)
         if fixed is None:
+            refused[i] = True
             add(
                 "GEOM_INVALID",
                 i,
@@ -166,7 +240,7 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
             )
         else:
             geometries[i] = fixed
-            repaired.add(int(parcels[parcel.SOURCE_ROW].iloc[i]))
+            repaired.add(int(source_rows[i]))
             add(
                 "GEOM_REPAIRED",
                 i,
@@ -176,7 +250,8 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
                 method="make_valid",
             )
 
-    # Keys: missing or unreadable, unknown commune, duplicated within the delivery.
+    # Keys: missing or unreadable, unknown commune, duplicated within the delivery. These
+    # depend on the delivery as a whole, or are cheap: every record is checked.
     key_missing = keys.isna().any(axis=1).to_numpy()
     for i in np.flatnonzero(key_missing):
         absent = [name for name in parcel.KEY if pd.isna(keys.iloc[i][name])]
@@ -212,65 +287,100 @@ def validate(parcels: gpd.GeoDataFrame, prior: list[Finding] | None = None) -> V
         )
 
     # Extent: inside the district of its commune (buffered), for polygons with a known commune.
-    _check_extent(parcels, geometries, checked & commune_known, add, where)
+    _check_extent(parcels, geometries, checked & commune_known, refused, add, where)
 
     # Land use: every code in the current or the old list.
-    known_codes = schemas.land_use_codes()
-    for i, codes in enumerate(parcels["land_use_codes"]):
-        unknown = [code for code in (codes or []) if code not in known_codes]
-        if unknown:
-            add(
-                "ATTR_LAND_USE_UNKNOWN",
-                i,
-                f"{where(i)}: land-use code {'+'.join(unknown)} is in no national list",
-                _point(geometries[i]),
-                codes=unknown,
-            )
-        legacy = [code for code in (codes or []) if code in known_codes and _legacy(code)]
-        if legacy:
-            add(
-                "ATTR_LAND_USE_LEGACY",
-                i,
-                f"{where(i)}: land-use code {'+'.join(legacy)} is valid only in the old list",
-                _point(geometries[i]),
-                codes=legacy,
-            )
+    _check_land_use(parcels["land_use_codes"], geometries, check, add, where)
 
     # Area: computed (on the TM-3 plane) against declared, beyond the tolerance.
-    _check_areas(parcels, geometries, checked & ~invalid_unrepaired(findings, parcels), add, where)
+    _check_areas(parcels, geometries, checked & ~refused, add, where)
 
-    # Topology, over the parcels that will be loaded (rejected ones have no place in it).
+    # Topology, over the parcels that will be loaded (rejected ones have no place in it). Their
+    # geometries are valid polygons: the others were rejected above, or are unchanged ones.
     rejecting = {f.source_row for f in findings if f.severity == "reject"}
-    kept = ~parcels[parcel.SOURCE_ROW].isin(rejecting).to_numpy()
+    kept = ~np.isin(source_rows, list(rejecting))
     candidates = parcels[kept].set_geometry(
         gpd.GeoSeries(geometries[kept], index=parcels.index[kept], crs=parcels.crs)
     )
-    findings.extend(topology_of(candidates))
+    focus = check[kept] if skipped[kept].any() else None
+    pending = None
+    if any(rules[code].severity == "reject" for code in _TOPOLOGY_RULES):
+        findings.extend(topology_of(candidates, focus=focus, valid=True))
+    else:  # no topology finding rejects a record: find them while the caller goes on
+        pending = _in_background(
+            topology_of, candidates, focus=focus, valid=True, yielding=focus is None
+        )
 
     reject_rows: dict[int, list[str]] = {}
     for finding in findings:
         if finding.severity == "reject" and finding.source_row is not None:
             reject_rows.setdefault(finding.source_row, []).append(finding.rule_code)
-    rejected_mask = parcels[parcel.SOURCE_ROW].isin(reject_rows).to_numpy()
+    rejected_mask = np.isin(source_rows, list(reject_rows))
     rejected = parcels[rejected_mask].copy()
     rejected["rule_codes"] = [sorted(set(reject_rows[r])) for r in rejected[parcel.SOURCE_ROW]]
     accepted = parcels[~rejected_mask].copy()
     accepted = accepted.set_geometry(
-        gpd.GeoSeries(
-            _as_multipolygons(geometries[~rejected_mask]), index=accepted.index, crs=parcels.crs
-        )
+        gpd.GeoSeries(geometries[~rejected_mask], index=accepted.index, crs=parcels.crs)
     )
-    return Validation(accepted, rejected, findings, repaired)
+    kept_unchanged = skipped[~rejected_mask] if unchanged is not None else None
+    return Validation(accepted, rejected, findings, repaired, kept_unchanged, pending=pending)
 
 
-def topology_of(parcels: gpd.GeoDataFrame) -> list[Finding]:
-    """Overlaps, gaps, slivers and edge mismatches among ``parcels`` (see topology.py)."""
-    if len(parcels) == 0:
+def _is_valid(geometries: np.ndarray) -> np.ndarray:
+    """``shapely.is_valid`` on the CPU's threads (GEOS lets go of the GIL)."""
+    pieces = max(1, min(os.cpu_count() or 1, len(geometries) // 50_000))
+    if pieces == 1:
+        return shapely.is_valid(geometries)
+    with ThreadPoolExecutor(max_workers=pieces) as pool:
+        return np.concatenate(list(pool.map(shapely.is_valid, np.array_split(geometries, pieces))))
+
+
+#: Niceness of the background topology search (see :func:`_in_background`).
+_BACKGROUND_NICENESS = 10
+
+#: The rules :func:`topology_of` checks.
+_TOPOLOGY_RULES = (topology.OVERLAP, topology.GAP, topology.SLIVER, topology.EDGE_MISMATCH)
+
+
+def _in_background(function, *args, yielding: bool = False, **kwargs) -> Future:
+    """``function(*args, **kwargs)`` on a thread of its own (GEOS lets go of the GIL).
+
+    ``yielding``: the thread (and the threads it starts) run at a lower CPU priority. So does
+    the check of a whole delivery's topology: it is long, and a load copying the parcels
+    meanwhile waits for the database, which then comes first. Alone, it runs as fast.
+    """
+
+    def run():
+        if yielding and sys.platform == "linux":  # a thread's niceness is its own on Linux
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _BACKGROUND_NICENESS)
+        return function(*args, **kwargs)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="landpipe-topology")
+    try:
+        return pool.submit(run)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def topology_of(
+    parcels: gpd.GeoDataFrame, *, focus: np.ndarray | None = None, valid: bool = False
+) -> list[Finding]:
+    """Overlaps, gaps, slivers and edge mismatches among ``parcels`` (see topology.py).
+
+    With ``focus`` (a boolean mask over ``parcels``), only those that involve a focus parcel;
+    ``valid`` says the geometries are known to be valid polygons.
+    """
+    if len(parcels) == 0 or (focus is not None and not np.any(focus)):
         return []
-    found = topology.topology_findings(parcels, topology.catalogue_params())
+    found = topology.topology_findings(
+        parcels, topology.catalogue_params(), focus=focus, valid=valid
+    )
     sliver = schemas.rules()["TOPO_SLIVER"].params
     exempt = set(sliver["thin_by_nature"])
-    codes = dict(zip(parcels[parcel.SOURCE_ROW], parcels["land_use_codes"], strict=True))
+    slivers = {f.source_row for f in found if f.rule_code == "TOPO_SLIVER"}
+    of_slivers = parcels[parcels[parcel.SOURCE_ROW].isin(slivers)]
+    codes = dict(zip(of_slivers[parcel.SOURCE_ROW], of_slivers["land_use_codes"], strict=True))
     return [
         f
         for f in found
@@ -311,10 +421,50 @@ def area_tolerance(
     tolerance = params["absolute_m2"] + params["relative"] * np.abs(declared)
     if perimeter is None or map_scale is None:
         return tolerance
-    accuracy = {int(scale): float(metres) for scale, metres in params["point_accuracy_m"].items()}
-    known = np.array([accuracy.get(int(s), np.nan) if s == s else np.nan for s in map_scale])
+    accuracy = {float(scale): float(metres) for scale, metres in params["point_accuracy_m"].items()}
+    known = (
+        pd.Series(np.asarray(map_scale, dtype="float64"))
+        .map(accuracy)
+        .to_numpy(dtype="float64", na_value=np.nan)
+    )
     scaled = np.maximum(params["absolute_m2"], known / 2 * perimeter)
     return np.where(np.isnan(known), tolerance, scaled)
+
+
+def _check_land_use(codes: pd.Series, geometries, eligible, add, where) -> None:
+    """Codes in no national list (``ATTR_LAND_USE_UNKNOWN``) or only in the old one (legacy)."""
+    rows = np.flatnonzero(eligible)
+    if not len(rows):
+        return
+    lists = land_use_arrow(codes.to_numpy()[rows])
+    flat = lists.flatten()
+    known_codes = schemas.land_use_codes()
+    legacy_codes = [code for code in known_codes if _legacy(code)]
+    odd = pc.invert(pc.is_in(flat, value_set=pa.array(list(known_codes), pa.string())))
+    odd = pc.or_(odd, pc.is_in(flat, value_set=pa.array(legacy_codes, pa.string())))
+    if not pc.any(odd).as_py():
+        return
+    parents = pc.list_parent_indices(lists).to_numpy()[odd.to_numpy(zero_copy_only=False)]
+    for i in rows[np.unique(parents)]:  # rows with a finding, in order
+        listed = codes.iloc[i] or []
+        unknown = [code for code in listed if code not in known_codes]
+        if unknown:
+            add(
+                "ATTR_LAND_USE_UNKNOWN",
+                i,
+                f"{where(i)}: land-use code {'+'.join(unknown)} is in no national list",
+                _point(geometries[i]),
+                codes=unknown,
+            )
+        legacy = [code for code in listed if code in known_codes and _legacy(code)]
+        if legacy:
+            add(
+                "ATTR_LAND_USE_LEGACY",
+                i,
+                f"{where(i)}: land-use code {'+'.join(legacy)} is valid only in the old list",
+                _point(geometries[i]),
+                codes=legacy,
+            )
 
 
 def _check_areas(parcels, geometries, eligible, add, where) -> None:
@@ -342,35 +492,65 @@ def _check_areas(parcels, geometries, eligible, add, where) -> None:
         )
 
 
-def _as_multipolygons(geometries: np.ndarray) -> np.ndarray:
-    """Polygons wrapped as one-part MultiPolygons (the register stores MultiPolygon)."""
-    out = geometries.copy()
-    single = np.flatnonzero(shapely.get_type_id(out) == 3)
-    out[single] = shapely.multipolygons(out[single], indices=np.arange(len(single)))
-    return out
-
-
 def _point(geometry: shapely.Geometry | None) -> shapely.Geometry | None:
     if geometry is None or geometry.is_empty:
         return None
     return shapely.point_on_surface(shapely.make_valid(geometry))
 
 
-def _check_extent(parcels, geometries, eligible, add, where) -> None:
+def _check_extent(parcels, geometries, eligible, refused, add, where) -> None:
+    """Parcels whose point on surface lies outside the (buffered) district of their commune.
+
+    A parcel whose bounding box lies inside the district has its point inside too: the
+    points are computed only for the others, a few along the district's edge.
+    """
     buffer_m = schemas.rules()["GEOM_OUT_OF_EXTENT"].params["boundary_buffer_m"]
-    communes = parcels["commune_code"].to_numpy()
-    for commune in pd.unique(communes[eligible]):
-        rows = np.flatnonzero(eligible & (communes == commune))
+    rows = np.flatnonzero(eligible)
+    if not len(rows):
+        return
+    communes, commune_of = np.unique(
+        parcels["commune_code"].to_numpy(dtype=object)[rows].astype(str), return_inverse=True
+    )
+    bounds = shapely.bounds(geometries[rows])
+    outside = np.zeros(len(rows), dtype=bool)
+    for k, commune in enumerate(communes):
+        members = np.flatnonzero(commune_of == k)
+        area = _district_area(district_of(commune), buffer_m)
+        outside[members] = _outside(
+            area, geometries[rows[members]], bounds[members], refused[rows[members]]
+        )
+    for place in np.flatnonzero(outside):
+        i = rows[place]
+        commune = communes[commune_of[place]]
         district = district_of(commune)
-        area = boundary(district, buffer_m)
-        points = shapely.point_on_surface(shapely.make_valid(geometries[rows]))
-        outside = ~shapely.contains(area, points)
         scope = f"district {district}" if district else "the province"
-        for i in rows[outside]:
-            add(
-                "GEOM_OUT_OF_EXTENT",
-                i,
-                f"{where(i)} lies outside {scope} of commune {commune}",
-                _point(geometries[i]),
-                district=district,
-            )
+        add(
+            "GEOM_OUT_OF_EXTENT",
+            i,
+            f"{where(i)} lies outside {scope} of commune {commune}",
+            _point(geometries[i]),
+            district=district,
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _district_area(district: str | None, buffer_m: float) -> shapely.Geometry:
+    """The buffered district (prepared), made once per process from the boundaries shipped."""
+    return boundary(district, buffer_m)
+
+
+def _outside(area, geometries, bounds, invalid) -> np.ndarray:
+    """Whether each geometry's point on surface lies outside ``area`` (prepared)."""
+    outside = np.zeros(len(geometries), dtype=bool)
+    whole = shapely.box(*bounds[:, :2].min(axis=0), *bounds[:, 2:].max(axis=0))
+    if shapely.contains(area, whole):
+        return outside
+    inside = shapely.contains(area, shapely.box(*bounds.T))
+    doubt = np.flatnonzero(~inside)
+    if not len(doubt):
+        return outside
+    shapes = geometries[doubt]
+    broken = invalid[doubt]
+    shapes[broken] = shapely.make_valid(shapes[broken])
+    outside[doubt] = ~shapely.contains(area, shapely.point_on_surface(shapes))
+    return outside

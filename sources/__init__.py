@@ -8,11 +8,13 @@ The steps, each a plain function the flow runs as a task:
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -20,7 +22,7 @@ from landpipe.errors import FieldError
 from landpipe.schemas.findings import Finding
 from landpipe.schemas.parcel import ATTRIBUTES
 from landpipe.sources.crs import CRSDecision, decide_crs, to_storage
-from landpipe.sources.fields import map_fields
+from landpipe.sources.fields import content_hashes, map_fields
 from landpipe.sources.files import Source, fingerprint, open_source
 from landpipe.sources.layers import RawLayer, read_parcel_layer
 from landpipe.sources.text import TextDecision
@@ -101,11 +103,19 @@ class Delivery:
             linework=raw.linework,
         )
 
-    @property
+    @functools.cached_property
     def commune_code(self) -> str | None:
         """The commune most parcels belong to."""
         codes = self.parcels["commune_code"].dropna()
         return str(codes.mode().iloc[0]) if len(codes) else None
+
+    @functools.cached_property
+    def content_hashes(self) -> np.ndarray:
+        """The content hash of each parcel, as delivered (one 32-byte row per row of
+        ``parcels``): what the register compares with a parcel's current version to tell
+        whether it changed (:func:`landpipe.sources.fields.content_hashes`). Made when first
+        asked for: a first load hashes the parcels as it copies them."""
+        return content_hashes(self.parcels)
 
     @property
     def extra_fields(self) -> list[str]:

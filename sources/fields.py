@@ -9,11 +9,15 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
+from hashlib import sha256
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import shapely
 
 from landpipe import schemas
 from landpipe.errors import FieldError
@@ -110,7 +114,7 @@ def to_area(value: Any) -> float | None:
         return None
     if isinstance(value, (int, float, np.integer, np.floating)):
         number = float(value)
-        return None if math.isnan(number) else number
+        return number if math.isfinite(number) else None
     text = str(value).strip().replace(" ", "")
     if not text:
         return None
@@ -121,9 +125,10 @@ def to_area(value: Any) -> float | None:
     else:
         text = text.replace(",", ".")
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         return None
+    return number if math.isfinite(number) else None
 
 
 def to_land_use_codes(value: Any) -> list[str]:
@@ -220,7 +225,8 @@ def series_to_commune_code(values: pd.Series) -> pd.Series:
 def series_to_area(values: pd.Series) -> pd.Series:
     """Vectorised :func:`to_area`: float m², NaN when unreadable; comma decimals read right."""
     if pd.api.types.is_numeric_dtype(values):
-        return values.astype("float64")
+        areas = values.astype("float64")
+        return areas.where(np.isfinite(areas))
     areas = _per_distinct(values, to_area)
     return pd.Series([np.nan if a is None else a for a in areas], dtype="float64")
 
@@ -272,6 +278,42 @@ def series_to_text(values: pd.Series) -> list[str | None]:
     return [None if text is None else text.strip() or None for text in texts]
 
 
+def text_column(values: pd.Series) -> pd.Series | list[str | None]:
+    """:func:`series_to_text` as a text column, the stripping done in Arrow: the same values
+    (Arrow strips the same whitespace as Python), without a Python string per record."""
+    if not len(values) or not (values.dtype == object or pd.api.types.is_string_dtype(values)):
+        return series_to_text(values)
+    try:
+        texts = pa.array(values, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers among the texts
+        return series_to_text(values)
+    if texts.null_count == len(texts):
+        return series_to_text(values)
+    # Python strings are at hand in an object column; an Arrow one is checked in Arrow.
+    nfc = is_nfc(values.dropna().tolist()) if values.dtype == object else _arrow_is_nfc(texts)
+    if not nfc:
+        return series_to_text(values)
+    stripped = pc.utf8_trim_whitespace(texts)
+    blank = pc.equal(pc.binary_length(stripped), 0)
+    return pd.Series(pd.array(pc.if_else(blank, pa.scalar(None, pa.string()), stripped), "str"))
+
+
+def _arrow_is_nfc(texts: pa.StringArray) -> bool:
+    """:func:`is_nfc` over an Arrow array: one decoded text, the values joined by newlines."""
+    present = texts.drop_null()
+    if pc.all(pc.string_is_ascii(present)).as_py() is not False:
+        return True
+    lines = pc.binary_join_element_wise(present, pa.scalar("", pa.string()), "\n")
+    return unicodedata.is_normalized("NFC", str(_values_bytes(lines), "utf-8"))
+
+
+def _values_bytes(values: pa.Array) -> memoryview:
+    """The bytes of all values of a binary or string array, back to back."""
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
+    offsets = offsets[values.offset : values.offset + len(values) + 1]
+    return memoryview(values.buffers()[2])[offsets[0] : offsets[-1]]
+
+
 def to_map_scale(value: Any) -> int | None:
     """A map scale as delivered (``"1:1000"``, ``"1/1000"``, ``1000``) as its denominator."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
@@ -293,8 +335,8 @@ _CONVERTERS = {
     "land_use_codes": series_to_land_use_codes,
     "declared_area_m2": series_to_area,
     "legal_area_m2": series_to_area,
-    "owner_name": series_to_text,
-    "address": series_to_text,
+    "owner_name": text_column,
+    "address": text_column,
     "map_scale": series_to_map_scale,
 }
 
@@ -398,3 +440,202 @@ def attribute_json(frame: pd.DataFrame, fields: list[str], rows: np.ndarray) -> 
     subset = pd.DataFrame(frame[fields].iloc[rows]).reset_index(drop=True)
     text = subset.to_json(orient="records", lines=True, force_ascii=False, date_format="iso")
     return text.splitlines()
+
+
+# --------------------------------------------------------------------------- content hash
+
+#: Well-known binary geometry type codes, and the EWKB flag of an SRID.
+_POLYGON, _MULTIPOLYGON, _EWKB_SRID = 3, 6, 0x20000000
+
+
+def fixed_width(records: np.ndarray) -> pa.BinaryArray:
+    """The bytes of each element of ``records`` (any fixed-size dtype) as a binary array."""
+    records = np.ascontiguousarray(records)
+    buffer = pa.py_buffer(records.view(np.uint8).reshape(-1))
+    width = pa.binary(records.dtype.itemsize)
+    return pa.FixedSizeBinaryArray.from_buffers(width, len(records), [None, buffer]).cast(
+        pa.binary()
+    )
+
+
+def length_prefix(values: pa.Array) -> pa.BinaryArray:
+    """The byte length of each value: 4 bytes, big-endian, -1 when the value is missing."""
+    lengths = pc.fill_null(pc.binary_length(values), -1).to_numpy(zero_copy_only=False)
+    return fixed_width(lengths.astype(">i4"))
+
+
+def joined(parts: list[pa.Array]) -> pa.BinaryArray:
+    """The values of ``parts`` concatenated row by row (a missing value adds nothing)."""
+    parts = [p if pa.types.is_binary(p.type) else p.cast(pa.binary()) for p in parts]
+    return pc.binary_join_element_wise(*parts, b"", null_handling="replace", null_replacement=b"")
+
+
+def length_prefixed(values: pa.Array) -> pa.BinaryArray:
+    """Each value as its byte length (4 bytes, big-endian; -1 when missing), then its bytes.
+
+    Such values concatenate without ambiguity. It is also how PostgreSQL's binary ``COPY``
+    frames a field.
+    """
+    return joined([length_prefix(values), values])
+
+
+def multipolygon_wkb(
+    geometries: np.ndarray, srid: int | None = None, *, prefixed: bool = False
+) -> pa.BinaryArray:
+    """Little-endian WKB of each geometry as the register stores it: a Polygon becomes a
+    one-part MultiPolygon. With ``srid``, extended WKB carrying it, as PostGIS reads it.
+    Missing geometries are nulls; ``prefixed``, each is :func:`length_prefixed` instead.
+
+    Parcels are nearly all polygons without holes: their WKB is written straight from the
+    coordinate array; other geometries go through GEOS's writer one by one.
+    """
+    geometries = np.asarray(geometries, dtype=object)
+    simple = shapely.get_type_id(geometries) == _POLYGON
+    simple[simple] = (shapely.get_num_interior_rings(geometries[simple]) == 0) & ~shapely.has_z(
+        geometries[simple]
+    )
+    simple[simple] = ~shapely.is_empty(geometries[simple])
+    wkb = _simple_polygons_wkb(geometries[simple], srid, prefixed)
+    if simple.all():
+        return wkb
+    others = np.flatnonzero(~simple)
+    written = [_multipolygon_wkb(g, srid) for g in geometries[others]]
+    if prefixed:
+        written = [
+            b"\xff\xff\xff\xff" if w is None else len(w).to_bytes(4, "big") + w for w in written
+        ]
+    order = np.concatenate([np.flatnonzero(simple), others]).argsort()
+    combined = pa.concat_arrays([wkb, pa.array(written, type=pa.binary())])
+    return combined.take(pa.array(order))
+
+
+def _simple_polygons_wkb(polygons: np.ndarray, srid: int | None, prefixed: bool) -> pa.BinaryArray:
+    """WKB of polygons with one ring each (no holes, 2D, not empty) as one-part MultiPolygons,
+    each a header and the ring's coordinates as they lie in GEOS's coordinate array."""
+    points = shapely.get_num_coordinates(polygons).astype(np.int64)
+    coordinates = shapely.get_coordinates(polygons)  # one ring each: the ring's points in order
+    fields = [("length", ">i4")] if prefixed else []
+    fields += [("order", "u1"), ("type", "<u4")]
+    if srid is not None:
+        fields.append(("srid", "<u4"))
+    fields += [
+        ("parts", "<u4"),
+        ("part_order", "u1"),
+        ("part_type", "<u4"),
+        ("rings", "<u4"),
+        ("points", "<u4"),
+    ]
+    header = np.empty(len(polygons), dtype=fields)
+    if prefixed:
+        header["length"] = header.dtype.itemsize - 4 + 16 * points
+    header["order"] = 1
+    header["type"] = _MULTIPOLYGON if srid is None else _MULTIPOLYGON | _EWKB_SRID
+    if srid is not None:
+        header["srid"] = srid
+    header["parts"] = 1
+    header["part_order"] = 1
+    header["part_type"] = _POLYGON
+    header["rings"] = 1
+    header["points"] = points
+    offsets = np.zeros(len(polygons) + 1, dtype=np.int64)
+    np.cumsum(points * 16, out=offsets[1:])
+    body = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(),
+        len(polygons),
+        [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(coordinates, "<f8"))],
+    ).cast(pa.binary())
+    return joined([fixed_width(header), body])
+
+
+def _multipolygon_wkb(geometry: shapely.Geometry | None, srid: int | None) -> bytes | None:
+    if geometry is None:
+        return None
+    wkb = shapely.to_wkb(geometry, byte_order=1)
+    if shapely.get_type_id(geometry) == _POLYGON:
+        wkb = b"\x01\x06\x00\x00\x00\x01\x00\x00\x00" + wkb
+    if srid is None:
+        return wkb
+    kind = int.from_bytes(wkb[1:5], "little") | _EWKB_SRID
+    return wkb[:1] + kind.to_bytes(4, "little") + srid.to_bytes(4, "little") + wkb[5:]
+
+
+def text_arrow(values: pd.Series | list) -> pa.StringArray:
+    """Text values as an Arrow array; anything that is not a string is missing."""
+    if isinstance(values, pd.Series) and pd.api.types.is_string_dtype(values):
+        return pa.array(values, type=pa.string(), from_pandas=True)
+    return pa.array([v if isinstance(v, str) else None for v in values], type=pa.string())
+
+
+def land_use_arrow(values: pd.Series | np.ndarray) -> pa.ListArray:
+    """Land-use code lists as an Arrow list array (a missing list is an empty one)."""
+    codes = pa.array(values, type=pa.list_(pa.string()), from_pandas=True)
+    if codes.null_count:
+        codes = pc.if_else(codes.is_null(), pa.scalar([], pa.list_(pa.string())), codes)
+    return codes
+
+
+def area_tenths(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Areas in tenths of m², as ``numeric(14, 1)`` stores them (NaN where unknown, and where
+    not a finite number, which the register cannot hold)."""
+    tenths = np.rint(np.asarray(values, dtype="float64") * 10)
+    tenths[~np.isfinite(tenths)] = np.nan
+    return tenths
+
+
+#: Parcels hashed at a time: the content of a chunk stays in the CPU's caches.
+HASH_CHUNK = 100_000
+
+
+def content_hashes(parcels: gpd.GeoDataFrame) -> np.ndarray:
+    """SHA-256 of what makes a parcel changed when it is delivered again: one 32-byte row
+    per parcel, an (n, 32) ``uint8`` array.
+
+    The content is the geometry (as stored: a MultiPolygon in the storage CRS), the land-use
+    codes, the declared and legal areas (in tenths of m²), the owner and the address, each
+    field length-prefixed. ``land.parcel_content_hash`` in ``sql/030_parcel.sql`` computes
+    the same bytes from a stored version, so two parcels have the same hash exactly when the
+    register would call them the same.
+    """
+    geometries = np.asarray(parcels.geometry.values)
+    codes = land_use_arrow(parcels["land_use_codes"])
+    declared = _tenths_field(area_tenths(parcels["declared_area_m2"]))
+    legal = _tenths_field(area_tenths(parcels["legal_area_m2"]))
+    owner, address = text_arrow(parcels["owner_name"]), text_arrow(parcels["address"])
+    digests: list[bytes] = []
+    with _collector_paused():
+        for start in range(0, len(parcels), HASH_CHUNK):
+            part = slice(start, start + HASH_CHUNK)
+            n = len(geometries[part])
+            content = joined(
+                [
+                    multipolygon_wkb(geometries[part], prefixed=True),
+                    _codes_field(codes.slice(start, n)),
+                    declared.slice(start, n),
+                    legal.slice(start, n),
+                    length_prefix(owner.slice(start, n)),
+                    owner.slice(start, n),
+                    length_prefix(address.slice(start, n)),
+                    address.slice(start, n),
+                ]
+            )
+            digests.extend(sha256(value).digest() for value in content.to_numpy(False))
+    return np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
+
+
+def _codes_field(codes: pa.ListArray) -> pa.BinaryArray:
+    """The number of codes (4 bytes), then each code length-prefixed."""
+    counts = pc.list_value_length(codes).to_numpy(zero_copy_only=False).astype(">i4")
+    elements = pa.ListArray.from_arrays(codes.offsets, length_prefixed(codes.values))
+    return joined([fixed_width(counts), pc.binary_join(elements, b"")])
+
+
+def _tenths_field(tenths: np.ndarray) -> pa.BinaryArray:
+    """A length-prefixed 8-byte big-endian integer, or -1 where the area is unknown."""
+    record = np.zeros(len(tenths), dtype=[("length", ">i4"), ("value", ">i8")])
+    known = ~np.isnan(tenths)
+    record["length"] = np.where(known, 8, -1)
+    record["value"][known] = tenths[known]
+    field = fixed_width(record)
+    if known.all():
+        return field
+    return pc.if_else(pa.array(known), field, pa.scalar(b"\xff\xff\xff\xff", pa.binary()))

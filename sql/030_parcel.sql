@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS land.parcel_version (
     change              text NOT NULL CHECK (change IN ('added', 'changed')),
     previous_version_id bigint REFERENCES land.parcel_version (id),
     geom                geometry(MultiPolygon, 9218) NOT NULL,
+    content_hash        bytea,
     CHECK (valid_to IS NULL OR valid_to >= valid_from),
     CHECK ((valid_to IS NULL) = (retired_batch_id IS NULL))
 );
@@ -34,6 +35,41 @@ CREATE INDEX IF NOT EXISTS parcel_version_batch_idx ON land.parcel_version (batc
 CREATE INDEX IF NOT EXISTS parcel_version_owner_idx ON land.parcel_version (lower(owner_name))
     WHERE valid_to IS NULL;
 COMMENT ON TABLE land.parcel_version IS 'Every version of every parcel (thửa đất) with the interval it was current; area_m2 computed on the VN-2000 / TM-3 plane, rounded to 0.1 m²';
+-- Registers created before versions carried their content hash.
+ALTER TABLE land.parcel_version ADD COLUMN IF NOT EXISTS content_hash bytea;
+COMMENT ON COLUMN land.parcel_version.content_hash IS 'land.parcel_content_hash of the version, computed by the loader: a re-delivered parcel with the same hash is unchanged';
+
+-- A value with its length before it (4 bytes, big-endian; -1 for NULL), so that values
+-- concatenate without ambiguity.
+CREATE OR REPLACE FUNCTION land.length_prefixed(value bytea)
+RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN value IS NULL THEN int4send(-1) ELSE int4send(length(value)) || value END
+$$;
+
+-- SHA-256 of what makes a re-delivered parcel changed: its geometry (WKB, little-endian),
+-- land-use codes, declared and legal areas (in tenths of m²), owner and address, each
+-- length-prefixed. The loader computes the same bytes from a delivery
+-- (landpipe.sources.fields.content_hashes) and stores them as content_hash; this function
+-- is their definition, and stands in for a version stored without one.
+CREATE OR REPLACE FUNCTION land.parcel_content_hash(
+    geom geometry, land_use_codes text[], declared_area_m2 numeric, legal_area_m2 numeric,
+    owner_name text, address text)
+RETURNS bytea
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT sha256(
+        land.length_prefixed(ST_AsBinary(geom, 'NDR'))
+        || int4send(coalesce(cardinality(land_use_codes), 0))
+        || coalesce((SELECT string_agg(land.length_prefixed(convert_to(c.code, 'UTF8')),
+                                       ''::bytea ORDER BY c.i)
+                     FROM unnest(land_use_codes) WITH ORDINALITY AS c(code, i)), ''::bytea)
+        || CASE WHEN declared_area_m2 IS NULL THEN int4send(-1)
+                ELSE int4send(8) || int8send((declared_area_m2 * 10)::int8) END
+        || CASE WHEN legal_area_m2 IS NULL THEN int4send(-1)
+                ELSE int4send(8) || int8send((legal_area_m2 * 10)::int8) END
+        || land.length_prefixed(convert_to(owner_name, 'UTF8'))
+        || land.length_prefixed(convert_to(address, 'UTF8')))
+$$;
 
 -- The current parcels: one row per key, the columns district offices, notebooks and QGIS use.
 CREATE OR REPLACE VIEW land.parcel AS

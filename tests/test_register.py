@@ -9,14 +9,19 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 
 import psycopg
+import pytest
 import sqlalchemy as sa
-from shapely.geometry import box
+from shapely.geometry import MultiPolygon, Polygon, box
 
+from landpipe import load as loader
 from landpipe import synth
+from landpipe.sources import read_delivery
+from landpipe.validate import validate
 from tests.conftest import REPO
-from tests.parcels import BOW_TIE, X0, Y0, record
+from tests.parcels import BOW_TIE, SELF_TOUCHING, X0, Y0, lot, record
 from tests.test_load import load_file, write
 
 
@@ -299,3 +304,233 @@ def test_two_concurrent_loads_of_one_commune_both_land_in_turn(register, setting
     owners = {owner for _, _, owner, *_ in current(register) if owner != "Nguyễn Văn An"}
     assert len(owners) == 1
     _consistent(register)
+
+
+# --------------------------------------------------------------------------- re-deliveries
+
+
+def load_as_the_flow_does(engine, path):
+    """Read, find the parcels the register holds unchanged, validate the others, load."""
+    read = read_delivery(path)
+    unchanged = loader.unchanged_parcels(engine, read)
+    validation = validate(read.parcels, read.findings, unchanged=unchanged)
+    return loader.load(engine, read, validation, started_at=datetime.now(UTC)), validation
+
+
+def findings_of(engine, batch):
+    return rows(
+        engine,
+        "SELECT rule_code, parcel_no, other_parcel_no FROM land.finding WHERE batch_id = :batch"
+        " ORDER BY 1, 2, 3",
+        batch=batch,
+    )
+
+
+def test_stored_content_hash_is_the_sql_definition(register, tmp_path):
+    hole = box(X0, Y0, X0 + 10, Y0 + 10).difference(box(X0 + 4, Y0 + 4, X0 + 6, Y0 + 6))
+    records = [
+        record(0),
+        record(1, KyHieuMucDichSuDung=None, DienTich=None, TenChu=None, DiaChi=None),
+        record(2, KyHieuMucDichSuDung="ONT+CLN", DienTich=99.96, TenChu="Đặng Thị Ánh Tuyết"),
+        record(3, geometry=MultiPolygon([box(X0 + 30, Y0, X0 + 34, Y0 + 10), half(3, 1)])),
+        record(5, geometry=hole, DienTich=96.0),
+        record(6, DienTich=-3.04, TenChu="  Ông  Ba  "),
+        record(7, geometry=shift(SELF_TOUCHING, 80), DienTich=round(SELF_TOUCHING.area, 1)),
+    ]
+    assert load_file(register, write(tmp_path, records, "d.gpkg")).repaired == 1
+    stored = rows(
+        register,
+        "SELECT parcel_no, content_hash = land.parcel_content_hash(geom, land_use_codes,"
+        " declared_area_m2, legal_area_m2, owner_name, address) FROM land.parcel_version"
+        " ORDER BY 1",
+    )
+    assert stored == [(n, True) for n in (1, 2, 3, 4, 6, 7, 8)]
+
+
+def shift(geometry, dx):
+    from shapely.affinity import translate
+
+    return translate(geometry, xoff=dx)
+
+
+def test_a_repaired_parcel_delivered_again_is_unchanged(register, tmp_path):
+    records = [
+        record(0),
+        record(2, geometry=shift(SELF_TOUCHING, 20), DienTich=round(SELF_TOUCHING.area, 1)),
+    ]
+    load_file(register, write(tmp_path, records, "d1.gpkg"))
+    # Delivered as invalid as before: repaired again, into what the register holds.
+    result, validation = load_as_the_flow_does(register, write(tmp_path, records, "d2.gpkg"))
+    assert list(validation.unchanged) == [True, False]  # checked (and repaired) again
+    assert result.changes == {"added": 0, "changed": 0, "unchanged": 2, "retired": 0}
+    assert result.repaired == 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "changed"),
+    [
+        ({}, False),
+        ({"DienTich": 100.04}, False),  # the register keeps areas to 0.1 m²
+        ({"DienTich": 100.06}, True),
+        ({"DienTich": None}, True),
+        ({"DienTichPhapLy": 100.0}, True),
+        ({"TenChu": "Lê Thị Hoa"}, True),  # the same geometry with another owner
+        ({"TenChu": None}, True),
+        ({"DiaChi": "14 Trần Hưng Đạo, phường Phú Thủy"}, True),
+        ({"KyHieuMucDichSuDung": "ODT+CLN"}, True),
+        ({"KyHieuMucDichSuDung": "CLN+ODT"}, True),  # the order of the codes counts
+        ({"KyHieuMucDichSuDung": "ODT, "}, False),  # read as the same one code
+        ({"geometry": box(X0, Y0, X0 + 10, Y0 + 10.001)}, True),
+        # The same square drawn the other way round: the register compares coordinates.
+        ({"geometry": Polygon([(X0, Y0), (X0, Y0 + 10), (X0 + 10, Y0 + 10), (X0 + 10, Y0)])}, True),
+        ({"GhiChu": "đã kiểm tra"}, False),  # another delivered field: not what 'changed' means
+    ],
+)
+def test_changed_means_what_the_register_compares(register, tmp_path, overrides, changed):
+    first = [record(i, DienTichPhapLy=None) for i in range(3)]
+    for r in first:
+        r["GhiChu"] = ""
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    again = [dict(r) for r in first]
+    again[0].update(overrides)
+    result, validation = load_as_the_flow_does(register, write(tmp_path, again, "d2.gpkg"))
+    assert result.changes == {
+        "added": 0,
+        "changed": int(changed),
+        "unchanged": 3 - int(changed),
+        "retired": 0,
+    }
+    assert list(validation.unchanged) == [not changed, True, True]
+    # The same verdict as comparing the columns themselves, the way the register stored them.
+    delivered = read_delivery(tmp_path / "d2.gpkg").parcels.iloc[[0]]
+    same = scalar(
+        register,
+        """
+        SELECT v.geom = ST_Multi(ST_GeomFromWKB(:wkb, 9218))
+           AND v.land_use_codes = CAST(:codes AS text[])
+           AND v.declared_area_m2 IS NOT DISTINCT FROM CAST(:declared AS numeric(14, 1))
+           AND v.legal_area_m2 IS NOT DISTINCT FROM CAST(:legal AS numeric(14, 1))
+           AND v.owner_name IS NOT DISTINCT FROM :owner AND v.address IS NOT DISTINCT FROM :address
+        FROM land.parcel_version v WHERE v.parcel_no = 1 AND v.batch_id = 1""",
+        wkb=delivered.geometry.iloc[0].wkb,
+        codes=delivered["land_use_codes"].iloc[0],
+        declared=_number(delivered["declared_area_m2"].iloc[0]),
+        legal=_number(delivered["legal_area_m2"].iloc[0]),
+        owner=_text(delivered["owner_name"].iloc[0]),
+        address=_text(delivered["address"].iloc[0]),
+    )
+    assert same is (not changed)
+
+
+def _number(value):
+    return None if value != value else round(float(value), 1)
+
+
+def _text(value):
+    return value if isinstance(value, str) else None
+
+
+def test_redelivery_checks_changed_parcels_against_their_unchanged_neighbours(register, tmp_path):
+    first = [record(i) for i in range(6)]
+    first[4]["KyHieuMucDichSuDung"] = "XYZ"  # blocked from the first load on
+    one = load_file(register, write(tmp_path, first, "d1.gpkg"))
+    assert findings_of(register, one.batch) == [("ATTR_LAND_USE_UNKNOWN", 5, None)]
+    # Parcel 2 reaches 0.5 m into parcel 3, which is delivered unchanged.
+    again = [dict(r) for r in first]
+    again[1]["geometry"] = box(X0 + 10, Y0, X0 + 20.5, Y0 + 10)
+    again[1]["DienTich"] = 105.0
+    result, validation = load_as_the_flow_does(register, write(tmp_path, again, "d2.gpkg"))
+    assert result.changes == {"added": 0, "changed": 1, "unchanged": 5, "retired": 0}
+    assert list(validation.unchanged) == [True, False, True, True, True, True]
+    # The overlap is found (and parcel 2's edges that do not meet parcel 3's); the unchanged
+    # parcels' own findings are not made again.
+    assert findings_of(register, result.batch) == [
+        ("TOPO_EDGE_MISMATCH", 2, None),
+        ("TOPO_OVERLAP", 2, 3),
+    ]
+    assert result.issues == {"TOPO_EDGE_MISMATCH": 1, "TOPO_OVERLAP": 1}
+    # Both parcels of the overlap are blocked, and parcel 5 still is, by the first batch.
+    blocked = rows(register, "SELECT parcel_no FROM land.parcel_detail WHERE blocked ORDER BY 1")
+    assert blocked == [(2,), (3,), (5,)]
+
+
+def test_redelivery_finds_a_changed_parcels_overlap_with_a_registered_sheet(register, tmp_path):
+    from shapely.affinity import translate
+
+    load_file(register, write(tmp_path, [record(i) for i in range(3)], "sheet5.gpkg"))
+    sheet6 = [
+        record(0, SoHieuToBanDo=6, geometry=translate(lot(2), xoff=10)),
+        record(1, SoHieuToBanDo=6, geometry=translate(lot(3), xoff=10)),
+    ]
+    assert load_file(register, write(tmp_path, sheet6, "s6a.gpkg")).issues == {}
+    sheet6[0]["geometry"] = translate(lot(2), xoff=9.5)  # now 0.5 m into parcel 5/3
+    result, _ = load_as_the_flow_does(register, write(tmp_path, sheet6, "s6b.gpkg"))
+    assert result.changes == {"added": 0, "changed": 1, "unchanged": 1, "retired": 0}
+    assert findings_of(register, result.batch) == [("TOPO_OVERLAP", 1, 3)]
+
+
+def test_register_changed_since_the_look_is_validated_again(register, tmp_path):
+    first = [record(i) for i in range(3)]
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    late = [dict(r) for r in first]
+    late[2]["KyHieuMucDichSuDung"] = "XYZ"
+    read = read_delivery(write(tmp_path, late, "d2.gpkg"))
+    unchanged = loader.unchanged_parcels(register, read)
+    assert list(unchanged) == [True, True, False]
+    stale = validate(read.parcels, read.findings, unchanged=unchanged)
+    # Meanwhile another load of the commune changes parcels 1 and 3.
+    between = [dict(r) for r in first]
+    between[0]["TenChu"] = "Lê Thị Hoa"
+    between[2]["TenChu"] = "Lê Thị Hoa"
+    load_file(register, write(tmp_path, between, "between.gpkg"))
+    result = loader.load(register, read, stale, started_at=datetime.now(UTC))
+    # Parcel 1 is changed back, parcel 3 changed again: both checked, as if never skipped.
+    assert result.changes == {"added": 0, "changed": 2, "unchanged": 1, "retired": 0}
+    assert findings_of(register, result.batch) == [("ATTR_LAND_USE_UNKNOWN", 3, None)]
+    assert [owner for *_, owner, _, _ in current(register)] == ["Nguyễn Văn An"] * 3
+
+
+def test_a_version_stored_without_a_content_hash_is_compared_by_its_content(register, tmp_path):
+    first = [record(i) for i in range(3)]
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    with register.begin() as connection:
+        connection.execute(sa.text("UPDATE land.parcel_version SET content_hash = NULL"))
+    again = [dict(r) for r in first]
+    again[1]["TenChu"] = "Lê Thị Hoa"
+    result, validation = load_as_the_flow_does(register, write(tmp_path, again, "d2.gpkg"))
+    assert result.changes == {"added": 0, "changed": 1, "unchanged": 2, "retired": 0}
+    assert list(validation.unchanged) == [True, False, True]
+
+
+def secondary_objects(engine):
+    return rows(
+        engine,
+        """
+        SELECT 'index', pg_get_indexdef(indexrelid) FROM pg_index
+        WHERE indrelid = 'land.parcel_version'::regclass
+        UNION ALL
+        SELECT 'constraint', conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+        WHERE conrelid = 'land.parcel_version'::regclass
+        ORDER BY 1, 2""",
+    )
+
+
+def test_first_load_into_an_empty_register_builds_the_same_indexes_and_keys(register, tmp_path):
+    before = secondary_objects(register)
+    assert len([kind for kind, _ in before if kind == "index"]) >= 6
+    load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
+    assert secondary_objects(register) == before
+    assert scalar(register, "SELECT count(*) FROM land.parcel") == 7
+
+
+def test_failed_first_load_leaves_the_indexes_and_keys(register, tmp_path, monkeypatch):
+    before = secondary_objects(register)
+
+    def broken(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(loader, "_copy_findings", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
+    assert secondary_objects(register) == before
+    assert scalar(register, "SELECT count(*) FROM land.parcel_version") == 0

@@ -516,3 +516,107 @@ def test_ladm_col_overlaps_match_brute_force(min_area_m2, pairs):
         assert found.keys() == expected.keys()
         assert all(found[pair] == pytest.approx(area) for pair, area in expected.items())
     assert len(expected) == pairs
+
+
+# --------------------------------------------------------------------------- focus
+
+
+def assert_same_findings(found, expected) -> None:
+    """As ``comparable(found) == comparable(expected)``, but a gap's polygon (and its area) to
+    a micrometre, whatever vertex its ring starts at: a gap is a hole of the union of the
+    parcels looked at, and with a focus that union is made of other parcels, noded otherwise."""
+    assert len(found) == len(expected)
+    for f, e in zip(found, expected, strict=True):
+        (mine,), (theirs,) = comparable([f]), comparable([e])
+        assert mine[:8] + mine[9:11] == theirs[:8] + theirs[9:11]
+        assert f.area_m2 == pytest.approx(e.area_m2, abs=1e-6)
+        if e.location is not None:
+            a, b = shapely.normalize(f.location), shapely.normalize(e.location)
+            assert shapely.equals_exact(a, b, tolerance=1e-6), (a, b)
+
+
+def involves(finding, focus: np.ndarray, frame: gpd.GeoDataFrame) -> bool:
+    """Whether a finding of the whole check concerns a focus parcel: it names one, or (a gap)
+    one lines it (its boundary runs along the gap's)."""
+    rows = {finding.source_row}
+    if finding.other_parcel_no is not None:
+        rows.add(finding.other_parcel_no - 1)  # parcels() numbers parcel i + 1
+    if any(focus[row] for row in rows if row is not None):
+        return True
+    if finding.rule_code != topology.GAP:
+        return False
+    band = shapely.buffer(shapely.boundary(finding.location), 1e-3)
+    lining = np.asarray(frame.geometry.array, dtype=object)[focus]
+    return bool((shapely.length(shapely.intersection(band, shapely.boundary(lining))) > 0).any())
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    share=st.sampled_from([0.005, 0.02, 0.1, 0.5]),
+    chunk_size=st.sampled_from([None, 150, 400]),
+)
+def test_focus_finds_what_the_whole_check_finds_about_the_focus_parcels(seed, share, chunk_size):
+    frame = faulted_grid(seed)
+    whole = topology.topology_findings(frame, {}, chunk_size=chunk_size)
+    focus = np.random.default_rng(seed).random(len(frame)) < share
+    focus[np.random.default_rng(seed + 1).integers(len(frame))] = True
+    found = topology.topology_findings(frame, {}, chunk_size=chunk_size, focus=focus, workers=2)
+    expected = [
+        f
+        for f in whole
+        if involves(f, focus, frame)
+        and (f.rule_code != topology.EDGE_MISMATCH or focus[f.source_row])
+    ]
+    assert_same_findings(found, expected)
+
+
+def test_focus_follows_a_long_gap_to_its_far_end():
+    # Two rows of twenty 10 m lots 0.3 m apart, closed at both ends: one 200 m gap.
+    width = 0.3
+    below = [box(10 * i, 0, 10 * i + 10, 10) for i in range(20)]
+    above = [box(10 * i, 10 + width, 10 * i + 10, 20 + width) for i in range(20)]
+    ends = [
+        Polygon([(0, 0), (0, 10), (0, 10 + width), (0, 20 + width), (-10, 20 + width), (-10, 0)]),
+        Polygon(
+            [(200, 0), (210, 0), (210, 20 + width), (200, 20 + width), (200, 10 + width), (200, 10)]
+        ),
+    ]
+    frame = parcels(below + above + ends)
+    (whole,) = [f for f in topology.topology_findings(frame, {}) if f.rule_code == topology.GAP]
+    assert whole.area_m2 == pytest.approx(200 * width)
+    focus = np.zeros(len(frame), dtype=bool)
+    focus[19] = True  # the last lot below: the gap's two longest lining parcels are elsewhere
+    found = [
+        f for f in topology.topology_findings(frame, {}, focus=focus) if f.rule_code == "TOPO_GAP"
+    ]
+    assert_same_findings(found, [whole])
+
+
+def test_focus_finds_a_neighbour_inside_a_focus_parcel():
+    # Parcel 2 lies wholly inside parcel 1: only its edges are invalid, not parcel 1's.
+    frame = parcels([box(0, 0, 20, 20), box(5, 5, 10, 10), box(20, 0, 30, 20)])
+    focus = np.array([True, False, False])
+    found = topology.topology_findings(frame, {}, focus=focus)
+    assert [(f.rule_code, f.source_row, f.other_parcel_no) for f in found] == [
+        (topology.OVERLAP, 0, 2)
+    ]
+    # Nothing involves parcel 3: with it alone in focus, nothing is reported.
+    assert topology.topology_findings(frame, {}, focus=np.array([False, False, True])) == []
+
+
+def test_against_register_with_focus():
+    cells = grid(6, 4, seed=11)
+    moved = cells.copy()
+    moved[7] = shapely.transform(cells[7], lambda xy: xy + np.array([0.0, 0.3]))
+    delivery = parcels(moved[:12])
+    register = parcels(cells[12:], sheet_no=np.full(12, 2), commune_code="22927").drop(
+        columns="source_row"
+    )
+    whole = topology.against_register(delivery, register)
+    focus = np.zeros(12, dtype=bool)
+    focus[7] = True
+    assert_same_findings(topology.against_register(delivery, register, focus=focus), whole)
+    focus[:] = False
+    focus[5] = True  # far from parcel 8 and the strip it left
+    assert topology.against_register(delivery, register, focus=focus) == []

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+
+import numpy as np
 import pytest
 import shapely
 from shapely.geometry import LineString, Point, Polygon
@@ -25,7 +28,8 @@ def test_clean_delivery_has_no_findings():
     result = run([record(i) for i in range(3)])
     assert result.findings == []
     assert len(result.parcels) == 3
-    assert set(result.parcels.geometry.geom_type) == {"MultiPolygon"}
+    # Geometries as delivered (or repaired); the register stores each as a MultiPolygon.
+    assert set(result.parcels.geometry.geom_type) == {"Polygon"}
 
 
 @pytest.mark.parametrize(
@@ -115,7 +119,7 @@ def test_self_touching_ring_is_repaired_not_rejected():
     result = run([record(0, geometry=SELF_TOUCHING, DienTich=round(SELF_TOUCHING.area, 1))])
     assert rules_of(result, 0) == ["GEOM_REPAIRED"]
     repaired = result.parcels.geometry.iloc[0]
-    assert repaired.is_valid and len(repaired.geoms) == 1
+    assert repaired.is_valid and repaired.geom_type == "Polygon"  # one part
     assert repaired.area == pytest.approx(SELF_TOUCHING.area)
     assert result.repaired == {0}
 
@@ -173,3 +177,69 @@ def test_scale_option_fills_records_without_one():
     assert validate(parcels).findings == []
     parcels, _ = map_fields(delivery([record(0, DienTich=102.9)]), map_scale=200)
     assert [f.rule_code for f in validate(parcels).findings] == ["ATTR_AREA_MISMATCH"]
+
+
+# --------------------------------------------------------------------------- unchanged parcels
+
+
+def test_unchanged_parcels_are_not_checked_again():
+    records = [
+        record(0, KyHieuMucDichSuDung="XYZ"),
+        record(1, KyHieuMucDichSuDung="XYZ", DienTich=150.0),
+        record(2, DienTich=150.0),
+        record(3),
+    ]
+    parcels, _ = map_fields(delivery(records))
+    every = validate(parcels)
+    assert sorted({f.source_row for f in every.findings}) == [0, 1, 2]
+    assert every.unchanged is None
+    skipped = validate(parcels, unchanged=np.array([False, True, True, False]))
+    assert rules_of(skipped, 0) == ["ATTR_LAND_USE_UNKNOWN"]
+    assert [f for f in skipped.findings if f.source_row in (1, 2)] == []
+    assert list(skipped.unchanged) == [False, True, True, False]
+    assert list(skipped.parcels["source_row"]) == [0, 1, 2, 3]
+
+
+def test_a_key_delivered_twice_is_rejected_even_when_unchanged():
+    parcels, _ = map_fields(delivery([record(0), record(1, SoThuTuThua=1), record(2)]))
+    result = validate(parcels, unchanged=np.array([True, False, True]))
+    assert [f.source_row for f in result.findings if f.rule_code == "ATTR_KEY_DUPLICATE"] == [0, 1]
+    assert list(result.parcels["source_row"]) == [2]
+    assert list(result.unchanged) == [True]
+
+
+def test_topology_reports_what_involves_a_changed_parcel():
+    from shapely.affinity import translate
+
+    records = [record(i) for i in range(4)]
+    records[1]["geometry"] = translate(records[1]["geometry"], xoff=-0.5)  # into parcel 1
+    records[3]["geometry"] = translate(records[3]["geometry"], xoff=-0.5)  # into parcel 3
+    parcels, _ = map_fields(delivery(records))
+    overlaps = {
+        (f.source_row, f.other_parcel_no)
+        for f in validate(parcels).findings
+        if f.rule_code == "TOPO_OVERLAP"
+    }
+    assert overlaps == {(0, 2), (2, 4)}
+    # Parcel 2 changed, 1 did not: their overlap is reported. Parcels 3 and 4 are unchanged,
+    # and their overlap was reported when they were loaded.
+    result = validate(parcels, unchanged=np.array([True, False, True, True]))
+    assert [(f.rule_code, f.source_row, f.other_parcel_no) for f in result.findings] == [
+        ("TOPO_OVERLAP", 0, 2),
+        ("TOPO_EDGE_MISMATCH", 1, None),
+    ]
+
+
+def test_topology_findings_are_waited_for():
+    from shapely.affinity import translate
+
+    records = [record(i) for i in range(3)]
+    records[1]["geometry"] = translate(records[1]["geometry"], xoff=-0.5)
+    parcels, _ = map_fields(delivery(records))
+    result = validate(parcels)
+    # The parcels to load are known at once; the topology may still be being searched.
+    assert list(result.parcels["source_row"]) == [0, 1, 2]
+    again = pickle.loads(pickle.dumps(result))  # pickling waits for it too
+    for validation in (result, again):
+        assert validation.counts() == {"TOPO_EDGE_MISMATCH": 2, "TOPO_OVERLAP": 1}
+    assert result.findings is result.findings
