@@ -163,3 +163,16 @@ def test_overlap_with_a_neighbouring_sheet_already_registered(register, tmp_path
         ).all()
     assert tuple(finding) == (6, 1, 5, 3, 5.0, "POLYGON", "register")
     assert [tuple(row) for row in blocked] == [(5, 3), (6, 1)]
+
+
+def test_load_leaves_the_callers_validation_as_it_was(register, tmp_path):
+    from shapely.affinity import translate
+
+    load_file(register, write(tmp_path, [record(i) for i in range(3)], "sheet5.gpkg"))
+    records = [record(0, SoHieuToBanDo=6, geometry=translate(lot(2), xoff=9.5), DienTich=100.0)]
+    read = read_delivery(write(tmp_path, records, "sheet6.gpkg"))
+    validation = validate(read.parcels, read.findings)
+    before = list(validation.findings)
+    result = loader.load(register, read, validation, started_at=datetime.now(UTC))
+    assert result.issues == {"TOPO_OVERLAP": 1}  # against the registered sheet 5
+    assert validation.findings == before  # a load retried with it adds that finding once
