@@ -49,6 +49,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from landpipe.errors import ConfigError, DatabaseError
 from landpipe.schemas import parcel as canonical
+from landpipe.sources.files import REPORT_ENDINGS
 
 #: Severities from the most to the least serious.
 SEVERITY_ORDER = ("reject", "block", "warn")
@@ -310,8 +311,9 @@ def write_report(engine: Engine, batch_id: int, out_dir: Path, stem: str | None 
         stem = f"{Path(source).name}.batch-{batch_id}" if source else f"batch-{batch_id}"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    html_path = out_dir / f"{stem}.report.html"
-    gpkg_path = out_dir / f"{stem}.findings.gpkg"
+    html_ending, gpkg_ending = REPORT_ENDINGS
+    html_path = out_dir / f"{stem}{html_ending}"
+    gpkg_path = out_dir / f"{stem}{gpkg_ending}"
 
     findings = contents.findings
     counts = dict(sorted(Counter(findings["rule_code"]).items()))

@@ -81,6 +81,16 @@ class Source:
             object.__setattr__(self, "dataset", self.path)
 
 
+#: Endings of the files landpipe itself writes beside a delivery (its quality report). They
+#: are not part of a delivery: a folder delivery is fingerprinted and searched without them.
+REPORT_ENDINGS = (".report.html", ".findings.gpkg")
+
+
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is one of landpipe's own report files, not delivered content."""
+    return path.name.lower().endswith(REPORT_ENDINGS)
+
+
 def fingerprint(path: Path) -> str:
     """SHA-256 over a delivery's content: the file, a Shapefile's parts, or a folder's files.
 
@@ -88,7 +98,11 @@ def fingerprint(path: Path) -> str:
     parts) and its bytes, so renaming the delivery keeps its fingerprint.
     """
     if path.is_dir():
-        parts = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
+        parts = {
+            p.relative_to(path).as_posix(): p
+            for p in sorted(path.rglob("*"))
+            if p.is_file() and not is_report(p)
+        }
     elif path.suffix.lower() == ".shp":
         parts = {ext: p for ext in SHAPEFILE_PARTS for p in _sidecars(path, ext)}
     else:
@@ -194,8 +208,10 @@ def _find_dataset(delivery: Path, folder: Path) -> tuple[Path, str]:
     found: dict[str, list[Path]] = {}
     for candidate in sorted(folder.rglob("*")):
         suffix = candidate.suffix.lower()
-        if suffix not in _DATASET_ORDER or any(
-            p.suffix.lower() == ".gdb" for p in candidate.parents
+        if (
+            suffix not in _DATASET_ORDER
+            or is_report(candidate)
+            or any(p.suffix.lower() == ".gdb" for p in candidate.parents)
         ):
             continue
         if (suffix == ".gdb") == candidate.is_dir():

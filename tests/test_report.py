@@ -546,16 +546,22 @@ def test_report_command(register, batch, cli_env, delivery_path, tmp_path):
 def test_artifact_in_a_flow_run_and_nothing_outside(register, batch, prefect_api, tmp_path):
     from prefect import flow
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
     from prefect.logging.handlers import APILogWorker
 
     report = write_report(register, batch, tmp_path)
     keys = [f"batch-{batch}-report", f"batch-{batch}-findings"]
 
-    def artifacts():
+    def artifacts(flow_run_id=None):
+        # Other tests' loads publish artifacts under the same keys (batch ids restart at 1).
+        runs = ArtifactFilterFlowRunId(any_=[flow_run_id]) if flow_run_id else None
         with get_client(sync_client=True) as client:
             return client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys), flow_run_id=runs)
             )
 
     before = len(artifacts())
@@ -568,9 +574,9 @@ def test_artifact_in_a_flow_run_and_nothing_outside(register, batch, prefect_api
     def publish() -> None:
         publish_artifact(report)
 
-    publish()
+    state = publish(return_state=True)
     APILogWorker.drain_all(timeout=10)  # the run's logs reach the server while it is up
-    made = {artifact.key: artifact for artifact in artifacts()}
+    made = {artifact.key: artifact for artifact in artifacts(state.state_details.flow_run_id)}
     assert set(made) == set(keys)
     markdown = made[keys[0]].data
     assert report.html.resolve().as_uri() in markdown and "TOPO_OVERLAP" in markdown

@@ -115,3 +115,18 @@ def test_fingerprint_follows_content_not_name(tmp_path):
     assert fingerprint(first) == fingerprint(second)
     delivery([record(i, TenChu="Khác") for i in range(3)]).to_file(second)
     assert fingerprint(first) != fingerprint(second)
+
+
+def test_a_report_beside_a_folder_delivery_is_not_part_of_it(tmp_path):
+    folder = tmp_path / "giao_nop"
+    folder.mkdir()
+    delivery([record(i) for i in range(3)]).to_file(folder / "thua.shp")
+    before = fingerprint(folder)
+    # What `landpipe load giao_nop/thua.shp` writes beside the delivery:
+    delivery([record(9)]).to_file(folder / "thua.shp.batch-1.findings.gpkg", driver="GPKG")
+    (folder / "thua.shp.batch-1.report.html").write_text("<html></html>")
+    assert fingerprint(folder) == before
+    parcels = read_delivery(folder).parcels
+    assert len(parcels) == 3  # the Shapefile, not the report's GeoPackage
+    (folder / "notes.txt").write_text("a delivered file counts")
+    assert fingerprint(folder) != before
