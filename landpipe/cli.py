@@ -102,6 +102,17 @@ def load_command(
         Path | None,
         typer.Option(help="YAML file of 'canonical_field: DeliveredField' lines; wins."),
     ] = None,
+    report: Annotated[
+        bool,
+        typer.Option(help="Write the batch's quality report (HTML and GeoPackage)."),
+    ] = True,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the report; default: beside the delivery, or "
+            "$LANDPIPE_HOME/reports when that folder cannot be written."
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
     ] = False,
@@ -109,7 +120,10 @@ def load_command(
         bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on stderr.")
     ] = False,
 ) -> None:
-    """Read, reproject, validate and load one delivery (the Prefect flow load_delivery)."""
+    """Read, reproject, validate and load one delivery (the Prefect flow load_delivery).
+
+    A progress bar per step is shown on a terminal (not with --json, not into a pipe).
+    """
     settings = _settings()
     if commune is not None and not (commune.isdigit() and len(commune) == 5):
         typer.echo(f"landpipe: --commune {commune!r} is not a 5-digit commune code", err=True)
@@ -123,20 +137,25 @@ def load_command(
             typer.echo(f"landpipe: {error}", err=True)
             raise typer.Exit(2) from error
     prepare_prefect(settings, verbose=verbose)
+    from landpipe import progress
     from landpipe.flows.load_delivery import load_delivery
 
+    bars = not as_json and sys.stderr.isatty()
     try:
-        state = _run_flow(
-            load_delivery,
-            path,
-            commune=commune,
-            sheet=sheet,
-            crs=crs,
-            layer=layer,
-            encoding=encoding,
-            mapping=mapping,
-            scale=scale,
-        )
+        with progress.showing(sys.stderr, enabled=bars):
+            state = _run_flow(
+                load_delivery,
+                path,
+                commune=commune,
+                sheet=sheet,
+                crs=crs,
+                layer=layer,
+                encoding=encoding,
+                mapping=mapping,
+                scale=scale,
+                report=report,
+                report_dir=str(report_dir) if report_dir else None,
+            )
     except LandpipeError as error:
         _fail(error)
     summary = state.result(raise_on_failure=False)
@@ -160,7 +179,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     counts = summary["parcels"]
     if summary.get("error"):
         recorded = f"batch {summary['batch']}" if summary["batch"] is not None else "not recorded"
-        return f"{recorded}: refused ({summary.get('source')})\n  {summary['error']}"
+        lines = [f"{recorded}: refused ({summary.get('source')})", f"  {summary['error']}"]
+        return "\n".join(lines + _report_lines(summary))
     reading = summary.get("reading", {})
     mapping = ", ".join(f"{k}={v}" for k, v in reading.get("field_mapping", {}).items())
     lines = [
@@ -195,12 +215,58 @@ def format_summary(summary: dict[str, Any]) -> str:
             rule = rules.get(code)
             severity = rule.severity if rule else "?"
             lines.append(f"    {code:<24} {severity:<7} {n:>6}")
+    lines += _report_lines(summary)
     if summary["batch"] is not None and summary["status"] != "unchanged":
         lines.append(
             f"  details: SELECT * FROM land.finding WHERE batch_id = {summary['batch']};"
             f"  SELECT * FROM land.rejected_record WHERE batch_id = {summary['batch']};"
         )
     return "\n".join(lines)
+
+
+@app.command("report")
+def report_command(
+    batch: Annotated[int, typer.Argument(help="The batch (land.batch id) to report on.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder to write into. Default: beside the delivery if that folder is "
+            "writable, else $LANDPIPE_HOME/reports."
+        ),
+    ] = None,
+) -> None:
+    """Write a batch's quality report: an HTML page and a GeoPackage of its findings.
+
+    Prints the paths of the two files (replaced if they exist).
+    """
+    from landpipe.db import make_engine
+    from landpipe.migrate import ensure_current
+    from landpipe.report import report_folder, write_report
+
+    settings = _settings()
+    try:
+        engine = make_engine(settings)
+        try:
+            ensure_current(engine, upgrade_if_needed=settings.database_url is None)
+            folder = out if out is not None else report_folder(engine, batch, settings.home)
+            try:
+                report = write_report(engine, batch, folder)
+            except OSError as error:
+                reason = error.strerror or str(error)
+                raise ConfigError(f"cannot write the report into {folder}: {reason}") from error
+        finally:
+            engine.dispose()
+    except LandpipeError as error:
+        _fail(error)
+    typer.echo(report.html)
+    typer.echo(report.gpkg)
+
+
+def _report_lines(summary: dict[str, Any]) -> list[str]:
+    report = summary.get("report")
+    if not report:
+        return []
+    return [f"  report: {report['html']}", f"          {report['gpkg']}"]
 
 
 @app.command("rules")
@@ -312,6 +378,169 @@ def db_upgrade() -> None:
     except LandpipeError as error:
         _fail(error)
     typer.echo(f"database is current ({len(applied)} SQL files applied, reference data reloaded)")
+
+
+def _run_service_flow(flow, **parameters: Any):
+    """Run ``flow`` once, here, and return its final state (as :func:`_run_flow` does)."""
+    try:
+        return flow(return_state=True, **parameters)
+    except (RuntimeError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"Prefect could not run the flow ({reason}); check PREFECT_API_URL, or run again"
+        ) from error
+
+
+def _service_summary(state, what: str) -> dict[str, Any]:
+    """The summary a service flow returned, or exit with one line when it returned none."""
+    summary = state.result(raise_on_failure=False)
+    if isinstance(summary, LandpipeError):
+        _fail(summary)
+    if not isinstance(summary, dict):
+        typer.echo(f"landpipe: {what} failed: {state.message}", err=True)
+        raise typer.Exit(1)
+    return summary
+
+
+@app.command("revalidate")
+def revalidate_command(
+    commune: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--commune",
+            help="Commune code (5 digits) to revalidate; repeat for several. "
+            "Default: every commune with parcels in the register.",
+        ),
+    ] = None,
+    dask_address: Annotated[
+        str | None,
+        typer.Option(
+            "--dask-address",
+            help="Dask scheduler to run on (tcp://host:8786). Default: $LANDPIPE_DASK_ADDRESS, "
+            "else worker processes on this machine, one per core.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on stderr.")
+    ] = False,
+) -> None:
+    """Re-run the rule catalogue over the current parcels and refresh their findings.
+
+    Parcels are not reloaded. Per commune, earlier findings of the rules re-run are closed
+    and the new ones recorded (a batch of kind 'revalidation'); CERT_CHANGED findings and
+    those made while reading a delivery stay open. Exit 0 when every commune was revalidated.
+    """
+    bad = [code for code in commune or [] if not (code.isdigit() and len(code) == 5)]
+    if bad:
+        typer.echo(f"landpipe: --commune {bad[0]!r} is not a 5-digit commune code", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    prepare_prefect(settings, verbose=verbose)
+    from landpipe.flows.revalidate import revalidate
+
+    try:
+        state = _run_service_flow(revalidate, communes=commune or None, dask_address=dask_address)
+    except LandpipeError as error:
+        _fail(error)
+    summary = _service_summary(state, "revalidation")
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False))
+    else:
+        typer.echo(format_revalidation(summary))
+    if state.is_failed():
+        typer.echo(f"landpipe: {state.message}", err=True)
+        raise typer.Exit(1)
+
+
+def format_revalidation(summary: dict[str, Any]) -> str:
+    """The human summary of a revalidation: one block per commune."""
+    results = summary["communes"]
+    lines = [f"revalidated {len(results)} communes ({summary['runner']})"]
+    for result in results:
+        if result["status"] == "error":
+            lines.append(f"  {result['commune_code']}: not revalidated: {result['error']}")
+            continue
+        if result["status"] == "empty":
+            lines.append(f"  {result['commune_code']}: no current parcels")
+            continue
+        findings = ", ".join(f"{code} {n}" for code, n in result["findings"].items()) or "none"
+        lines.append(
+            f"  {result['commune_code']} (batch {result['batch']}): {result['parcels']} parcels;"
+            f" findings: {findings}; {result['closed']} earlier findings closed;"
+            f" {result['blocked']} blocked, {result['ready']} ready for a certificate"
+        )
+    return "\n".join(lines)
+
+
+@app.command("inbox")
+def inbox_command(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="The inbox folder: deliveries in it are loaded, then moved with their "
+            "report into its archive/ or failed/ folder.",
+            exists=True,
+            file_okay=False,
+        ),
+    ],
+    quiet_seconds: Annotated[
+        float,
+        typer.Option(
+            help="Leave deliveries changed less than this many seconds ago (still "
+            "being copied in) for the next run."
+        ),
+    ] = 60,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on stderr.")
+    ] = False,
+) -> None:
+    """Process an inbox folder once, now (the flow the scheduled-inbox deployment runs).
+
+    Exit 0 when every delivery was processed, refused ones included (they are in failed/);
+    4 when the database could not be reached for some (they stay in the inbox), 1 otherwise.
+    """
+    settings = _settings()
+    prepare_prefect(settings, verbose=verbose)
+    from landpipe.flows.inbox import scheduled_inbox
+
+    try:
+        state = _run_service_flow(scheduled_inbox, inbox=str(folder), quiet_seconds=quiet_seconds)
+    except LandpipeError as error:
+        _fail(error)
+    summary = _service_summary(state, f"inbox {folder}")
+    if as_json:
+        typer.echo(json.dumps(summary, ensure_ascii=False))
+    else:
+        typer.echo(format_inbox(summary))
+    if state.is_failed():
+        typer.echo(f"landpipe: {state.message}", err=True)
+        raise typer.Exit(4 if summary["counts"].get("deferred") else 1)
+
+
+def format_inbox(summary: dict[str, Any]) -> str:
+    """The human summary of an inbox run: one line per delivery, and where it went."""
+    lines = [f"inbox {summary['inbox']}: {len(summary['deliveries'])} deliveries"]
+    for outcome in summary["deliveries"]:
+        batch = f"batch {outcome['batch']}" if outcome.get("batch") is not None else "no batch"
+        line = f"  {outcome['delivery']}: {outcome['status']} ({batch})"
+        if outcome.get("moved_to"):
+            line += f" -> {Path(outcome['moved_to']).parent}"
+        if outcome.get("error"):
+            line += f"\n    {outcome['error']}"
+        if outcome.get("report"):
+            line += f"\n    report: {outcome['report']['html']}"
+        lines.append(line)
+    for name in summary.get("arriving", []):
+        lines.append(f"  {name}: still being copied in, left for the next run")
+    for name in summary.get("ignored", []):
+        lines.append(f"  {name}: not a delivery, left in the inbox")
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -1,23 +1,31 @@
 -- Views for district land offices, notebooks and QGIS.
 
 -- Per batch: what was read, loaded, repaired and rejected, how the register changed, and the
--- findings per rule.
+-- findings per rule it made (closed ones included); for a revalidation (kind), the findings it
+-- closed (n_closed).
 CREATE OR REPLACE VIEW land.batch_summary AS
 SELECT b.id AS batch_id, b.source_path, b.commune_code, b.status, b.started_at, b.finished_at,
        b.n_read, b.n_loaded, b.n_repaired, b.n_rejected,
        b.n_added, b.n_changed, b.n_unchanged, b.n_retired,
        coalesce((SELECT jsonb_object_agg(f.rule_code, f.n ORDER BY f.rule_code)
                  FROM (SELECT rule_code, count(*) AS n FROM land.finding
-                       WHERE batch_id = b.id GROUP BY rule_code) f), '{}'::jsonb) AS findings
+                       WHERE batch_id = b.id GROUP BY rule_code) f), '{}'::jsonb) AS findings,
+       b.kind, b.n_closed
 FROM land.batch b;
 
 -- Current parcels with their commune, district and whether an open `block` finding holds them:
--- one made on this version of the parcel or later, naming it as the parcel or as the other
--- parcel of a pair (an overlap with a later delivery blocks the registered parcel too).
+-- one made on this version of the parcel or later and not closed by a later revalidation,
+-- naming it as the parcel or as the other parcel of a pair (an overlap with a later delivery
+-- blocks the registered parcel too). A `reject` finding that a revalidation made blocks too:
+-- it concerns the registered parcel itself, which a revalidation never removes.
 CREATE OR REPLACE VIEW land.parcel_detail AS
 SELECT p.*, c.name AS commune_name, d.code AS district_code, d.name AS district_name,
        EXISTS (SELECT 1 FROM land.finding f
-               WHERE f.severity = 'block' AND f.batch_id >= p.batch_id
+               WHERE f.closed_by_batch_id IS NULL AND f.batch_id >= p.batch_id
+                 AND (f.severity = 'block'
+                      OR (f.severity = 'reject'
+                          AND EXISTS (SELECT 1 FROM land.batch b
+                                      WHERE b.id = f.batch_id AND b.kind = 'revalidation')))
                  AND ((f.commune_code, f.sheet_no, f.parcel_no)
                           = (p.commune_code, p.sheet_no, p.parcel_no)
                       OR (f.other_commune_code, f.other_sheet_no, f.other_parcel_no)
