@@ -50,7 +50,7 @@ test: setup
 bench: setup
 	@command -v ogr2ogr >/dev/null || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gdal-bin >/dev/null; }
-	for b in read load validate topology register; do \
+	for b in read load validate topology register revalidate; do \
 	  $(BIN)/python -m benchmarks.bench_$$b --parcels 100000 || exit 1; done
 
 lint: setup
