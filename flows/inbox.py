@@ -1,7 +1,7 @@
 """The ``scheduled_inbox`` flow: load every new delivery of an inbox folder, then file it away.
 
-For each delivery found (see :func:`landpipe.inbox.scan_inbox`), one after the other and each
-on its own (a delivery that fails never stops the others):
+For each delivery found (see :func:`landpipe.inbox.scan_inbox`), side by side (one per core)
+and each on its own (a delivery that fails never stops the others):
 
 1. **check**: is its content (SHA-256) already a batch? Then it is not loaded again;
 2. **load**: the ``load_delivery`` flow, as a subflow run named ``load <delivery>``;
@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from prefect import flow, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from landpipe.config import Settings
 from landpipe.db import make_engine
@@ -151,7 +152,24 @@ def process_delivery(settings: Settings, inbox: Path, delivery: InboxDelivery) -
     return outcome
 
 
-@flow(name="scheduled_inbox", flow_run_name=_inbox_run_name, log_prints=True)
+@task(name="deliver", cache_policy=NO_CACHE)
+def deliver_step(settings: Settings, inbox: Path, delivery: InboxDelivery) -> dict[str, Any]:
+    """One delivery, start to end; its failure is its outcome, never the others'."""
+    try:
+        return process_delivery(settings, inbox, delivery)
+    except Exception as error:  # one delivery's failure never stops the others
+        get_run_logger().exception("%s: not processed", delivery.name)
+        return {"delivery": delivery.name, "status": "error", "error": str(error)}
+
+
+@flow(
+    name="scheduled_inbox",
+    flow_run_name=_inbox_run_name,
+    log_prints=True,
+    # Deliveries are processed side by side, one per core: reading and validating hold the
+    # GIL only in part, and loads of one commune wait for each other in the database.
+    task_runner=ThreadPoolTaskRunner(max_workers=os.cpu_count() or 1),
+)
 def scheduled_inbox(inbox: str | None = None, quiet_seconds: float = 60) -> State:
     """Load the new deliveries of the folder ``inbox``, file each away with its report.
 
@@ -170,13 +188,13 @@ def scheduled_inbox(inbox: str | None = None, quiet_seconds: float = 60) -> Stat
             logger.info("still being copied in, left for the next run: %s", scan.arriving)
         if scan.ignored:
             logger.info("not deliveries, left where they are: %s", scan.ignored)
-        outcomes = []
-        for delivery in scan.deliveries:
-            try:
-                outcomes.append(process_delivery(settings, folder, delivery))
-            except Exception as error:  # one delivery's failure never stops the others
-                logger.exception("%s: not processed", delivery.name)
-                outcomes.append({"delivery": delivery.name, "status": "error", "error": str(error)})
+        futures = [
+            deliver_step.with_options(task_run_name=f"deliver {delivery.name}").submit(
+                settings, folder, delivery
+            )
+            for delivery in scan.deliveries
+        ]
+        outcomes = [future.result() for future in futures]
     counts: dict[str, int] = {}
     for outcome in outcomes:
         counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
