@@ -310,9 +310,10 @@ def _insert_batch(conn, delivery: Delivery, result: LoadResult, started_at: date
         INSERT INTO land.batch (source_path, source_sha256, source_format, source_layer,
             commune_code, crs_read, crs_how, field_mapping, field_mapping_how, text_encoding,
             text_encoding_how, text_encoding_confidence, text_encoding_declared, linework,
-            started_at, finished_at, status, n_read, n_loaded, n_repaired, n_rejected)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp(),
-            %s, %s, %s, %s, %s)
+            covered_sheets, started_at, finished_at, status, n_read, n_loaded, n_repaired,
+            n_rejected)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+            clock_timestamp(), %s, %s, %s, %s, %s)
         RETURNING id
         """,
         [
@@ -330,6 +331,7 @@ def _insert_batch(conn, delivery: Delivery, result: LoadResult, started_at: date
             delivery.text.confidence,
             delivery.text.declared,
             delivery.linework,
+            Jsonb([list(pair) for pair in register.covered_sheets(delivery)]),
             started_at,
             result.status,
             result.read,

@@ -204,9 +204,16 @@ _REJECTED_SQL = sa.text(
     " attributes::text AS attributes, ST_AsBinary(geom) AS geometry"
     " FROM land.rejected_record WHERE batch_id = :batch ORDER BY source_row, id"
 )
+# The delivery as the register held it right after the batch: the versions the batch wrote,
+# and in the sheets it covered the earlier versions it left unchanged (current then).
 _PARCELS_SQL = sa.text(
-    "SELECT commune_code, sheet_no, parcel_no, ST_AsBinary(geom) AS geometry"
-    " FROM land.parcel_version WHERE batch_id = :batch"
+    "SELECT v.commune_code, v.sheet_no, v.parcel_no, ST_AsBinary(v.geom) AS geometry"
+    " FROM land.parcel_version v WHERE v.batch_id = :batch"
+    " OR (v.batch_id < :batch"
+    "     AND (v.retired_batch_id IS NULL OR v.retired_batch_id > :batch)"
+    "     AND (v.commune_code, v.sheet_no) IN ("
+    "         SELECT sheet->>0, (sheet->>1)::int FROM land.batch b,"
+    "             jsonb_array_elements(b.covered_sheets) AS sheet WHERE b.id = :batch))"
 )
 _INT_COLUMNS = ("sheet_no", "parcel_no", "source_row", "other_sheet_no", "other_parcel_no")
 
@@ -1124,7 +1131,7 @@ def _counts(report: Report) -> str:
 
 
 _LEGEND = {
-    "parcel": "parcels this batch loaded",
+    "parcel": "parcels of the delivery",
     "rejected": "rejected records",
     "blocked": "blocked parcels (a block finding)",
     "warned": "parcels with a warning",
@@ -1141,7 +1148,7 @@ def _map_section(contents: _Contents, drawn: _Map) -> str:
     )
     notes = []
     unchanged = contents.batch.get("n_unchanged") or 0
-    if unchanged:
+    if unchanged and contents.batch.get("covered_sheets") is None:
         notes.append(
             f"{unchanged} parcels unchanged since an earlier delivery keep their earlier "
             "version and are not drawn."

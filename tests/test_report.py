@@ -583,3 +583,26 @@ def test_artifact_in_a_flow_run_and_nothing_outside(register, batch, prefect_api
     table = made[keys[1]].data
     table = json.loads(table) if isinstance(table, str) else table
     assert {row["rule"]: row["count"] for row in table} == report.counts
+
+
+def test_a_re_delivery_report_draws_the_whole_delivery(register, tmp_path):
+    first = tmp_path / "first" / "thua_dat_22924.gpkg"
+    first.parent.mkdir()
+    frame = synth.generate_delivery("22924", n_parcels=300, faults=False)
+    synth.write_delivery(frame, first)
+    load_batch(register, first)
+    again = tmp_path / "again" / "thua_dat_22924.gpkg"
+    again.parent.mkdir()
+    changed = frame.copy()
+    changed.loc[0, "TenChu"] = "Trần Thị Bích"
+    synth.write_delivery(changed, again)
+    batch = load_batch(register, again)
+    (current,) = scalar_rows(register, "SELECT count(*) FROM land.parcel")
+    (written,) = scalar_rows(
+        register, "SELECT count(*) FROM land.parcel_version WHERE batch_id = :b", b=batch
+    )
+    assert written[0] == 1 and current[0] == len(frame)
+
+    page = write_report(register, batch, tmp_path / "report").html.read_text(encoding="utf-8")
+    assert f"parcels of the delivery ({current[0]})" in page  # not only the one it changed
+    assert "are not drawn" not in page
