@@ -97,6 +97,17 @@ def reading_summary(delivery: Delivery) -> dict[str, Any]:
     }
 
 
+def lock_commune(conn, commune_code: str) -> None:
+    """Wait for, then hold until the transaction ends, the lock of one commune's parcels.
+
+    Loads and revalidations of one commune take it, so they run one after the other; work on
+    different communes runs side by side. ``conn`` is a psycopg connection in a transaction.
+    """
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('landpipe:commune:' || %s))", [commune_code]
+    )
+
+
 def _commune_lock_keys(delivery: Delivery) -> list[str]:
     codes = delivery.parcels["commune_code"].dropna().unique().tolist()
     return sorted(str(code) for code in codes)
@@ -184,9 +195,7 @@ def load(
         conn = raw.driver_connection
         with conn.transaction():
             for code in _commune_lock_keys(delivery):
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext('landpipe:commune:' || %s))", [code]
-                )
+                lock_commune(conn, code)
             earlier = conn.execute(
                 "SELECT id FROM land.batch WHERE source_sha256 = %s AND status = 'loaded'"
                 " ORDER BY id LIMIT 1",

@@ -39,7 +39,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Engine
 
 from landpipe import schemas
-from landpipe.load import _against_register, _copy_findings
+from landpipe.load import _against_register, _copy_findings, lock_commune
 from landpipe.schemas import parcel as canonical
 from landpipe.schemas.findings import Finding
 from landpipe.sources.fields import series_to_map_scale
@@ -77,9 +77,6 @@ KEPT_RULES = frozenset(
         "LINE_DANGLING",
     }
 )
-
-# The lock a load takes per commune (landpipe/load.py): the same key serialises both.
-_COMMUNE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('landpipe:commune:' || %s))"
 
 _CURRENT_PARCELS = """
 SELECT v.id, v.sheet_no, v.parcel_no, v.land_use_codes, v.declared_area_m2::float8,
@@ -212,7 +209,7 @@ def revalidate_commune(
         with conn.transaction():
             # Per-commune index lookups that the planner overestimates: JIT costs more here.
             conn.execute("SET LOCAL jit = off")
-            conn.execute(_COMMUNE_LOCK, [commune_code])
+            lock_commune(conn, commune_code)  # the lock a load of the commune takes
             parcels, version_ids = current_parcels(conn, commune_code)
             if len(parcels) == 0:
                 result.status = "empty"
