@@ -168,7 +168,8 @@ def test_scheduled_inbox_on_a_worker_loads_files_and_never_loads_twice(register,
     archived = _filed(inbox, ARCHIVE)
     failed = _filed(inbox, FAILED)
     assert len(archived) == 2 and len(failed) == 1
-    shp_folder, zip_folder = sorted(archived)
+    # Folders are named <date>_batch<id>_<delivery>; ids follow no order, the names do.
+    shp_folder, zip_folder = sorted(archived, key=lambda name: name.split("_", 2)[2])
     assert shp_folder.endswith(f"_batch{batches[0][0]}_a_thua_dat_{first}")
     stem = f"a_thua_dat_{first}"
     assert archived[shp_folder] == sorted(
