@@ -48,8 +48,8 @@ def prepare_prefect(settings: Settings, *, verbose: bool = False) -> None:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
 
 
-def _run_flow(flow, path: Path, *, mapping: Path | None, **options: Any):
-    """Run the load flow and return its final state.
+def _run_flow(flow, **parameters: Any):
+    """Run ``flow`` once, here, and return its final state.
 
     Raises
     ------
@@ -57,15 +57,39 @@ def _run_flow(flow, path: Path, *, mapping: Path | None, **options: Any):
         Prefect itself could not run (its API server did not start or cannot be reached).
     """
     try:
-        return flow(
-            str(path), mapping=str(mapping) if mapping else None, return_state=True, **options
-        )
+        return flow(return_state=True, **parameters)
     except (RuntimeError, OSError) as error:
         # The flow body's own errors come back as its state; these are Prefect's, before it.
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
             f"Prefect could not run the flow ({reason}); check PREFECT_API_URL, or run again"
         ) from error
+
+
+def _flow_summary(state, what: str) -> dict[str, Any]:
+    """The summary a flow returned, or exit with one line when it returned none."""
+    summary = state.result(raise_on_failure=False)
+    if isinstance(summary, LandpipeError):
+        _fail(summary)
+    if not isinstance(summary, dict):
+        # An unexpected failure inside the flow: Prefect has logged it with its traceback.
+        typer.echo(f"landpipe: {what} failed: {state.message}", err=True)
+        raise typer.Exit(1)
+    return summary
+
+
+def _check_commune_codes(codes: list[str]) -> None:
+    """Exit 2 (a usage error) on a --commune that is not a 5-digit code."""
+    for code in codes:
+        if not (code.isdigit() and len(code) == 5):
+            typer.echo(f"landpipe: --commune {code!r} is not a 5-digit commune code", err=True)
+            raise typer.Exit(2)
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+VerboseOption = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on stderr.")
+]
 
 
 @app.command("load")
@@ -113,21 +137,15 @@ def load_command(
             "$LANDPIPE_HOME/reports when that folder cannot be written."
         ),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object on stdout.")
-    ] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on stderr.")
-    ] = False,
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Read, reproject, validate and load one delivery (the Prefect flow load_delivery).
 
     A progress bar per step is shown on a terminal (not with --json, not into a pipe).
     """
     settings = _settings()
-    if commune is not None and not (commune.isdigit() and len(commune) == 5):
-        typer.echo(f"landpipe: --commune {commune!r} is not a 5-digit commune code", err=True)
-        raise typer.Exit(2)
+    _check_commune_codes([commune] if commune is not None else [])
     if encoding is not None:
         from landpipe.sources.text import parse_option
 
@@ -145,26 +163,20 @@ def load_command(
         with progress.showing(sys.stderr, enabled=bars):
             state = _run_flow(
                 load_delivery,
-                path,
+                path=str(path),
                 commune=commune,
                 sheet=sheet,
                 crs=crs,
                 layer=layer,
                 encoding=encoding,
-                mapping=mapping,
+                mapping=str(mapping) if mapping else None,
                 scale=scale,
                 report=report,
                 report_dir=str(report_dir) if report_dir else None,
             )
     except LandpipeError as error:
         _fail(error)
-    summary = state.result(raise_on_failure=False)
-    if isinstance(summary, LandpipeError):
-        _fail(summary)
-    if not isinstance(summary, dict):
-        # An unexpected failure inside the flow: Prefect has logged it with its traceback.
-        typer.echo(f"landpipe: load of {path} failed: {state.message}", err=True)
-        raise typer.Exit(1)
+    summary = _flow_summary(state, f"load of {path}")
     if as_json:
         typer.echo(json.dumps(summary, ensure_ascii=False))
     else:
@@ -380,28 +392,6 @@ def db_upgrade() -> None:
     typer.echo(f"database is current ({len(applied)} SQL files applied, reference data reloaded)")
 
 
-def _run_service_flow(flow, **parameters: Any):
-    """Run ``flow`` once, here, and return its final state (as :func:`_run_flow` does)."""
-    try:
-        return flow(return_state=True, **parameters)
-    except (RuntimeError, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(
-            f"Prefect could not run the flow ({reason}); check PREFECT_API_URL, or run again"
-        ) from error
-
-
-def _service_summary(state, what: str) -> dict[str, Any]:
-    """The summary a service flow returned, or exit with one line when it returned none."""
-    summary = state.result(raise_on_failure=False)
-    if isinstance(summary, LandpipeError):
-        _fail(summary)
-    if not isinstance(summary, dict):
-        typer.echo(f"landpipe: {what} failed: {state.message}", err=True)
-        raise typer.Exit(1)
-    return summary
-
-
 @app.command("revalidate")
 def revalidate_command(
     commune: Annotated[
@@ -420,12 +410,8 @@ def revalidate_command(
             "else worker processes on this machine, one per core.",
         ),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object on stdout.")
-    ] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on stderr.")
-    ] = False,
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Re-run the rule catalogue over the current parcels and refresh their findings.
 
@@ -433,19 +419,16 @@ def revalidate_command(
     and the new ones recorded (a batch of kind 'revalidation'); CERT_CHANGED findings and
     those made while reading a delivery stay open. Exit 0 when every commune was revalidated.
     """
-    bad = [code for code in commune or [] if not (code.isdigit() and len(code) == 5)]
-    if bad:
-        typer.echo(f"landpipe: --commune {bad[0]!r} is not a 5-digit commune code", err=True)
-        raise typer.Exit(2)
+    _check_commune_codes(commune or [])
     settings = _settings()
     prepare_prefect(settings, verbose=verbose)
     from landpipe.flows.revalidate import revalidate
 
     try:
-        state = _run_service_flow(revalidate, communes=commune or None, dask_address=dask_address)
+        state = _run_flow(revalidate, communes=commune or None, dask_address=dask_address)
     except LandpipeError as error:
         _fail(error)
-    summary = _service_summary(state, "revalidation")
+    summary = _flow_summary(state, "revalidation")
     if as_json:
         typer.echo(json.dumps(summary, ensure_ascii=False))
     else:
@@ -493,12 +476,8 @@ def inbox_command(
             "being copied in) for the next run."
         ),
     ] = 60,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object on stdout.")
-    ] = False,
-    verbose: Annotated[
-        bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on stderr.")
-    ] = False,
+    as_json: JsonOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Process an inbox folder once, now (the flow the scheduled-inbox deployment runs).
 
@@ -510,10 +489,10 @@ def inbox_command(
     from landpipe.flows.inbox import scheduled_inbox
 
     try:
-        state = _run_service_flow(scheduled_inbox, inbox=str(folder), quiet_seconds=quiet_seconds)
+        state = _run_flow(scheduled_inbox, inbox=str(folder), quiet_seconds=quiet_seconds)
     except LandpipeError as error:
         _fail(error)
-    summary = _service_summary(state, f"inbox {folder}")
+    summary = _flow_summary(state, f"inbox {folder}")
     if as_json:
         typer.echo(json.dumps(summary, ensure_ascii=False))
     else:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from landpipe.errors import ConfigError
-from landpipe.report import Report, write_report
+from landpipe.report import Report, folder_beside, write_report
 from landpipe.sources.files import DRIVERS, fingerprint
 
 ARCHIVE = "archive"
@@ -219,12 +218,7 @@ def move_delivery(delivery: InboxDelivery, target: Path) -> Path:
 def report_folder(delivery_path: Path, report_dir: str | Path | None, home: Path) -> Path:
     """Where the report of a delivery goes: ``report_dir``, else beside the delivery, else
     ``<home>/reports`` when the delivery's folder cannot be written to."""
-    if report_dir is not None:
-        return Path(report_dir)
-    beside = delivery_path.resolve().parent
-    if os.access(beside, os.W_OK | os.X_OK):
-        return beside
-    return home / "reports"
+    return Path(report_dir) if report_dir is not None else folder_beside(delivery_path, home)
 
 
 def write_report_or_fallback(engine: Engine, batch_id: int, folder: Path, home: Path) -> Report:

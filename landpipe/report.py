@@ -286,8 +286,13 @@ def report_folder(engine: Engine, batch_id: int, home: Path) -> Path:
     """
     with engine.connect() as connection:
         source_path = _batch_row(connection, batch_id).get("source_path")
-    if source_path:
-        folder = Path(source_path).parent
+    return folder_beside(Path(source_path) if source_path else None, home)
+
+
+def folder_beside(delivery: Path | None, home: Path) -> Path:
+    """The folder of ``delivery`` when it exists and is writable, else ``home/reports``."""
+    if delivery is not None:
+        folder = delivery.resolve().parent
         if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
             return folder
     return home / "reports"
