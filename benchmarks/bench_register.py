@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -60,6 +62,65 @@ _STEPS = (
     "load, one transaction:",
 )
 _BACKGROUND = "topology search, beside the load, ended after"
+
+
+class CPU:
+    """CPU seconds spent by this process, its finished children (``ogr2ogr``) and, when the
+    database runs on this machine, the database server (its processes and the ones it reaped).
+
+    Wall time on a machine of few cores is bounded below by the CPU seconds all of them need
+    divided by the cores; this shows how much work each contender does, not only how long.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        with engine.connect() as connection:
+            data_dir = connection.exec_driver_sql("SHOW data_directory").scalar()
+        try:
+            pid_file = Path(data_dir) / "postmaster.pid"
+            self.postmaster = int(pid_file.read_text().split()[0])
+            self.server()
+        except (OSError, ValueError):
+            self.postmaster = None
+
+    @staticmethod
+    def _ticks(stat: str) -> tuple[int, int, int, int, int]:
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        ppid, utime, stime, cutime, cstime = (int(fields[i]) for i in (1, 11, 12, 13, 14))
+        return ppid, utime, stime, cutime, cstime
+
+    def server(self) -> float | None:
+        if self.postmaster is None:
+            return None
+        tick = os.sysconf("SC_CLK_TCK")
+        _, utime, stime, cutime, cstime = self._ticks(
+            Path(f"/proc/{self.postmaster}/stat").read_text()
+        )
+        total = utime + stime + cutime + cstime
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid, utime, stime, _, _ = self._ticks((entry / "stat").read_text())
+            except OSError:
+                continue  # ended meanwhile: its time is the postmaster's now
+            if ppid == self.postmaster:
+                total += utime + stime
+        return total / tick
+
+    def client(self) -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    @contextmanager
+    def measured(self, label: str, into: dict[str, tuple[float, float | None]]) -> Iterator[None]:
+        client, server = self.client(), self.server()
+        yield
+        after = self.server()
+        into[label] = (
+            self.client() - client,
+            None if server is None or after is None else after - server,
+        )
 
 
 def generate(n_parcels: int) -> pd.DataFrame:
@@ -140,6 +201,8 @@ def main() -> None:
     if url.username:
         pg += f" user={url.username}"
     times: dict[str, float] = {}
+    cpu: dict[str, tuple[float, float | None]] = {}
+    meter = CPU(engine)
     steps = {"(c)": defaultdict(float), "(d)": defaultdict(float)}
     with tempfile.TemporaryDirectory() as folder:
         frame = generate(args.parcels)
@@ -153,45 +216,45 @@ def main() -> None:
         n = len(frame)
         print(f"{n:,} parcels in {frame['MaXa'].nunique()} communes", flush=True)
 
+        label = "(a) ogr2ogr -f PostgreSQL + GiST"
+        command = [ogr2ogr, "-f", "PostgreSQL", pg, str(first), "-nln", "peer_ogr2ogr"]
+        command += ["-lco", "GEOMETRY_NAME=geom", "-lco", "SPATIAL_INDEX=GIST", "-overwrite"]
+        command += ["--config", "PG_USE_COPY", "YES"]
         start = time.perf_counter()
-        subprocess.run(
-            [
-                ogr2ogr,
-                "-f",
-                "PostgreSQL",
-                pg,
-                str(first),
-                "-nln",
-                "peer_ogr2ogr",
-                "-lco",
-                "GEOMETRY_NAME=geom",
-                "-lco",
-                "SPATIAL_INDEX=GIST",
-                "-overwrite",
-                "--config",
-                "PG_USE_COPY",
-                "YES",
-            ],
-            check=True,
-        )
-        times["(a) ogr2ogr -f PostgreSQL + GiST"] = time.perf_counter() - start
+        with meter.measured(label, cpu):
+            subprocess.run(command, check=True)
+        times[label] = time.perf_counter() - start
 
+        label = "(b) GeoDataFrame.to_postgis + GiST"
         start = time.perf_counter()
-        peer = pyogrio.read_dataframe(first).rename_geometry("geom")
-        peer.to_postgis("peer_to_postgis", engine, if_exists="replace")
-        with engine.begin() as connection:
-            connection.execute(sa.text("CREATE INDEX ON peer_to_postgis USING gist (geom)"))
-        times["(b) GeoDataFrame.to_postgis + GiST"] = time.perf_counter() - start
+        with meter.measured(label, cpu):
+            peer = pyogrio.read_dataframe(first).rename_geometry("geom")
+            peer.to_postgis("peer_to_postgis", engine, if_exists="replace")
+            with engine.begin() as connection:
+                connection.execute(sa.text("CREATE INDEX ON peer_to_postgis USING gist (geom)"))
+        times[label] = time.perf_counter() - start
 
+        label = "(c) landpipe load, empty register"
         start = time.perf_counter()
-        first_result = landpipe_load(engine, first, steps["(c)"])
-        times["(c) landpipe load, empty register"] = time.perf_counter() - start
+        with meter.measured(label, cpu):
+            first_result = landpipe_load(engine, first, steps["(c)"])
+        times[label] = time.perf_counter() - start
+        label = "(d) landpipe re-delivery, 1 % changed"
         start = time.perf_counter()
-        second_result = landpipe_load(engine, second, steps["(d)"])
-        times["(d) landpipe re-delivery, 1 % changed"] = time.perf_counter() - start
+        with meter.measured(label, cpu):
+            second_result = landpipe_load(engine, second, steps["(d)"])
+        times[label] = time.perf_counter() - start
     engine.dispose()
+    cores = os.cpu_count() or 1
+    print(f"wall time, rows per second, and CPU seconds (client + database server; {cores} cores)")
     for label, seconds in times.items():
-        print(f"{label:<42} {seconds:7.1f} s  {n / seconds:>10,.0f} parcels/s")
+        client, server = cpu[label]
+        used = (
+            f"{client:6.1f} + {server:5.1f} = {client + server:5.1f}"
+            if server is not None
+            else (f"{client:6.1f} + n/a (database not on this machine)")
+        )
+        print(f"{label:<42} {seconds:7.1f} s  {n / seconds:>10,.0f} parcels/s   CPU {used} s")
     a, b, c, d = times.values()
     order = [*_STEPS[:4], *(label for _, _, label in _LOAD_STEPS), _BACKGROUND]
     for run, result in (("(c)", first_result), ("(d)", second_result)):
