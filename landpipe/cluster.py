@@ -37,6 +37,11 @@ SERVER_SETTINGS = {
     "work_mem": "64MB",
     "maintenance_work_mem": "512MB",
     "max_wal_size": "4GB",
+    # No replicas and no WAL archive: a loader's COPY into a table it created or emptied in the
+    # same transaction, and the indexes it builds there, then write no WAL (the files are
+    # synced at commit instead). Backups are pg_dump's. A production server keeps its own.
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
     "checkpoint_timeout": "15min",
     "timezone": "'UTC'",
     "log_timezone": "'UTC'",
@@ -220,10 +225,31 @@ def _initialise(cluster: Cluster) -> None:
             "--locale=C.UTF-8",
         ],
     )
-    settings = "".join(f"{name} = {value}\n" for name, value in SERVER_SETTINGS.items())
+
+
+#: The file of :data:`SERVER_SETTINGS` in the data folder, written at every start, so that a
+#: cluster made by an earlier landpipe gets the settings of this one.
+_SETTINGS_FILE = "landpipe.conf"
+_INCLUDE = f"include_if_exists = '{_SETTINGS_FILE}'"
+
+
+def _write_settings(cluster: Cluster) -> None:
+    """Write :data:`SERVER_SETTINGS` for the next start, and include them last in
+    ``postgresql.conf`` (where later lines win)."""
+    settings = cluster.data_dir / _SETTINGS_FILE
+    settings.write_text(
+        "# written by landpipe at each start of its embedded cluster: edits are lost\n"
+        + "".join(f"{name} = {value}\n" for name, value in SERVER_SETTINGS.items())
+    )
+    settings.chmod(0o644)
+    if cluster.run_as:
+        account = pwd.getpwnam(cluster.run_as)
+        os.chown(settings, account.pw_uid, account.pw_gid)
     conf = cluster.data_dir / "postgresql.conf"
-    with conf.open("a") as handle:
-        handle.write("\n# landpipe embedded cluster\n" + settings)
+    lines = conf.read_text().splitlines()
+    if not lines or lines[-1] != _INCLUDE:
+        with conf.open("a") as handle:
+            handle.write(f"\n# landpipe embedded cluster\n{_INCLUDE}\n")
 
 
 def start(cluster: Cluster) -> bool:
@@ -239,6 +265,7 @@ def start(cluster: Cluster) -> bool:
             _initialise(cluster)
         if is_running(cluster):
             return False
+        _write_settings(cluster)
         _prepare_dir(cluster, cluster.socket_dir, 0o755)
         if not cluster.log_file.exists():
             cluster.log_file.touch()

@@ -216,7 +216,9 @@ def load(
                 plan = register.plan(current, delivery, validation)
             result = _summary(delivery, validation)
             result.batch = _insert_batch(conn, delivery, result, started_at)
-            changes = register.merge(conn, delivery, validation, plan, result.batch)
+            changes = register.merge(
+                conn, delivery, validation, plan, result.batch, freeze=dropped is not None
+            )
             if dropped is not None:
                 register.rebuild(conn, dropped)
             register_findings = _against_register(

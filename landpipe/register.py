@@ -292,10 +292,12 @@ WHERE i.indrelid = 'land.parcel_version'::regclass
   AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid)
 ORDER BY i.indexrelid
 """
+#: Foreign keys of ``land.parcel_version`` and those of other tables that refer to it.
 _FOREIGN_KEYS = """
-SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
-WHERE conrelid = 'land.parcel_version'::regclass AND contype = 'f'
-ORDER BY oid
+SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
+WHERE contype = 'f'
+  AND 'land.parcel_version'::regclass IN (conrelid, confrelid)
+ORDER BY conrelid = 'land.parcel_version'::regclass DESC, oid
 """
 
 
@@ -304,7 +306,7 @@ class Rebuild:
     """What :func:`take_empty_register` dropped, to make again by :func:`rebuild`."""
 
     indexes: list[tuple[str, str]]  # (CREATE INDEX statement, index name)
-    foreign_keys: list[tuple[str, str]]  # (constraint name, definition)
+    foreign_keys: list[tuple[str, str, str]]  # (table, constraint name, definition)
 
 
 def register_is_empty(engine) -> bool:
@@ -317,7 +319,8 @@ def register_is_empty(engine) -> bool:
 
 def take_empty_register(conn) -> Rebuild | None:
     """Lock ``land.parcel_version`` and, if it is empty and ours to alter, drop its
-    secondary indexes and foreign keys for :func:`rebuild` to make again; else None.
+    secondary indexes and the foreign keys from and to it for :func:`rebuild` to make again,
+    and empty it anew (``TRUNCATE``); else None.
 
     Call it before the transaction touches ``land.parcel_version``: a load that finds the
     table locked waits for this one, and none holds the table while waiting for a lock.
@@ -334,10 +337,15 @@ def take_empty_register(conn) -> Rebuild | None:
         indexes=[tuple(row) for row in conn.execute(_SECONDARY_INDEXES).fetchall()],
         foreign_keys=[tuple(row) for row in conn.execute(_FOREIGN_KEYS).fetchall()],
     )
-    for name, _ in dropped.foreign_keys:
-        conn.execute(f'ALTER TABLE land.parcel_version DROP CONSTRAINT "{name}"')
+    for table, name, _ in dropped.foreign_keys:
+        conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
     for _, name in dropped.indexes:
         conn.execute(f"DROP INDEX {name}")
+    # Emptied in this transaction, the table gets new files: the COPY may freeze its rows
+    # (no later pass rewrites them to mark them committed), and where the server keeps no
+    # WAL for replicas (wal_level = minimal, as the embedded cluster) the COPY and the index
+    # builds write none.
+    conn.execute("TRUNCATE land.parcel_version")
     return dropped
 
 
@@ -346,16 +354,28 @@ def rebuild(conn, dropped: Rebuild) -> None:
     then gather the table's statistics for the planner."""
     for statement, _ in dropped.indexes:
         conn.execute(statement)
-    for name, definition in dropped.foreign_keys:
-        conn.execute(f'ALTER TABLE land.parcel_version ADD CONSTRAINT "{name}" {definition}')
+    for table, name, definition in dropped.foreign_keys:
+        conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
     conn.execute("ANALYZE land.parcel_version")
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def merge(conn, delivery: Delivery, validation: Validation, plan: Plan, batch_id: int) -> Changes:
-    """Write ``plan`` into the register as batch ``batch_id`` (see the module)."""
+def merge(
+    conn,
+    delivery: Delivery,
+    validation: Validation,
+    plan: Plan,
+    batch_id: int,
+    *,
+    freeze: bool = False,
+) -> Changes:
+    """Write ``plan`` into the register as batch ``batch_id`` (see the module).
+
+    ``freeze``: copy the new versions frozen (``COPY … FREEZE``), allowed when this
+    transaction emptied ``land.parcel_version`` (:func:`take_empty_register`).
+    """
     changed, added = plan.changed, plan.added
     changes = Changes(
         added=int(added.sum()),
@@ -373,7 +393,9 @@ def merge(conn, delivery: Delivery, validation: Validation, plan: Plan, batch_id
     written = np.flatnonzero(added | changed)
     if len(written):
         now = conn.execute("SELECT now()").fetchone()[0]
-        _copy_versions(conn, delivery, validation.parcels, plan, written, batch_id, now)
+        _copy_versions(
+            conn, delivery, validation.parcels, plan, written, batch_id, now, freeze=freeze
+        )
     if changes.retired and changes.added:
         _record_lineage(conn, batch_id, plan.retired)
     changes.certificates_flagged = _flag_certificates(
@@ -390,12 +412,15 @@ def _copy_versions(
     rows: np.ndarray,
     batch_id: int,
     now: datetime,
+    *,
+    freeze: bool = False,
 ) -> None:
     """Stream the new versions of ``parcels`` at ``rows`` into ``land.parcel_version``."""
     valid_from = _microseconds_since_2000(now)
     cursor = conn.cursor()
+    options = "FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY"
     with cursor.copy(
-        f"COPY land.parcel_version ({_VERSION_COLUMNS}) FROM STDIN (FORMAT BINARY)",
+        f"COPY land.parcel_version ({_VERSION_COLUMNS}) FROM STDIN ({options})",
         writer=QueuedLibpqWriter(cursor),
     ) as copy:
         copy.write(_COPY_HEADER)

@@ -509,15 +509,17 @@ def secondary_objects(engine):
         SELECT 'index', pg_get_indexdef(indexrelid) FROM pg_index
         WHERE indrelid = 'land.parcel_version'::regclass
         UNION ALL
-        SELECT 'constraint', conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
-        WHERE conrelid = 'land.parcel_version'::regclass
+        SELECT 'constraint', conrelid::regclass || ' ' || conname || ' '
+                             || pg_get_constraintdef(oid) FROM pg_constraint
+        WHERE 'land.parcel_version'::regclass IN (conrelid, confrelid)
         ORDER BY 1, 2""",
     )
 
 
 def test_first_load_into_an_empty_register_builds_the_same_indexes_and_keys(register, tmp_path):
     before = secondary_objects(register)
-    assert len([kind for kind, _ in before if kind == "index"]) >= 6
+    assert len([kind for kind, _ in before if kind == "index"]) >= 5
+    assert any("land.certificate" in text for kind, text in before if kind == "constraint")
     load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
     assert secondary_objects(register) == before
     assert scalar(register, "SELECT count(*) FROM land.parcel") == 7
