@@ -383,18 +383,21 @@ def merge(
         unchanged=int(plan.same.sum()),
         retired=len(plan.retired),
     )
+    # The moment of the changes is taken now that the communes' locks are held, not when the
+    # transaction began: a load that began before another one of its communes committed, and
+    # waited for it, dates its changes after that one's.
+    moment = conn.execute("SELECT clock_timestamp()").fetchone()[0]
     closed = np.concatenate([plan.previous[changed], plan.retired])
     if len(closed):
         conn.execute(
-            "UPDATE land.parcel_version SET valid_to = now(), retired_batch_id = %s"
+            "UPDATE land.parcel_version SET valid_to = %s, retired_batch_id = %s"
             " WHERE id = ANY(%s)",
-            [batch_id, closed.tolist()],
+            [moment, batch_id, closed.tolist()],
         )
     written = np.flatnonzero(added | changed)
     if len(written):
-        now = conn.execute("SELECT now()").fetchone()[0]
         _copy_versions(
-            conn, delivery, validation.parcels, plan, written, batch_id, now, freeze=freeze
+            conn, delivery, validation.parcels, plan, written, batch_id, moment, freeze=freeze
         )
     if changes.retired and changes.added:
         _record_lineage(conn, batch_id, plan.retired)

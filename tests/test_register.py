@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -303,6 +304,63 @@ def test_two_concurrent_loads_of_one_commune_both_land_in_turn(register, setting
     assert changes == [(0, 0), (6, 0), (6, 0)]  # each saw the other's result, none lost
     owners = {owner for _, _, owner, *_ in current(register) if owner != "Nguyễn Văn An"}
     assert len(owners) == 1
+    _consistent(register)
+
+
+def test_a_load_that_began_before_another_of_its_commune_dates_its_changes_after_it(
+    register, tmp_path, monkeypatch
+):
+    """A load whose transaction began first but got the commune's lock second (a thread
+    held up between the two) changes versions the other made: it dates its changes after
+    them, never before they began."""
+    load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
+    late = read_delivery(write(tmp_path, [record(i, TenChu="Chủ B") for i in range(6)], "b.gpkg"))
+    began, other_done = threading.Event(), threading.Event()
+    lock_commune = loader.lock_commune
+
+    def held_up(conn, code):
+        if threading.current_thread().name == "late":
+            conn.execute("SELECT now()")  # its transaction has begun
+            began.set()
+            assert other_done.wait(timeout=60)
+        lock_commune(conn, code)
+
+    monkeypatch.setattr(loader, "lock_commune", held_up)
+    outcome = {}
+
+    def run_late():
+        try:
+            outcome["result"] = loader.load(
+                register, late, validate(late.parcels), started_at=datetime.now(UTC)
+            )
+        except Exception as err:  # reported below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run_late, name="late")
+    thread.start()
+    assert began.wait(timeout=60)
+    load_file(register, write(tmp_path, [record(i, TenChu="Chủ A") for i in range(6)], "a.gpkg"))
+    other_done.set()
+    thread.join(timeout=120)
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["result"].changes["changed"] == 6
+    assert (
+        scalar(register, "SELECT count(*) FROM land.parcel_version WHERE valid_to < valid_from")
+        == 0
+    )
+    owners = rows(register, "SELECT DISTINCT owner_name FROM land.parcel WHERE sheet_no = 5")
+    assert owners == [("Chủ B",)]
+    # As of any moment, one version per key.
+    assert (
+        scalar(
+            register,
+            "SELECT count(*) FROM land.parcel_version a JOIN land.parcel_version b"
+            " ON (a.commune_code, a.sheet_no, a.parcel_no) = (b.commune_code, b.sheet_no,"
+            " b.parcel_no) AND a.id < b.id"
+            " AND tstzrange(a.valid_from, a.valid_to) && tstzrange(b.valid_from, b.valid_to)",
+        )
+        == 0
+    )
     _consistent(register)
 
 
