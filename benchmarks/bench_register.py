@@ -8,7 +8,7 @@ Times, in one run and on the same file:
 (c) landpipe's load into an empty register: read, map, validate (the whole catalogue), merge;
 (d) landpipe's re-delivery of the same communes with 1 % of the parcels changed.
 (c) and (d) run the steps of a load (:func:`landpipe_load`): read; look which parcels the
-register holds unchanged (``landpipe.load.unchanged_parcels``); validate the others; load. Each
+register holds unchanged (``landpipe.load.look_at_register``); validate the others; load. Each
 is broken down by step. Needs ``ogr2ogr`` (Debian's gdal-bin; ``make bench`` installs it). Uses
 a scratch database.
 """
@@ -166,7 +166,7 @@ def landpipe_load(engine: sa.Engine, path: Path, steps: dict[str, float]) -> dic
     delivery = read_delivery(path)
     steps[_STEPS[0]] = time.perf_counter() - start
     start = time.perf_counter()
-    unchanged = loader.unchanged_parcels(engine, delivery)
+    look, unchanged = loader.look_at_register(engine, delivery)
     steps[_STEPS[1]] = time.perf_counter() - start
     start = time.perf_counter()
     validation = validate(delivery.parcels, delivery.findings, unchanged=unchanged)
@@ -179,7 +179,7 @@ def landpipe_load(engine: sa.Engine, path: Path, steps: dict[str, float]) -> dic
         )
     start = time.perf_counter()
     with timed_steps(steps):
-        result = loader.load(engine, delivery, validation, started_at=datetime.now(UTC))
+        result = loader.load(engine, delivery, validation, started_at=datetime.now(UTC), look=look)
     steps[_STEPS[3]] = time.perf_counter() - start
     body = result.as_json()
     body["checked"] = int(len(validation.parcels) - (validation.unchanged.sum()))

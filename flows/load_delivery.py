@@ -22,12 +22,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 from prefect.tasks import exponential_backoff
 
-from landpipe import progress, sources
+from landpipe import progress, register, sources
 from landpipe.config import Settings
 from landpipe.db import make_engine
 from landpipe.errors import DatabaseError, DeliveryError
 from landpipe.inbox import report_folder, write_report_or_fallback
-from landpipe.load import LoadResult, load, record_refusal, unchanged_parcels
+from landpipe.load import LoadResult, load, look_at_register, record_refusal
 from landpipe.migrate import ensure_current
 from landpipe.sources import Delivery
 from landpipe.sources.files import DRIVERS, fingerprint
@@ -140,13 +140,14 @@ def reproject_step(parcels: gpd.GeoDataFrame, crs: str | None, source_name: str)
     cache_policy=NO_CACHE,
     **ON_CONNECTION_LOSS,
 )
-def compare_step(settings: Settings, delivery: Delivery) -> np.ndarray:
-    """Which delivered parcels the register already holds, unchanged (by content hash)."""
+def compare_step(settings: Settings, delivery: Delivery) -> tuple[register.Look, np.ndarray]:
+    """What the register holds of the delivery's sheets, and which delivered parcels it holds
+    unchanged (by content hash)."""
     engine = make_engine(settings)
     try:
         ensure_current(engine, upgrade_if_needed=settings.database_url is None)
         with progress.step("compare with register", total=len(delivery.parcels)):
-            return unchanged_parcels(engine, delivery)
+            return look_at_register(engine, delivery)
     finally:
         engine.dispose()
 
@@ -160,12 +161,18 @@ def validate_step(delivery: Delivery, unchanged: np.ndarray | None = None) -> Va
 @task(
     name="load", task_run_name=_step_run_name("load"), cache_policy=NO_CACHE, **ON_CONNECTION_LOSS
 )
-def load_step(settings: Settings, delivery: Delivery, validation: Validation, started_at: datetime):
+def load_step(
+    settings: Settings,
+    delivery: Delivery,
+    validation: Validation,
+    started_at: datetime,
+    look: register.Look | None = None,
+):
     engine = make_engine(settings)
     try:
         ensure_current(engine, upgrade_if_needed=settings.database_url is None)
         with progress.step("load", total=len(delivery.parcels)):
-            return load(engine, delivery, validation, started_at=started_at)
+            return load(engine, delivery, validation, started_at=started_at, look=look)
     finally:
         engine.dispose()
 
@@ -294,7 +301,7 @@ def load_delivery(
         delivery = Delivery.assemble(
             source, raw, used, decision, parcels, mapping_how="option" if mapping else "detected"
         )
-        unchanged = compare_step(settings, delivery)
+        look, unchanged = compare_step(settings, delivery)
         say(
             "compare",
             "%d of %d parcels unchanged in the register",
@@ -315,7 +322,7 @@ def load_delivery(
         body = summary.as_json()
         body["report"] = _report(settings, path, batch, report, report_dir)
         return Failed(message=str(error), data=body)
-    result: LoadResult = load_step(settings, delivery, validation, started_at)
+    result: LoadResult = load_step(settings, delivery, validation, started_at, look)
     say(
         "load",
         "batch %s %s: %d read, %d loaded, %d repaired, %d rejected",

@@ -130,33 +130,43 @@ def _optional(value: Any) -> Any:
     return None if value is None or (not isinstance(value, list) and pd.isna(value)) else value
 
 
-def unchanged_parcels(engine: Engine, delivery: Delivery) -> np.ndarray:
-    """Which delivered parcels the register holds as current with the same content.
+def look_at_register(engine: Engine, delivery: Delivery) -> tuple[register.Look, np.ndarray]:
+    """What the register holds of the delivery's sheets, and which delivered parcels it holds
+    as current with the same content.
 
-    A boolean mask over ``delivery.parcels`` to pass to :func:`landpipe.validate.validate` as
-    ``unchanged``. It is a look without locks: :func:`load` checks it again under its lock.
-    The delivery's content hashes are made while the database gathers the current ones.
+    The mask goes to :func:`landpipe.validate.validate` as ``unchanged``, the look to
+    :func:`load`. It is a look without locks: :func:`load` uses it only if no batch touching
+    the delivery's communes committed since, and reads the register again otherwise. The
+    delivery's content hashes are made while the database gathers the current ones.
     """
     sheets = register.covered_sheets(delivery)
     none = np.zeros(len(delivery.parcels), dtype=bool)
     with engine.connect() as connection:
-        if not connection.exec_driver_sql(
+        known = connection.exec_driver_sql(
             register.ANY_CURRENT, register.sheet_arrays(sheets)
-        ).scalar():
-            return none  # a first delivery of these sheets: nothing to compare with
+        ).scalar()
+    if not known:  # a first delivery of these sheets: nothing to compare, nothing to hash
+        return _look(engine, sheets), none
     with ThreadPoolExecutor(max_workers=1) as pool:
-        looked = pool.submit(_current_versions, engine, sheets)
+        looked = pool.submit(_look, engine, sheets)
         hashes = delivery.content_hashes
-        current = looked.result()
-    return current.same_content(delivery.parcels, hashes) if len(current) else none
+        seen = looked.result()
+    if not len(seen.current):
+        return seen, none
+    return seen, seen.current.same_content(delivery.parcels, hashes)
 
 
-def _current_versions(engine: Engine, sheets: list[tuple[str, int]]) -> register.Registered:
+def unchanged_parcels(engine: Engine, delivery: Delivery) -> np.ndarray:
+    """The mask of :func:`look_at_register` alone."""
+    return look_at_register(engine, delivery)[1]
+
+
+def _look(engine: Engine, sheets: list[tuple[str, int]]) -> register.Look:
     raw = engine.raw_connection()
     try:
         conn = raw.driver_connection
         with conn.transaction():
-            return register.registered(conn, sheets)
+            return register.look(conn, sheets)
     finally:
         raw.close()
 
@@ -182,12 +192,19 @@ def _summary(delivery: Delivery, validation: Validation) -> LoadResult:
 
 
 def load(
-    engine: Engine, delivery: Delivery, validation: Validation, *, started_at: datetime
+    engine: Engine,
+    delivery: Delivery,
+    validation: Validation,
+    *,
+    started_at: datetime,
+    look: register.Look | None = None,
 ) -> LoadResult:
     """Write ``delivery`` and its ``validation`` as one batch; a no-op when already loaded.
 
-    The first load into an empty register builds the register's indexes after copying (see
-    :mod:`landpipe.register`); it holds ``land.parcel_version`` alone until it commits.
+    ``look``, from :func:`look_at_register`, spares reading the register's current versions
+    again when nothing changed them since. The first load into an empty register builds the
+    register's indexes after copying (see :mod:`landpipe.register`); it holds
+    ``land.parcel_version`` alone until it commits.
     """
     initial = len(validation.parcels) > 0 and register.register_is_empty(engine)
     raw = engine.raw_connection()
@@ -207,7 +224,12 @@ def load(
                 return _unchanged(result, earlier[0])
             dropped = register.take_empty_register(conn) if initial else None
             sheets = register.covered_sheets(delivery)
-            current = register.registered(conn, sheets)
+            if dropped is not None:  # the register is empty
+                current = register.Registered.none(sheets)
+            else:
+                current = look and register.still_current(conn, look, sheets)
+                if current is None:
+                    current = register.registered(conn, sheets)
             plan = register.plan(current, delivery, validation)
             if validation.unchanged is not None and np.any(validation.unchanged & ~plan.same):
                 # The register changed since validation looked: validate against it as it is.

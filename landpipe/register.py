@@ -147,6 +147,12 @@ class Registered:
     version_id: np.ndarray  # int64
     content_hash: np.ndarray  # (n, 32) uint8
 
+    @classmethod
+    def none(cls, sheets: list[tuple[str, int]]) -> Registered:
+        """No current version in ``sheets``."""
+        empty = np.empty(0, dtype=np.int64)
+        return cls(sheets, empty, empty.copy(), np.empty((0, 32), dtype=np.uint8))
+
     def __len__(self) -> int:
         return len(self.key)
 
@@ -195,6 +201,58 @@ def registered(conn, sheets: list[tuple[str, int]]) -> Registered:
         for place in missing:
             content_hash[place] = np.frombuffer(computed[int(version_id[place])], dtype=np.uint8)
     return Registered(sheets, key[order], version_id, content_hash)
+
+
+#: Whether a batch that may have changed parcels of some communes committed after a snapshot.
+_CHANGED_SINCE = """
+SELECT EXISTS (
+    SELECT FROM land.batch b
+    WHERE b.kind <> 'revalidation'
+      AND NOT pg_visible_in_snapshot(b.xact, %s::pg_snapshot)
+      AND (b.covered_sheets IS NULL
+           OR EXISTS (SELECT FROM jsonb_array_elements(b.covered_sheets) s
+                      WHERE s ->> 0 = ANY(%s::text[]))))
+"""
+
+
+@dataclass
+class Look:
+    """The current versions of some map sheets as one snapshot of the register saw them.
+
+    A load that holds its communes' locks uses them instead of reading them again when no
+    batch touching those communes committed after that snapshot (:func:`still_current`).
+    """
+
+    sheets: list[tuple[str, int]]
+    current: Registered
+    snapshot: str  # pg_snapshot, as text
+
+
+def look(conn, sheets: list[tuple[str, int]]) -> Look:
+    """The current versions of ``sheets`` and the snapshot they were read in.
+
+    ``conn`` is a psycopg connection at the start of a transaction, which this makes
+    ``REPEATABLE READ`` so that both come from one snapshot.
+    """
+    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    snapshot = conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0]
+    if conn.execute(ANY_CURRENT, sheet_arrays(sheets)).fetchone()[0]:
+        current = registered(conn, sheets)
+    else:  # a first delivery of these sheets: nothing to compare with
+        current = Registered.none(sheets)
+    return Look(sheets, current, snapshot)
+
+
+def still_current(conn, seen: Look, sheets: list[tuple[str, int]]) -> Registered | None:
+    """``seen.current`` when it still is what the register holds of ``sheets``; else None.
+
+    Call it holding the locks of the sheets' communes: no load of them commits meanwhile.
+    """
+    if seen.sheets != sheets:
+        return None
+    communes = sorted({commune for commune, _ in sheets})
+    changed = conn.execute(_CHANGED_SINCE, [seen.snapshot, communes]).fetchone()[0]
+    return None if changed else seen.current
 
 
 def _parcel_keys(parcels: pd.DataFrame, sheets: list[tuple[str, int]]) -> np.ndarray:

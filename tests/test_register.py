@@ -533,7 +533,7 @@ def test_register_changed_since_the_look_is_validated_again(register, tmp_path):
     late = [dict(r) for r in first]
     late[2]["KyHieuMucDichSuDung"] = "XYZ"
     read = read_delivery(write(tmp_path, late, "d2.gpkg"))
-    unchanged = loader.unchanged_parcels(register, read)
+    look, unchanged = loader.look_at_register(register, read)
     assert list(unchanged) == [True, True, False]
     stale = validate(read.parcels, read.findings, unchanged=unchanged)
     # Meanwhile another load of the commune changes parcels 1 and 3.
@@ -541,11 +541,49 @@ def test_register_changed_since_the_look_is_validated_again(register, tmp_path):
     between[0]["TenChu"] = "Lê Thị Hoa"
     between[2]["TenChu"] = "Lê Thị Hoa"
     load_file(register, write(tmp_path, between, "between.gpkg"))
-    result = loader.load(register, read, stale, started_at=datetime.now(UTC))
+    result = loader.load(register, read, stale, started_at=datetime.now(UTC), look=look)
     # Parcel 1 is changed back, parcel 3 changed again: both checked, as if never skipped.
     assert result.changes == {"added": 0, "changed": 2, "unchanged": 1, "retired": 0}
     assert findings_of(register, result.batch) == [("ATTR_LAND_USE_UNKNOWN", 3, None)]
     assert [owner for *_, owner, _, _ in current(register)] == ["Nguyễn Văn An"] * 3
+
+
+def reads_of_the_register(monkeypatch) -> list[list[tuple[str, int]]]:
+    """The sheets of each read of current versions (register.registered), in a load or a look."""
+    calls = []
+    registered = loader.register.registered
+
+    def counted(conn, sheets):
+        calls.append(sheets)
+        return registered(conn, sheets)
+
+    monkeypatch.setattr(loader.register, "registered", counted)
+    return calls
+
+
+def test_the_load_uses_the_look_when_nothing_changed_since(register, tmp_path, monkeypatch):
+    first = [record(i) for i in range(3)]
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    # Loads and revalidations of other communes since the look do not matter.
+    load_file(register, write(tmp_path, [record(0, MaXa="22927")], "other.gpkg"))
+    again = [dict(r) for r in first]
+    again[1]["TenChu"] = "Lê Thị Hoa"
+    read = read_delivery(write(tmp_path, again, "d2.gpkg"))
+    reads = reads_of_the_register(monkeypatch)
+    look, unchanged = loader.look_at_register(register, read)
+    load_file(register, write(tmp_path, [record(1, MaXa="22927")], "other2.gpkg"))
+    validation = validate(read.parcels, read.findings, unchanged=unchanged)
+    result = loader.load(register, read, validation, started_at=datetime.now(UTC), look=look)
+    assert reads.count([("22924", 5)]) == 1  # the look's read only
+    assert result.changes == {"added": 0, "changed": 1, "unchanged": 2, "retired": 0}
+    # Without a look, or after a batch of the commune since, the load reads again.
+    read = read_delivery(write(tmp_path, first, "d3.gpkg"))
+    look, unchanged = loader.look_at_register(register, read)
+    load_file(register, write(tmp_path, [record(9)], "d4.gpkg"))  # sheet 5 of 22924 again
+    validation = validate(read.parcels, read.findings, unchanged=unchanged)
+    result = loader.load(register, read, validation, started_at=datetime.now(UTC), look=look)
+    assert reads.count([("22924", 5)]) == 4  # the look, d4's load, and this load again
+    assert result.changes == {"added": 3, "changed": 0, "unchanged": 0, "retired": 1}
 
 
 def test_a_version_stored_without_a_content_hash_is_compared_by_its_content(register, tmp_path):
