@@ -70,9 +70,14 @@ class CPU:
 
     Wall time on a machine of few cores is bounded below by the CPU seconds all of them need
     divided by the cores; this shows how much work each contender does, not only how long.
+    The server's share is counted once the contender's connections have ended (a backend's
+    time reaches the postmaster when it is reaped), and autovacuum is paused meanwhile
+    (:meth:`autovacuum_paused`), so that one contender's table is not vacuumed on another's
+    account.
     """
 
     def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
         with engine.connect() as connection:
             data_dir = connection.exec_driver_sql("SHOW data_directory").scalar()
         try:
@@ -88,14 +93,9 @@ class CPU:
         ppid, utime, stime, cutime, cstime = (int(fields[i]) for i in (1, 11, 12, 13, 14))
         return ppid, utime, stime, cutime, cstime
 
-    def server(self) -> float | None:
-        if self.postmaster is None:
-            return None
-        tick = os.sysconf("SC_CLK_TCK")
-        _, utime, stime, cutime, cstime = self._ticks(
-            Path(f"/proc/{self.postmaster}/stat").read_text()
-        )
-        total = utime + stime + cutime + cstime
+    def _children(self) -> dict[int, int]:
+        """The postmaster's child processes and their CPU ticks."""
+        children = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -104,8 +104,17 @@ class CPU:
             except OSError:
                 continue  # ended meanwhile: its time is the postmaster's now
             if ppid == self.postmaster:
-                total += utime + stime
-        return total / tick
+                children[int(entry.name)] = utime + stime
+        return children
+
+    def server(self) -> float | None:
+        if self.postmaster is None:
+            return None
+        _, utime, stime, cutime, cstime = self._ticks(
+            Path(f"/proc/{self.postmaster}/stat").read_text()
+        )
+        total = utime + stime + cutime + cstime + sum(self._children().values())
+        return total / os.sysconf("SC_CLK_TCK")
 
     def client(self) -> float:
         own = resource.getrusage(resource.RUSAGE_SELF)
@@ -113,9 +122,39 @@ class CPU:
         return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
     @contextmanager
+    def autovacuum_paused(self) -> Iterator[None]:
+        """Autovacuum off on a local server while the contenders run (superuser only)."""
+        if self.postmaster is None:
+            yield
+            return
+        with self.engine.connect() as connection:
+            superuser = connection.exec_driver_sql("SHOW is_superuser").scalar() == "on"
+        if not superuser:
+            yield
+            return
+        self._autovacuum("ALTER SYSTEM SET autovacuum = off")
+        try:
+            yield
+        finally:
+            self._autovacuum("ALTER SYSTEM RESET autovacuum")
+
+    def _autovacuum(self, statement: str) -> None:
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql(statement)
+            connection.exec_driver_sql("SELECT pg_reload_conf()")
+
+    @contextmanager
     def measured(self, label: str, into: dict[str, tuple[float, float | None]]) -> Iterator[None]:
+        self.engine.dispose()
+        before = set(self._children()) if self.postmaster is not None else set()
         client, server = self.client(), self.server()
         yield
+        self.engine.dispose()
+        deadline = time.monotonic() + 30
+        while self.postmaster is not None and time.monotonic() < deadline:
+            if set(self._children()) <= before:  # every backend of the contender has ended
+                break
+            time.sleep(0.05)
         after = self.server()
         into[label] = (
             self.client() - client,
@@ -204,7 +243,7 @@ def main() -> None:
     cpu: dict[str, tuple[float, float | None]] = {}
     meter = CPU(engine)
     steps = {"(c)": defaultdict(float), "(d)": defaultdict(float)}
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, meter.autovacuum_paused():
         frame = generate(args.parcels)
         first = Path(folder) / "first.gpkg"
         synth.write_delivery(frame, first)
