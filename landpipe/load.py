@@ -254,6 +254,9 @@ def load(
                 validation.repaired,
                 validation.unchanged,
             )
+            closed = _close_superseded(
+                conn, result.batch, np.concatenate([plan.previous[plan.changed], plan.retired])
+            )
             result.issues = validation.counts()
             result.changes = changes.as_json()
             if changes.certificates_flagged:
@@ -261,14 +264,72 @@ def load(
                 result.issues = dict(sorted(result.issues.items()))
             conn.execute(
                 "UPDATE land.batch SET n_added = %s, n_changed = %s, n_unchanged = %s,"
-                " n_retired = %s, finished_at = clock_timestamp() WHERE id = %s",
-                [changes.added, changes.changed, changes.unchanged, changes.retired, result.batch],
+                " n_retired = %s, n_closed = %s, finished_at = clock_timestamp() WHERE id = %s",
+                [
+                    changes.added,
+                    changes.changed,
+                    changes.unchanged,
+                    changes.retired,
+                    closed,
+                    result.batch,
+                ],
             )
             _copy_findings(conn, result.batch, validation)
             _copy_rejected(conn, result.batch, delivery, validation)
         return result
     finally:
         raw.close()
+
+
+#: Open topology findings of earlier batches that name one of some versions' parcels, or (a
+#: gap, which names only two of the parcels lining it) that such a version lined.
+_SUPERSEDED = """
+WITH old AS (
+    SELECT commune_code, sheet_no, parcel_no, geom FROM land.parcel_version
+    WHERE id = ANY(%(versions)s)
+), superseded AS (
+    SELECT f.id FROM old
+    JOIN land.finding f ON (f.commune_code, f.sheet_no, f.parcel_no)
+                         = (old.commune_code, old.sheet_no, old.parcel_no)
+    WHERE f.closed_by_batch_id IS NULL
+    UNION
+    SELECT f.id FROM old
+    JOIN land.finding f ON (f.other_commune_code, f.other_sheet_no, f.other_parcel_no)
+                         = (old.commune_code, old.sheet_no, old.parcel_no)
+    WHERE f.closed_by_batch_id IS NULL AND f.other_parcel_no IS NOT NULL
+    UNION
+    SELECT f.id FROM old
+    JOIN land.finding f ON f.rule_code = %(gap)s AND ST_DWithin(f.location, old.geom, %(lining)s)
+    WHERE f.closed_by_batch_id IS NULL
+)
+UPDATE land.finding f SET closed_by_batch_id = %(batch)s
+FROM superseded s
+WHERE f.id = s.id AND f.batch_id < %(batch)s AND f.rule_code = ANY(%(rules)s)
+"""
+
+
+def _close_superseded(conn, batch_id: int, versions: np.ndarray) -> int:
+    """Close the open topology findings of earlier batches that involve the parcel versions
+    this batch replaced (changed or retired); returns how many.
+
+    The load checked the topology of every changed parcel again, against the delivery and
+    the register around it, and made afresh every overlap, gap, sliver and edge finding that
+    involves one: those of earlier batches are superseded. So an overlap that a re-delivery
+    fixed no longer blocks the unchanged neighbour it named, without waiting for a
+    revalidation. A retired parcel's findings concern a parcel that is gone.
+    """
+    if not len(versions):
+        return 0
+    return conn.execute(
+        _SUPERSEDED,
+        {
+            "versions": versions.tolist(),
+            "batch": batch_id,
+            "gap": topology.GAP,
+            "lining": topology.LINING_M,
+            "rules": list(topology.RULES),
+        },
+    ).rowcount
 
 
 def _against_register(

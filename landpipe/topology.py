@@ -62,6 +62,8 @@ OVERLAP = "TOPO_OVERLAP"
 GAP = "TOPO_GAP"
 SLIVER = "TOPO_SLIVER"
 EDGE_MISMATCH = "TOPO_EDGE_MISMATCH"
+#: The rules of this module.
+RULES = (OVERLAP, GAP, SLIVER, EDGE_MISMATCH)
 
 #: Parameters of :func:`topology_findings`: name -> (rule code, parameter in the catalogue).
 PARAMETERS: dict[str, tuple[str, str]] = {
@@ -85,8 +87,8 @@ DEFAULT_CHUNK_SIZE = 10_000
 
 # Extra reach of a chunk's halo beyond the gap width, against rounding in the envelopes.
 _HALO_MARGIN_M = 1e-3
-# Distance within which a parcel's boundary counts as lining a gap.
-_LINING_M = 1e-3
+#: Distance within which a parcel's boundary counts as lining a gap.
+LINING_M = 1e-3
 _POLYGONAL = (3, 6)  # GEOS type ids of Polygon and MultiPolygon
 
 
@@ -326,7 +328,7 @@ def _focus_edges(coverage: _Coverage, gap_width: float, workers: int) -> np.ndar
         checked[todo] = True
         flagged = np.flatnonzero(~shapely.is_missing(around) & ~checked)
         near, other = coverage.tree.query(
-            around[flagged], predicate="dwithin", distance=max(gap_width, _LINING_M)
+            around[flagged], predicate="dwithin", distance=max(gap_width, LINING_M)
         )
         linked = checked[other] & (flagged[near] != other)
         todo = np.unique(flagged[near[linked]])
@@ -511,8 +513,8 @@ def _with_holes(geometry: np.ndarray) -> np.ndarray:
 
 def _lining(coverage: _Coverage, gap: shapely.Geometry) -> tuple[np.ndarray, np.ndarray]:
     """Parcels whose boundary lines ``gap``, longest shared length first (then report order)."""
-    near = coverage.tree.query(gap, predicate="dwithin", distance=_LINING_M)
-    band = shapely.buffer(shapely.boundary(gap), _LINING_M)
+    near = coverage.tree.query(gap, predicate="dwithin", distance=LINING_M)
+    band = shapely.buffer(shapely.boundary(gap), LINING_M)
     length = shapely.length(shapely.intersection(band, shapely.boundary(coverage.geometry[near])))
     order = np.lexsort((coverage.rank[near], -length))
     near, length = near[order], length[order]

@@ -15,7 +15,7 @@ ALTER TABLE land.batch ADD COLUMN IF NOT EXISTS n_closed integer NOT NULL DEFAUL
 ALTER TABLE land.batch ALTER COLUMN source_path DROP NOT NULL;
 ALTER TABLE land.batch ALTER COLUMN source_sha256 DROP NOT NULL;
 COMMENT ON COLUMN land.batch.kind IS 'delivery (a survey delivery processed) or revalidation (the rule catalogue re-run over the current parcels of commune_code)';
-COMMENT ON COLUMN land.batch.n_closed IS 'Findings this batch closed (superseded): set by a revalidation';
+COMMENT ON COLUMN land.batch.n_closed IS 'Findings of earlier batches this batch closed (superseded): by a revalidation, or by a delivery that changed or retired their parcels';
 
 -- The checks of kind and status, replaced only when they differ (every file re-runs on upgrade).
 DO $$
@@ -37,10 +37,10 @@ BEGIN
 END
 $$;
 
--- The batch (a later revalidation) that closed a finding; NULL while the finding is in force.
+-- The batch (a later revalidation or re-delivery) that closed a finding; NULL while in force.
 ALTER TABLE land.finding ADD COLUMN IF NOT EXISTS closed_by_batch_id bigint
     REFERENCES land.batch (id) ON DELETE SET NULL;
-COMMENT ON COLUMN land.finding.closed_by_batch_id IS 'The revalidation that superseded this finding; NULL while it is in force';
+COMMENT ON COLUMN land.finding.closed_by_batch_id IS 'The batch that superseded this finding (a revalidation, or a delivery that checked its parcels again); NULL while it is in force';
 CREATE INDEX IF NOT EXISTS finding_in_force_key_idx
     ON land.finding (commune_code, sheet_no, parcel_no) WHERE closed_by_batch_id IS NULL;
 CREATE INDEX IF NOT EXISTS finding_in_force_other_key_idx

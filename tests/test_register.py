@@ -527,6 +527,81 @@ def test_redelivery_finds_a_changed_parcels_overlap_with_a_registered_sheet(regi
     assert findings_of(register, result.batch) == [("TOPO_OVERLAP", 1, 3)]
 
 
+def blocked_parcels(engine):
+    return [
+        n
+        for (n,) in rows(
+            engine, "SELECT parcel_no FROM land.parcel_detail WHERE blocked ORDER BY 1"
+        )
+    ]
+
+
+def test_a_redelivery_that_fixes_an_overlap_unblocks_the_unchanged_neighbour(register, tmp_path):
+    first = [record(i) for i in range(4)]
+    first[1]["geometry"] = box(X0 + 10, Y0, X0 + 20.5, Y0 + 10)  # 0.5 m into parcel 3
+    first[1]["DienTich"] = 105.0
+    one = load_file(register, write(tmp_path, first, "d1.gpkg"))
+    assert ("TOPO_OVERLAP", 2, 3) in findings_of(register, one.batch)
+    assert blocked_parcels(register) == [2, 3]
+    # Parcel 2 comes back fixed; parcel 3 is delivered unchanged.
+    fixed = [record(i) for i in range(4)]
+    two, _ = load_as_the_flow_does(register, write(tmp_path, fixed, "d2.gpkg"))
+    assert two.changes == {"added": 0, "changed": 1, "unchanged": 3, "retired": 0}
+    assert findings_of(register, two.batch) == []
+    assert blocked_parcels(register) == []
+    closed = rows(
+        register,
+        "SELECT rule_code, parcel_no, other_parcel_no FROM land.finding"
+        " WHERE closed_by_batch_id = :b ORDER BY 1",
+        b=two.batch,
+    )
+    assert ("TOPO_OVERLAP", 2, 3) in closed
+    assert scalar(register, "SELECT n_closed FROM land.batch WHERE id = :b", b=two.batch) == len(
+        closed
+    )
+    # It overlaps again: both are blocked again, by the new batch's finding.
+    three, _ = load_as_the_flow_does(register, write(tmp_path, first, "d3.gpkg"))
+    assert ("TOPO_OVERLAP", 2, 3) in findings_of(register, three.batch)
+    assert blocked_parcels(register) == [2, 3]
+    # Findings of other rules, and of parcels the delivery left alone, stay in force.
+    assert scalar(
+        register,
+        "SELECT count(*) FROM land.finding WHERE batch_id = :b AND closed_by_batch_id IS NULL",
+        b=three.batch,
+    ) == len(findings_of(register, three.batch))
+
+
+def test_a_gap_filled_by_a_third_parcel_no_longer_blocks_the_two_it_was_reported_between(
+    register, tmp_path
+):
+    top = box(X0, Y0 + 10, X0 + 20.3, Y0 + 20)
+    parcels = [
+        record(0),  # parcel 1: west of the gap
+        record(1, geometry=box(X0 + 10.3, Y0, X0 + 20.3, Y0 + 10)),  # parcel 2: east of it
+        record(2, geometry=top, DienTich=203.0),  # parcel 3: above
+        record(3, geometry=box(X0, Y0 - 10, X0 + 20.3, Y0), DienTich=203.0),  # 4: below
+    ]
+    one = load_file(register, write(tmp_path, parcels, "d1.gpkg"))
+    assert ("TOPO_GAP", 1, 2) in findings_of(register, one.batch)
+    assert {1, 2} <= set(blocked_parcels(register))
+    # Parcel 3 comes back with a tongue that fills the gap; the gap named parcels 1 and 2.
+    filled = [dict(r) for r in parcels]
+    filled[2]["geometry"] = top.union(box(X0 + 10, Y0, X0 + 10.3, Y0 + 10))
+    filled[2]["DienTich"] = 206.0
+    two, _ = load_as_the_flow_does(register, write(tmp_path, filled, "d2.gpkg"))
+    assert two.changes == {"added": 0, "changed": 1, "unchanged": 3, "retired": 0}
+    assert "TOPO_GAP" not in {rule for rule, *_ in findings_of(register, two.batch)}
+    assert (
+        scalar(
+            register,
+            "SELECT count(*) FROM land.finding WHERE rule_code = 'TOPO_GAP'"
+            " AND closed_by_batch_id IS NULL",
+        )
+        == 0
+    )
+    assert not {1, 2} & set(blocked_parcels(register))
+
+
 def test_register_changed_since_the_look_is_validated_again(register, tmp_path):
     first = [record(i) for i in range(3)]
     load_file(register, write(tmp_path, first, "d1.gpkg"))
