@@ -167,12 +167,15 @@ def load_step(
     validation: Validation,
     started_at: datetime,
     look: register.Look | None = None,
+    options: dict[str, Any] | None = None,
 ):
     engine = make_engine(settings)
     try:
         ensure_current(engine, upgrade_if_needed=settings.database_url is None)
         with progress.step("load", total=len(delivery.parcels)):
-            return load(engine, delivery, validation, started_at=started_at, look=look)
+            return load(
+                engine, delivery, validation, started_at=started_at, look=look, options=options
+            )
     finally:
         engine.dispose()
 
@@ -322,7 +325,7 @@ def load_delivery(
         body = summary.as_json()
         body["report"] = _report(settings, path, batch, report, report_dir)
         return Failed(message=str(error), data=body)
-    result: LoadResult = load_step(settings, delivery, validation, started_at, look)
+    result: LoadResult = load_step(settings, delivery, validation, started_at, look, options)
     say(
         "load",
         "batch %s %s: %d read, %d loaded, %d repaired, %d rejected",

@@ -198,10 +198,12 @@ def load(
     *,
     started_at: datetime,
     look: register.Look | None = None,
+    options: dict[str, Any] | None = None,
 ) -> LoadResult:
     """Write ``delivery`` and its ``validation`` as one batch; a no-op when already loaded.
 
-    ``look``, from :func:`look_at_register`, spares reading the register's current versions
+    ``options`` are those the delivery was read with (``landpipe load``'s), kept in the
+    batch. ``look``, from :func:`look_at_register`, spares reading the register's current versions
     again when nothing changed them since. The first load into an empty register builds the
     register's indexes after copying (see :mod:`landpipe.register`); it holds
     ``land.parcel_version`` alone until it commits.
@@ -237,7 +239,7 @@ def load(
                 validation = validate(delivery.parcels, delivery.findings, unchanged=unchanged)
                 plan = register.plan(current, delivery, validation)
             result = _summary(delivery, validation)
-            result.batch = _insert_batch(conn, delivery, result, started_at)
+            result.batch = _insert_batch(conn, delivery, result, started_at, options or {})
             changes = register.merge(
                 conn, delivery, validation, plan, result.batch, freeze=dropped is not None
             )
@@ -398,15 +400,17 @@ def _unchanged(result: LoadResult, batch_id: int) -> LoadResult:
     return result
 
 
-def _insert_batch(conn, delivery: Delivery, result: LoadResult, started_at: datetime) -> int:
+def _insert_batch(
+    conn, delivery: Delivery, result: LoadResult, started_at: datetime, options: dict[str, Any]
+) -> int:
     row = conn.execute(
         """
-        INSERT INTO land.batch (source_path, source_sha256, source_format, source_layer,
+        INSERT INTO land.batch (source_path, source_sha256, source_format, options, source_layer,
             commune_code, crs_read, crs_how, field_mapping, field_mapping_how, text_encoding,
             text_encoding_how, text_encoding_confidence, text_encoding_declared, linework,
             covered_sheets, started_at, finished_at, status, n_read, n_loaded, n_repaired,
             n_rejected)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
             clock_timestamp(), %s, %s, %s, %s, %s)
         RETURNING id
         """,
@@ -414,6 +418,7 @@ def _insert_batch(conn, delivery: Delivery, result: LoadResult, started_at: date
             str(delivery.source.path.resolve()),
             delivery.source.sha256,
             delivery.source.driver,
+            Jsonb(options),
             delivery.layer,
             delivery.commune_code,
             delivery.crs.label,

@@ -81,7 +81,8 @@ KEPT_RULES = frozenset(
 _CURRENT_PARCELS = """
 SELECT v.id, v.sheet_no, v.parcel_no, v.land_use_codes, v.declared_area_m2::float8,
        v.legal_area_m2::float8, v.owner_name, v.address,
-       v.attributes ->> (b.field_mapping ->> 'map_scale'), ST_AsBinary(v.geom)
+       v.attributes ->> (b.field_mapping ->> 'map_scale'), ST_AsBinary(v.geom),
+       (b.options ->> 'scale')::integer
 FROM land.parcel_version v
 JOIN land.batch b ON b.id = v.batch_id
 WHERE v.valid_to IS NULL AND v.commune_code = %s
@@ -145,10 +146,11 @@ def current_parcels(conn, commune_code: str) -> tuple[gpd.GeoDataFrame, np.ndarr
     """The commune's current parcels as canonical parcels, and their version ids.
 
     ``source_row`` numbers the parcels 0..n-1 (validation needs a row identity); ``map_scale``
-    is read from the delivered field that the parcel's delivery mapped to it, if any.
+    is read from the delivered field that the parcel's delivery mapped to it, else the scale
+    that load was given (``--scale``), as the load read it.
     """
     rows = conn.execute(_CURRENT_PARCELS, [commune_code]).fetchall()
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(10)]
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(11)]
     version_ids = np.asarray(columns[0], dtype=np.int64)
     n = len(rows)
     frame = gpd.GeoDataFrame(
@@ -162,7 +164,9 @@ def current_parcels(conn, commune_code: str) -> tuple[gpd.GeoDataFrame, np.ndarr
             "legal_area_m2": np.asarray(columns[5], dtype="float64"),
             "owner_name": pd.Series(columns[6], dtype=object),
             "address": pd.Series(columns[7], dtype=object),
-            "map_scale": series_to_map_scale(pd.Series(columns[8], dtype=object)),
+            "map_scale": series_to_map_scale(pd.Series(columns[8], dtype=object)).fillna(
+                pd.Series(pd.array(columns[10], dtype="Int64"))
+            ),
         },
         geometry=shapely.from_wkb([bytes(g) for g in columns[9]]),
         crs=f"EPSG:{canonical.STORAGE_EPSG}",

@@ -289,6 +289,24 @@ def test_load_writes_the_report_beside_the_delivery(register, cli_env, tmp_path)
     assert html.exists() and Path(summary["report"]["gpkg"]).exists()
 
 
+def test_a_revalidation_uses_the_map_scale_the_load_was_given(register, cli_env, tmp_path):
+    # 1.5 m² more than drawn: beyond the 1 m² tolerance of 1:200, within the lenient one of
+    # an unknown scale.
+    path = write(tmp_path, [record(0, DienTich=101.5), record(1)], "d.gpkg")
+    result = run_cli("load", str(path), "--json", "--scale", "200", "--no-report", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    batch = json.loads(result.stdout)["batch"]
+    assert json.loads(result.stdout)["issues"] == {"ATTR_AREA_MISMATCH": 1}
+    options = scalar(register, "SELECT options FROM land.batch WHERE id = :b", b=batch)
+    assert options["scale"] == 200
+    again = revalidate_commune(register, "22924")
+    assert rows(
+        register,
+        "SELECT rule_code, parcel_no FROM land.finding WHERE batch_id = :b",
+        b=again.batch,
+    ) == [("ATTR_AREA_MISMATCH", 1)]
+
+
 # --------------------------------------------------------------------------- revalidation
 
 
