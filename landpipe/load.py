@@ -179,7 +179,12 @@ def _summary(delivery: Delivery, validation: Validation) -> LoadResult:
         status="loaded",
         read=len(delivery.parcels),
         loaded=len(validation.parcels),
-        repaired=len(validation.repaired & set(validation.parcels[canonical.SOURCE_ROW])),
+        repaired=int(
+            np.isin(
+                validation.parcels[canonical.SOURCE_ROW].to_numpy(),
+                np.fromiter(validation.repaired, dtype=np.int64, count=len(validation.repaired)),
+            ).sum()
+        ),
         rejected=len(validation.rejected),
         source=str(delivery.source.path),
         commune_code=delivery.commune_code,
@@ -239,14 +244,19 @@ def load(
                 validation = validate(delivery.parcels, delivery.findings, unchanged=unchanged)
                 plan = register.plan(current, delivery, validation)
             result = _summary(delivery, validation)
-            result.batch = _insert_batch(conn, delivery, result, started_at, options or {})
+            result.batch = _insert_batch(conn, delivery, result, started_at, options or {}, sheets)
             changes = register.merge(
                 conn, delivery, validation, plan, result.batch, freeze=dropped is not None
             )
             if dropped is not None:
                 register.rebuild(conn, dropped)
-            register_findings = _against_register(
-                conn, validation.parcels, sheets, changed=~plan.same, valid=True
+            # In a register that was empty, the delivery has no neighbour outside itself.
+            register_findings = (
+                []
+                if dropped is not None
+                else _against_register(
+                    conn, validation.parcels, sheets, changed=~plan.same, valid=True
+                )
             )
             # The caller's validation stays as it was (a retried load adds them once).
             validation = Validation(
@@ -401,7 +411,12 @@ def _unchanged(result: LoadResult, batch_id: int) -> LoadResult:
 
 
 def _insert_batch(
-    conn, delivery: Delivery, result: LoadResult, started_at: datetime, options: dict[str, Any]
+    conn,
+    delivery: Delivery,
+    result: LoadResult,
+    started_at: datetime,
+    options: dict[str, Any],
+    sheets: list[tuple[str, int]],
 ) -> int:
     row = conn.execute(
         """
@@ -430,7 +445,7 @@ def _insert_batch(
             delivery.text.confidence,
             delivery.text.declared,
             delivery.linework,
-            Jsonb([list(pair) for pair in register.covered_sheets(delivery)]),
+            Jsonb([list(pair) for pair in sheets]),
             started_at,
             result.status,
             result.read,
