@@ -22,11 +22,17 @@ splits and merges. A changed or retired parcel that holds a certificate gets a `
 finding, which blocks it until reviewed.
 
 The first load into an empty register (a province's initial load) takes the table whole
-(:func:`take_empty_register`): it drops the secondary indexes and foreign keys of
-``land.parcel_version``, copies, then builds them again and validates the keys in one pass each,
-as ``pg_restore`` does. Building an index from sorted data is several times cheaper than
-inserting into it row by row. The table is locked meanwhile (it is empty to everyone else
-anyway); everything happens in the load's transaction, so a failure leaves it as it was.
+(:func:`take_empty_register`): it drops the secondary indexes of ``land.parcel_version`` and the
+foreign keys from and to it, empties it anew (``TRUNCATE``, so that the copy may be frozen and,
+on a server without replicas, write no WAL), copies, then builds them again and validates the
+keys in one pass each, as ``pg_restore`` does. Building an index from sorted data is several
+times cheaper than inserting into it row by row. The table is locked meanwhile (it is empty to
+everyone else anyway); everything happens in the load's transaction, so a failure leaves it
+as it was.
+
+The current versions a load compares with can come from a look taken before its transaction
+(:class:`Look`, while validation runs): the load uses them when no batch touching its communes
+committed after that look's snapshot (:func:`still_current`), and reads them again otherwise.
 """
 
 from __future__ import annotations
