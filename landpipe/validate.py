@@ -258,7 +258,7 @@ def validate(
         add(
             "ATTR_MISSING",
             i,
-            f"{where(i)} lacks {', '.join(absent)} (missing or unreadable)",
+            f"{where(i)} lacks {', '.join(absent)} (missing, unreadable or not a positive number)",
             _point(geometries[i]),
             fields=absent,
         )

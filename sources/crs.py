@@ -224,8 +224,20 @@ def decide_crs(
 
 
 def to_storage(parcels: gpd.GeoDataFrame, decision: CRSDecision) -> gpd.GeoDataFrame:
-    """Reproject ``parcels`` from the decided CRS to the storage CRS (EPSG:9218)."""
+    """Reproject ``parcels`` from the decided CRS to the storage CRS (EPSG:9218).
+
+    The register is planar: heights that a drawing or a 3D layer carries are dropped (the
+    register's geometry column is 2D, and a parcel's area and boundary are the plane's).
+    """
     framed = parcels.set_crs(decision.crs, allow_override=True)
     if decision.crs.equals(storage_crs()):
-        return framed.set_crs(storage_crs(), allow_override=True)
-    return framed.to_crs(storage_crs())
+        stored = framed.set_crs(storage_crs(), allow_override=True)
+    else:
+        stored = framed.to_crs(storage_crs())
+    geometry = np.asarray(stored.geometry.values, dtype=object)
+    if shapely.has_z(geometry).any():
+        stored = stored.set_geometry(
+            gpd.GeoSeries(shapely.force_2d(geometry), index=stored.index, crs=storage_crs()),
+            inplace=False,
+        )
+    return stored

@@ -80,9 +80,11 @@ MAX_KEY_NUMBER = 2**31 - 1
 
 
 def to_int(value: Any) -> int | None:
-    """A key number as delivered (``"05"``, ``5.0``, ``5``) as an int; None when unreadable."""
+    """A key number as delivered (``"05"``, ``5.0``, ``5``) as an int; None when unreadable or
+    not a positive number (map sheets and parcels are numbered from 1, as the register's
+    checks require)."""
     number = _to_int(value)
-    return number if number is not None and 0 <= number <= MAX_KEY_NUMBER else None
+    return number if number is not None and 0 < number <= MAX_KEY_NUMBER else None
 
 
 def _to_int(value: Any) -> int | None:
@@ -209,11 +211,11 @@ def series_to_int(values: pd.Series) -> pd.Series:
     """Vectorised :func:`to_int`: key numbers as nullable ``Int64``, unreadable ones as NA."""
     if pd.api.types.is_integer_dtype(values):
         numbers = values.astype("Int64")
-        return numbers.where((numbers >= 0) & (numbers <= MAX_KEY_NUMBER))
+        return numbers.where((numbers > 0) & (numbers <= MAX_KEY_NUMBER))
     if pd.api.types.is_float_dtype(values):
         whole = values.notna() & (values % 1 == 0) & (values.abs() <= MAX_KEY_NUMBER)
         numbers = values.where(whole).astype("Int64")
-        return numbers.where(numbers >= 0)
+        return numbers.where(numbers > 0)
     return pd.Series(_per_distinct_array(values, to_int, "Int64"))
 
 

@@ -129,6 +129,9 @@ def test_name_matching_ignores_case_and_accents():
         ("", None),
         ("5a", None),
         (5.5, None),
+        (0, None),  # sheets and parcels are numbered from 1
+        ("00", None),
+        (-3, None),
     ],
 )
 def test_key_numbers(value, expected):

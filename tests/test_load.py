@@ -176,3 +176,43 @@ def test_load_leaves_the_callers_validation_as_it_was(register, tmp_path):
     result = loader.load(register, read, validation, started_at=datetime.now(UTC))
     assert result.issues == {"TOPO_OVERLAP": 1}  # against the registered sheet 5
     assert validation.findings == before  # a load retried with it adds that finding once
+
+
+def test_parcels_drawn_in_3d_are_stored_on_the_plane(register, tmp_path):
+    from shapely.geometry import Polygon
+
+    def raised(i: int) -> Polygon:
+        return Polygon([(x, y, 12.5) for x, y in lot(i).exterior.coords])
+
+    records = [record(0, geometry=raised(0)), record(1, geometry=raised(1)), record(2)]
+    result = load_file(register, write(tmp_path, records, "z.gpkg"))
+    assert (result.status, result.loaded, result.rejected) == ("loaded", 3, 0)
+    with register.connect() as connection:
+        stored = connection.execute(
+            sa.text(
+                "SELECT ST_NDims(geom), area_m2::float8,"
+                " content_hash = land.parcel_content_hash(geom, land_use_codes,"
+                " declared_area_m2, legal_area_m2, owner_name, address)"
+                " FROM land.parcel_version ORDER BY parcel_no"
+            )
+        ).all()
+    assert [tuple(row) for row in stored] == [(2, 100.0, True)] * 3
+
+
+def test_sheet_or_parcel_number_zero_is_rejected_not_a_failed_load(register, tmp_path):
+    records = [record(0, SoThuTuThua=0), record(1, SoHieuToBanDo=0), record(2)]
+    result = load_file(register, write(tmp_path, records, "zero.gpkg"))
+    assert (result.status, result.loaded, result.rejected) == ("loaded", 1, 2)
+    assert result.issues == {"ATTR_MISSING": 2}
+    with register.connect() as connection:
+        rejected = connection.execute(
+            sa.text(
+                "SELECT source_row, rule_codes, attributes ->> 'SoThuTuThua'"
+                " FROM land.rejected_record WHERE batch_id = :b ORDER BY source_row"
+            ),
+            {"b": result.batch},
+        ).all()
+    assert [tuple(row) for row in rejected] == [
+        (0, ["ATTR_MISSING"], "0"),
+        (1, ["ATTR_MISSING"], "2"),
+    ]
