@@ -77,6 +77,9 @@ def match_fields(names: list[str], aliases: dict[str, list[str]] | None = None) 
 
 #: Key numbers are stored as PostgreSQL ``integer``: larger ones are unreadable.
 MAX_KEY_NUMBER = 2**31 - 1
+#: The largest area the register holds (``numeric(14, 1)``: under 10^13 m², once rounded to
+#: tenths); a delivered area beyond it is no area (Bình Thuận is 7.8 * 10^9 m²).
+MAX_AREA_M2 = 10.0**13 - 0.05
 
 
 def to_int(value: Any) -> int | None:
@@ -116,7 +119,7 @@ def to_area(value: Any) -> float | None:
         return None
     if isinstance(value, (int, float, np.integer, np.floating)):
         number = float(value)
-        return number if math.isfinite(number) else None
+        return number if _holdable(number) else None
     text = str(value).strip().replace(" ", "")
     if not text:
         return None
@@ -130,7 +133,11 @@ def to_area(value: Any) -> float | None:
         number = float(text)
     except ValueError:
         return None
-    return number if math.isfinite(number) else None
+    return number if _holdable(number) else None
+
+
+def _holdable(area: float) -> bool:
+    return math.isfinite(area) and abs(area) < MAX_AREA_M2
 
 
 def to_land_use_codes(value: Any) -> list[str]:
@@ -228,7 +235,7 @@ def series_to_area(values: pd.Series) -> pd.Series:
     """Vectorised :func:`to_area`: float m², NaN when unreadable; comma decimals read right."""
     if pd.api.types.is_numeric_dtype(values):
         areas = values.astype("float64")
-        return areas.where(np.isfinite(areas))
+        return areas.where(np.isfinite(areas) & (areas.abs() < MAX_AREA_M2))
     areas = _per_distinct(values, to_area)
     return pd.Series([np.nan if a is None else a for a in areas], dtype="float64")
 
@@ -578,9 +585,9 @@ def land_use_arrow(values: pd.Series | np.ndarray) -> pa.ListArray:
 
 def area_tenths(values: pd.Series | np.ndarray) -> np.ndarray:
     """Areas in tenths of m², as ``numeric(14, 1)`` stores them (NaN where unknown, and where
-    not a finite number, which the register cannot hold)."""
+    not a number the register can hold: not finite, or :data:`MAX_AREA_M2` or more)."""
     tenths = np.rint(np.asarray(values, dtype="float64") * 10)
-    tenths[~np.isfinite(tenths)] = np.nan
+    tenths[~(np.abs(tenths) < MAX_AREA_M2 * 10)] = np.nan
     return tenths
 
 

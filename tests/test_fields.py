@@ -154,6 +154,9 @@ def test_key_numbers_any_spelling(number, zeros):
         ("", None),
         ("abc", None),
         (None, None),
+        (9_999_999_999_999.9, 9_999_999_999_999.9),  # the most numeric(14, 1) holds
+        (1e13, None),  # beyond: no area, where the register would refuse the whole load
+        ("1e17", None),
     ],
 )
 def test_areas(value, expected):

@@ -216,3 +216,19 @@ def test_sheet_or_parcel_number_zero_is_rejected_not_a_failed_load(register, tmp
         (0, ["ATTR_MISSING"], "0"),
         (1, ["ATTR_MISSING"], "2"),
     ]
+
+
+def test_a_declared_area_the_register_cannot_hold_is_no_area(register, tmp_path):
+    # Beyond numeric(14, 1): before, 1e13 failed the whole load and 1e17 was stored as 0.
+    records = [record(0, DienTich=1e13), record(1, DienTich=1e17), record(2, DienTich=1e12)]
+    result = load_file(register, write(tmp_path, records, "area.gpkg"))
+    assert (result.status, result.loaded) == ("loaded", 3)
+    with register.connect() as connection:
+        areas = (
+            connection.execute(
+                sa.text("SELECT declared_area_m2::float8 FROM land.parcel ORDER BY parcel_no")
+            )
+            .scalars()
+            .all()
+        )
+    assert areas == [None, None, 1e12]
