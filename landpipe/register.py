@@ -356,6 +356,16 @@ WHERE i.indrelid = 'land.parcel_version'::regclass
   AND NOT EXISTS (SELECT FROM pg_constraint c WHERE c.conindid = i.indexrelid)
 ORDER BY i.indexrelid
 """
+#: Whether ``land.parcel_version`` is empty, and whether it and every table with a foreign
+#: key to it are ours to alter.
+_EMPTY_AND_OURS = """
+SELECT NOT EXISTS (SELECT FROM land.parcel_version),
+       bool_and(pg_has_role(c.relowner, 'USAGE'))
+FROM pg_class c
+WHERE c.oid = 'land.parcel_version'::regclass
+   OR c.oid IN (SELECT conrelid FROM pg_constraint
+                WHERE contype = 'f' AND confrelid = 'land.parcel_version'::regclass)
+"""
 #: Foreign keys of ``land.parcel_version`` and those of other tables that refer to it.
 _FOREIGN_KEYS = """
 SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
@@ -390,11 +400,7 @@ def take_empty_register(conn) -> Rebuild | None:
     table locked waits for this one, and none holds the table while waiting for a lock.
     """
     conn.execute("LOCK TABLE land.parcel_version IN ACCESS EXCLUSIVE MODE")
-    empty, owner = conn.execute(
-        "SELECT NOT EXISTS (SELECT FROM land.parcel_version),"
-        " pg_has_role(relowner, 'USAGE') FROM pg_class"
-        " WHERE oid = 'land.parcel_version'::regclass"
-    ).fetchone()
+    empty, owner = conn.execute(_EMPTY_AND_OURS).fetchone()
     if not (empty and owner):
         return None
     dropped = Rebuild(

@@ -696,6 +696,42 @@ def test_first_load_into_an_empty_register_builds_the_same_indexes_and_keys(regi
     assert scalar(register, "SELECT count(*) FROM land.parcel") == 7
 
 
+def test_first_load_by_a_role_that_owns_only_parcel_version_takes_the_ordinary_path(
+    register, settings, tmp_path
+):
+    """Taking the empty register whole alters the tables whose keys point to it: a loader
+    that does not own them all loads row by row into the indexes instead."""
+    from landpipe.db import make_engine
+
+    role = f"landpipe_clerk_{os.getpid()}"
+    with register.begin() as connection:
+        for statement in (
+            f"CREATE ROLE {role} LOGIN",
+            f"GRANT USAGE ON SCHEMA land TO {role}",
+            f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA land TO {role}",
+            f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA land TO {role}",
+            f"ALTER TABLE land.parcel_version OWNER TO {role}",
+        ):
+            connection.execute(sa.text(statement))
+    before = secondary_objects(register)
+    clerk = make_engine(
+        settings.model_copy(
+            update={"database_url": settings.database_url.replace("//landpipe@", f"//{role}@")}
+        )
+    )
+    try:
+        assert scalar(clerk, "SELECT current_user") == role
+        result = load_file(clerk, write(tmp_path, first_delivery(), "d1.gpkg"))
+        assert (result.status, result.loaded) == ("loaded", 7)
+        assert secondary_objects(register) == before
+    finally:
+        clerk.dispose()
+        with register.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE land.parcel_version OWNER TO CURRENT_USER"))
+            connection.execute(sa.text(f"DROP OWNED BY {role}"))
+            connection.execute(sa.text(f"DROP ROLE {role}"))
+
+
 def test_failed_first_load_leaves_the_indexes_and_keys(register, tmp_path, monkeypatch):
     before = secondary_objects(register)
 
