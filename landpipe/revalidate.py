@@ -71,6 +71,7 @@ KEPT_RULES = frozenset(
         "GEOM_REPAIRED",
         "CERT_CHANGED",
         "ATTR_ENCODING",
+        "ATTR_UNREADABLE",
         "LINE_UNLABELLED",
         "LINE_LABEL_OUTSIDE",
         "LINE_LABEL_CONFLICT",

@@ -22,7 +22,7 @@ from landpipe.errors import FieldError
 from landpipe.schemas.findings import Finding
 from landpipe.schemas.parcel import ATTRIBUTES
 from landpipe.sources.crs import CRSDecision, decide_crs, to_storage
-from landpipe.sources.fields import content_hashes, map_fields
+from landpipe.sources.fields import content_hashes, map_fields, unreadable_findings
 from landpipe.sources.files import Source, fingerprint, open_source
 from landpipe.sources.layers import RawLayer, read_parcel_layer
 from landpipe.sources.text import TextDecision
@@ -98,7 +98,7 @@ class Delivery:
             parcels=parcels,
             attributes=pd.DataFrame(raw.frame.drop(columns=raw.frame.geometry.name)),
             text=raw.text,
-            findings=raw.findings,
+            findings=[*raw.findings, *unreadable_findings(raw.frame, parcels, field_mapping)],
             mapping_how=mapping_how,
             linework=raw.linework,
         )

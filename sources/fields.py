@@ -22,6 +22,7 @@ import shapely
 from landpipe import schemas
 from landpipe.errors import FieldError
 from landpipe.schemas import parcel
+from landpipe.schemas.findings import Finding
 
 #: A Shapefile's DBF cuts field names to this many characters.
 DBF_NAME_LENGTH = 10
@@ -428,6 +429,52 @@ def map_fields(
         columns["map_scale"] = columns["map_scale"].fillna(map_scale)
     parcels = gpd.GeoDataFrame(columns, geometry=frame.geometry.values, crs=frame.crs)
     return parcels, {c: detected[c] for c in _CONVERTERS if c in detected}
+
+
+#: Canonical fields whose delivered value, when it cannot be read, is stored as unknown (the
+#: record is kept): what :func:`unreadable_findings` reports. Keys that cannot be read reject
+#: the record instead (``ATTR_MISSING``).
+_KEPT_UNKNOWN = {
+    "declared_area_m2": "an area in m²",
+    "legal_area_m2": "an area in m²",
+    "map_scale": "a map scale",
+}
+
+
+def unreadable_findings(
+    frame: pd.DataFrame, parcels: pd.DataFrame, mapping: dict[str, str]
+) -> list[Finding]:
+    """``ATTR_UNREADABLE`` for each delivered area or map scale that :func:`map_fields` could
+    not read (so ``parcels`` holds it as unknown), with the value as delivered.
+
+    ``frame`` is the layer as read, ``parcels`` what :func:`map_fields` made of it (one row
+    per record, in order) and ``mapping`` the mapping it used.
+    """
+    findings = []
+    for canonical, what in _KEPT_UNKNOWN.items():
+        name = mapping.get(canonical)
+        if name is None or name not in frame:
+            continue
+        delivered = frame[name].reset_index(drop=True)
+        unknown = pd.Series(parcels[canonical]).reset_index(drop=True).isna().to_numpy()
+        for row in np.flatnonzero(unknown & delivered.notna().to_numpy()).tolist():
+            value = delivered.iloc[row]
+            if isinstance(value, str) and not value.strip():
+                continue  # blank: not delivered
+            keys = parcels.iloc[row]
+            findings.append(
+                Finding(
+                    rule_code="ATTR_UNREADABLE",
+                    message=f"record {row}: field {name} {str(value)[:40]!r} is not {what};"
+                    " stored as unknown",
+                    source_row=row,
+                    commune_code=None if pd.isna(keys["commune_code"]) else keys["commune_code"],
+                    sheet_no=None if pd.isna(keys["sheet_no"]) else int(keys["sheet_no"]),
+                    parcel_no=None if pd.isna(keys["parcel_no"]) else int(keys["parcel_no"]),
+                    detail={"field": name, "value": str(value)[:200], "canonical": canonical},
+                )
+            )
+    return findings
 
 
 def attribute_records(frame: pd.DataFrame, rows: list[int]) -> list[dict[str, Any]]:

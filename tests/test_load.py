@@ -24,6 +24,13 @@ def load_file(engine, path, **options):
     return loader.load(engine, read, validate(read.parcels), started_at=datetime.now(UTC))
 
 
+def load_with_reading_findings(engine, path):
+    """:func:`load_file`, with the findings made while reading, as the flow loads."""
+    read = read_delivery(path)
+    validation = validate(read.parcels, read.findings)
+    return loader.load(engine, read, validation, started_at=datetime.now(UTC))
+
+
 def table_counts(engine):
     with engine.connect() as connection:
         return {
@@ -221,8 +228,9 @@ def test_sheet_or_parcel_number_zero_is_rejected_not_a_failed_load(register, tmp
 def test_a_declared_area_the_register_cannot_hold_is_no_area(register, tmp_path):
     # Beyond numeric(14, 1): before, 1e13 failed the whole load and 1e17 was stored as 0.
     records = [record(0, DienTich=1e13), record(1, DienTich=1e17), record(2, DienTich=1e12)]
-    result = load_file(register, write(tmp_path, records, "area.gpkg"))
+    result = load_with_reading_findings(register, write(tmp_path, records, "area.gpkg"))
     assert (result.status, result.loaded) == ("loaded", 3)
+    assert result.issues == {"ATTR_AREA_MISMATCH": 1, "ATTR_UNREADABLE": 2}
     with register.connect() as connection:
         areas = (
             connection.execute(
@@ -232,3 +240,34 @@ def test_a_declared_area_the_register_cannot_hold_is_no_area(register, tmp_path)
             .all()
         )
     assert areas == [None, None, 1e12]
+
+
+def test_an_unreadable_area_or_scale_is_kept_unknown_and_reported(register, tmp_path):
+    records = [
+        record(0, DienTich="12a", TyLeBanDo="1:1000"),
+        record(1, DienTich="100,0", TyLeBanDo="một nghìn"),
+        record(2, DienTich="  ", TyLeBanDo=None),  # blank: not delivered, nothing to report
+    ]
+    result = load_with_reading_findings(register, write(tmp_path, records, "unreadable.gpkg"))
+    assert (result.status, result.loaded) == ("loaded", 3)
+    assert result.issues == {"ATTR_UNREADABLE": 2}
+    with register.connect() as connection:
+        found = connection.execute(
+            sa.text(
+                "SELECT parcel_no, severity, detail ->> 'field', detail ->> 'value'"
+                " FROM land.finding WHERE batch_id = :b ORDER BY parcel_no"
+            ),
+            {"b": result.batch},
+        ).all()
+        areas = (
+            connection.execute(
+                sa.text("SELECT declared_area_m2::float8 FROM land.parcel ORDER BY parcel_no")
+            )
+            .scalars()
+            .all()
+        )
+    assert [tuple(row) for row in found] == [
+        (1, "warn", "DienTich", "12a"),
+        (2, "warn", "TyLeBanDo", "một nghìn"),
+    ]
+    assert areas == [None, 100.0, None]
