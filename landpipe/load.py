@@ -108,6 +108,58 @@ def lock_commune(conn, commune_code: str) -> None:
     )
 
 
+#: Side, in metres, of the squares of the plane whose locks a load takes around its parcels.
+AREA_LOCK_CELL_M = 5_000.0
+
+
+def area_cells(geometry: np.ndarray, reach: float) -> list[tuple[int, int]]:
+    """The squares of :data:`AREA_LOCK_CELL_M` (column, row in EPSG:9218) that the parcels
+    reach into, each extended by ``reach`` metres; sorted, so that loads take them in one
+    order."""
+    bounds = shapely.bounds(np.asarray(geometry, dtype=object))
+    bounds = bounds[~np.isnan(bounds).any(axis=1)]
+    if not len(bounds):
+        return []
+    cells = np.floor((bounds + np.array([-reach, -reach, reach, reach])) / AREA_LOCK_CELL_M).astype(
+        np.int64
+    )
+    x0, y0, x1, y1 = cells.T
+    small = (x1 - x0 <= 1) & (y1 - y0 <= 1)  # a parcel reaches into at most 4 squares
+    across = small & ((x1 != x0) | (y1 != y0))  # into more than one: few
+    packed = pd.unique(
+        np.concatenate(
+            [(x0[small] << 32) + (y0[small] + (1 << 31))]
+            + [
+                (xs[across] << 32) + (ys[across] + (1 << 31))
+                for xs, ys in ((x0, y1), (x1, y0), (x1, y1))
+            ]
+        )
+    )
+    found = {(int(k >> 32), int((k & 0xFFFFFFFF) - (1 << 31))) for k in packed}
+    for i0, j0, i1, j1 in zip(x0[~small], y0[~small], x1[~small], y1[~small], strict=True):
+        found.update((i, j) for i in range(i0, i1 + 1) for j in range(j0, j1 + 1))
+    return sorted(found)
+
+
+def lock_area(conn, geometry: np.ndarray) -> None:
+    """Wait for, then hold until the transaction ends, the locks of the squares of the plane
+    around ``geometry`` (:func:`area_cells`, reaching as far as the topology looks for
+    neighbours).
+
+    Two loads of neighbouring communes hold different commune locks, and each checks its
+    parcels against the register as committed: side by side, neither would see the other's
+    parcels, and an overlap across their border would be reported by neither. Loads whose
+    parcels come near each other take a common square, so the second checks against the
+    first, committed; loads of distant communes still run side by side.
+    """
+    reach = topology.catalogue_params()["gap_max_width_m"] + 1.0
+    for column, row in area_cells(geometry, reach):
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('landpipe:area:' || %s || ':' || %s))",
+            [column, row],
+        )
+
+
 def _commune_lock_keys(delivery: Delivery) -> list[str]:
     codes = delivery.parcels["commune_code"].dropna().unique().tolist()
     return sorted(str(code) for code in codes)
@@ -220,6 +272,7 @@ def load(
         with conn.transaction():
             for code in _commune_lock_keys(delivery):
                 lock_commune(conn, code)
+            lock_area(conn, delivery.parcels.geometry.values)
             earlier = conn.execute(
                 "SELECT id FROM land.batch WHERE source_sha256 = %s AND status = 'loaded'"
                 " ORDER BY id LIMIT 1",

@@ -12,6 +12,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
+import numpy as np
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -305,6 +306,106 @@ def test_two_concurrent_loads_of_one_commune_both_land_in_turn(register, setting
     owners = {owner for _, _, owner, *_ in current(register) if owner != "Nguyễn Văn An"}
     assert len(owners) == 1
     _consistent(register)
+
+
+def test_loads_of_neighbouring_communes_side_by_side_see_each_others_overlap(
+    register, tmp_path, monkeypatch
+):
+    """Two loads of different communes whose parcels overlap across the border: the second
+    waits for the first (they lock the same squares of the plane) and finds the overlap;
+    side by side, each would have checked against a register without the other's parcels."""
+    load_file(register, write(tmp_path, [record(20, SoHieuToBanDo=6, SoThuTuThua=1)], "e.gpkg"))
+    west = read_delivery(write(tmp_path, [record(0), record(1)], "west.gpkg"))
+    east = read_delivery(
+        write(
+            tmp_path,
+            [
+                record(
+                    0,
+                    MaXa="22927",
+                    SoHieuToBanDo=1,
+                    geometry=box(X0 + 19.5, Y0, X0 + 29.5, Y0 + 10),
+                )
+            ],
+            "east.gpkg",
+        )
+    )
+    inside, release = threading.Event(), threading.Event()
+    copy_rejected = loader._copy_rejected
+
+    def held_before_commit(conn, *args):
+        copy_rejected(conn, *args)
+        if threading.current_thread().name == "west":
+            inside.set()  # its checks are made; it has not committed
+            assert release.wait(timeout=60)
+
+    monkeypatch.setattr(loader, "_copy_rejected", held_before_commit)
+    outcomes = {}
+
+    def run(name, delivery):
+        try:
+            outcomes[name] = loader.load(
+                register, delivery, validate(delivery.parcels), started_at=datetime.now(UTC)
+            )
+        except Exception as err:  # reported below
+            outcomes[name] = err
+
+    first = threading.Thread(target=run, args=("west", west), name="west")
+    first.start()
+    assert inside.wait(timeout=60)
+    second = threading.Thread(target=run, args=("east", east), name="east")
+    second.start()
+    second.join(timeout=2)
+    waited = second.is_alive()  # it waits for the squares the first holds
+    release.set()
+    first.join(timeout=120)
+    second.join(timeout=120)
+    assert all(isinstance(o, loader.LoadResult) for o in outcomes.values()), outcomes
+    assert waited
+    overlaps = rows(
+        register,
+        "SELECT commune_code, sheet_no, parcel_no, other_commune_code, other_sheet_no,"
+        " other_parcel_no FROM land.finding WHERE rule_code = 'TOPO_OVERLAP'",
+    )
+    assert {frozenset([(a, b, c), (d, e, f)]) for a, b, c, d, e, f in overlaps} == {
+        frozenset([("22924", 5, 2), ("22927", 1, 1)])
+    }
+
+
+def test_area_cells_cover_each_parcel_and_its_reach():
+    from landpipe.load import AREA_LOCK_CELL_M, area_cells
+
+    size = AREA_LOCK_CELL_M
+    parcels = np.array(
+        [
+            box(2.5 * size, 3.5 * size, 2.5 * size + 10, 3.5 * size + 10),  # inside one
+            box(5 * size - 0.4, 7 * size - 0.4, 5 * size + 9, 7 * size + 9),  # on a corner
+            box(-1.2 * size, 0, 1.1 * size, 10),  # wider than a square
+            None,
+        ],
+        dtype=object,
+    )
+    assert area_cells(parcels, reach=0.5) == sorted(
+        [
+            (2, 3),
+            (4, 6),
+            (4, 7),
+            (5, 6),
+            (5, 7),
+            (-2, -1),
+            (-1, -1),
+            (0, -1),
+            (1, -1),
+            (-2, 0),
+            (-1, 0),
+            (0, 0),
+            (1, 0),
+        ]
+    )
+    # A parcel 0.3 m from a square's edge reaches into it when the reach is 0.5 m.
+    near = np.array([box(size - 10.3, 10, size - 0.3, 20)], dtype=object)
+    assert area_cells(near, reach=0.5) == [(0, 0), (1, 0)]
+    assert area_cells(near, reach=0.2) == [(0, 0)]
 
 
 def test_a_load_that_began_before_another_of_its_commune_dates_its_changes_after_it(
