@@ -31,6 +31,11 @@ def load_with_reading_findings(engine, path):
     return loader.load(engine, read, validation, started_at=datetime.now(UTC))
 
 
+def rows(engine, sql, **params):
+    with engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(sa.text(sql), params)]
+
+
 def table_counts(engine):
     with engine.connect() as connection:
         return {
@@ -194,16 +199,13 @@ def test_parcels_drawn_in_3d_are_stored_on_the_plane(register, tmp_path):
     records = [record(0, geometry=raised(0)), record(1, geometry=raised(1)), record(2)]
     result = load_file(register, write(tmp_path, records, "z.gpkg"))
     assert (result.status, result.loaded, result.rejected) == ("loaded", 3, 0)
-    with register.connect() as connection:
-        stored = connection.execute(
-            sa.text(
-                "SELECT ST_NDims(geom), area_m2::float8,"
-                " content_hash = land.parcel_content_hash(geom, land_use_codes,"
-                " declared_area_m2, legal_area_m2, owner_name, address)"
-                " FROM land.parcel_version ORDER BY parcel_no"
-            )
-        ).all()
-    assert [tuple(row) for row in stored] == [(2, 100.0, True)] * 3
+    stored = rows(
+        register,
+        "SELECT ST_NDims(geom), area_m2::float8, content_hash = land.parcel_content_hash(geom,"
+        " land_use_codes, declared_area_m2, legal_area_m2, owner_name, address)"
+        " FROM land.parcel_version ORDER BY parcel_no",
+    )
+    assert stored == [(2, 100.0, True)] * 3
 
 
 def test_sheet_or_parcel_number_zero_is_rejected_not_a_failed_load(register, tmp_path):
@@ -211,15 +213,13 @@ def test_sheet_or_parcel_number_zero_is_rejected_not_a_failed_load(register, tmp
     result = load_file(register, write(tmp_path, records, "zero.gpkg"))
     assert (result.status, result.loaded, result.rejected) == ("loaded", 1, 2)
     assert result.issues == {"ATTR_MISSING": 2}
-    with register.connect() as connection:
-        rejected = connection.execute(
-            sa.text(
-                "SELECT source_row, rule_codes, attributes ->> 'SoThuTuThua'"
-                " FROM land.rejected_record WHERE batch_id = :b ORDER BY source_row"
-            ),
-            {"b": result.batch},
-        ).all()
-    assert [tuple(row) for row in rejected] == [
+    rejected = rows(
+        register,
+        "SELECT source_row, rule_codes, attributes ->> 'SoThuTuThua'"
+        " FROM land.rejected_record WHERE batch_id = :b ORDER BY source_row",
+        b=result.batch,
+    )
+    assert rejected == [
         (0, ["ATTR_MISSING"], "0"),
         (1, ["ATTR_MISSING"], "2"),
     ]
@@ -231,15 +231,8 @@ def test_a_declared_area_the_register_cannot_hold_is_no_area(register, tmp_path)
     result = load_with_reading_findings(register, write(tmp_path, records, "area.gpkg"))
     assert (result.status, result.loaded) == ("loaded", 3)
     assert result.issues == {"ATTR_AREA_MISMATCH": 1, "ATTR_UNREADABLE": 2}
-    with register.connect() as connection:
-        areas = (
-            connection.execute(
-                sa.text("SELECT declared_area_m2::float8 FROM land.parcel ORDER BY parcel_no")
-            )
-            .scalars()
-            .all()
-        )
-    assert areas == [None, None, 1e12]
+    areas = rows(register, "SELECT declared_area_m2::float8 FROM land.parcel ORDER BY parcel_no")
+    assert areas == [(None,), (None,), (1e12,)]
 
 
 def test_an_unreadable_area_or_scale_is_kept_unknown_and_reported(register, tmp_path):
@@ -251,23 +244,15 @@ def test_an_unreadable_area_or_scale_is_kept_unknown_and_reported(register, tmp_
     result = load_with_reading_findings(register, write(tmp_path, records, "unreadable.gpkg"))
     assert (result.status, result.loaded) == ("loaded", 3)
     assert result.issues == {"ATTR_UNREADABLE": 2}
-    with register.connect() as connection:
-        found = connection.execute(
-            sa.text(
-                "SELECT parcel_no, severity, detail ->> 'field', detail ->> 'value'"
-                " FROM land.finding WHERE batch_id = :b ORDER BY parcel_no"
-            ),
-            {"b": result.batch},
-        ).all()
-        areas = (
-            connection.execute(
-                sa.text("SELECT declared_area_m2::float8 FROM land.parcel ORDER BY parcel_no")
-            )
-            .scalars()
-            .all()
-        )
-    assert [tuple(row) for row in found] == [
+    found = rows(
+        register,
+        "SELECT parcel_no, severity, detail ->> 'field', detail ->> 'value'"
+        " FROM land.finding WHERE batch_id = :b ORDER BY parcel_no",
+        b=result.batch,
+    )
+    areas = rows(register, "SELECT declared_area_m2::float8 FROM land.parcel ORDER BY parcel_no")
+    assert found == [
         (1, "warn", "DienTich", "12a"),
         (2, "warn", "TyLeBanDo", "một nghìn"),
     ]
-    assert areas == [None, 100.0, None]
+    assert areas == [(None,), (100.0,), (None,)]
