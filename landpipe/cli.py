@@ -105,11 +105,14 @@ def load_command(
         str | None, typer.Option(help="Commune code (5 digits) for records that do not carry one.")
     ] = None,
     sheet: Annotated[
-        int | None, typer.Option(help="Map sheet number for records that do not carry one.")
+        int | None,
+        typer.Option(min=1, help="Map sheet number for records that do not carry one."),
     ] = None,
     scale: Annotated[
         int | None,
-        typer.Option(help="Map scale denominator (1000 for 1:1000) for records without one."),
+        typer.Option(
+            min=1, help="Map scale denominator (1000 for 1:1000) for records without one."
+        ),
     ] = None,
     crs: Annotated[
         str | None,

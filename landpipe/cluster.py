@@ -235,7 +235,8 @@ _INCLUDE = f"include_if_exists = '{_SETTINGS_FILE}'"
 
 def _write_settings(cluster: Cluster) -> None:
     """Write :data:`SERVER_SETTINGS` for the next start, and include them last in
-    ``postgresql.conf`` (where later lines win)."""
+    ``postgresql.conf``, where later lines win (``ALTER SYSTEM`` settings, in
+    ``postgresql.auto.conf``, still win over them)."""
     settings = cluster.data_dir / _SETTINGS_FILE
     settings.write_text(
         "# written by landpipe at each start of its embedded cluster: edits are lost\n"

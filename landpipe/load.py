@@ -2,10 +2,11 @@
 
 The batch row, the parcel versions (merged by ``landpipe/register.py``), the findings (those
 against the register's neighbouring parcels included) and the rejected records are written
-together or not at all. Loads of one commune are serialised by an advisory lock per commune;
-a delivery whose content was already loaded changes nothing.
+together or not at all. Loads of one commune are serialised by an advisory lock per commune,
+and loads whose parcels come near each other by locks on squares of the plane
+(:func:`lock_area`); a delivery whose content was already loaded changes nothing.
 
-A re-delivery is cheap when little changed: :func:`unchanged_parcels` tells which delivered
+A re-delivery is cheap when little changed: :func:`look_at_register` tells which delivered
 parcels the register already holds as they are, validation skips those, and the load writes
 only what changed. Should the register have changed between that look and the load (another
 load of the commune in between), the load validates the delivery again, under its lock.
@@ -141,23 +142,37 @@ def area_cells(geometry: np.ndarray, reach: float) -> list[tuple[int, int]]:
     return sorted(found)
 
 
-def lock_area(conn, geometry: np.ndarray) -> None:
+#: Squares one transaction locks at most; beyond, it locks the whole plane (a province's first
+#: load takes a few hundred).
+AREA_LOCK_MAX_CELLS = 1_024
+#: The lock of the whole plane, in the two-key advisory-lock space where a square's lock is
+#: (column, row): no square lies at these. Commune locks use the one-key space.
+_WHOLE_PLANE = (-(2**31), -(2**31))
+
+
+def lock_area(conn, geometry: np.ndarray, *, shared: bool = False) -> None:
     """Wait for, then hold until the transaction ends, the locks of the squares of the plane
     around ``geometry`` (:func:`area_cells`, reaching as far as the topology looks for
-    neighbours).
+    neighbours). Take them after the commune locks.
 
     Two loads of neighbouring communes hold different commune locks, and each checks its
     parcels against the register as committed: side by side, neither would see the other's
     parcels, and an overlap across their border would be reported by neither. Loads whose
     parcels come near each other take a common square, so the second checks against the
-    first, committed; loads of distant communes still run side by side.
+    first, committed; loads of distant communes still run side by side. A revalidation takes
+    its squares ``shared``: it waits for loads around its commune, not for other
+    revalidations. Every holder takes the whole plane first, shared, unless it has more than
+    :data:`AREA_LOCK_MAX_CELLS` squares: then it takes the whole plane alone instead.
     """
     reach = topology.catalogue_params()["gap_max_width_m"] + 1.0
-    for column, row in area_cells(geometry, reach):
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('landpipe:area:' || %s || ':' || %s))",
-            [column, row],
-        )
+    cells = area_cells(geometry, reach)
+    mode = "_shared" if shared else ""
+    if len(cells) > AREA_LOCK_MAX_CELLS:
+        conn.execute(f"SELECT pg_advisory_xact_lock{mode}(%s::int4, %s::int4)", _WHOLE_PLANE)
+        return
+    conn.execute("SELECT pg_advisory_xact_lock_shared(%s::int4, %s::int4)", _WHOLE_PLANE)
+    with conn.cursor() as cursor:
+        cursor.executemany(f"SELECT pg_advisory_xact_lock{mode}(%s::int4, %s::int4)", cells)
 
 
 def _commune_lock_keys(delivery: Delivery) -> list[str]:
@@ -272,7 +287,7 @@ def load(
         with conn.transaction():
             for code in _commune_lock_keys(delivery):
                 lock_commune(conn, code)
-            lock_area(conn, delivery.parcels.geometry.values)
+            lock_area(conn, validation.parcels.geometry.values)
             earlier = conn.execute(
                 "SELECT id FROM land.batch WHERE source_sha256 = %s AND status = 'loaded'"
                 " ORDER BY id LIMIT 1",
@@ -319,8 +334,10 @@ def load(
                 validation.repaired,
                 validation.unchanged,
             )
-            closed = _close_superseded(
-                conn, result.batch, np.concatenate([plan.previous[plan.changed], plan.retired])
+            closed = (
+                _close_superseded(conn, result.batch, plan.previous[plan.changed], plan.retired)
+                if dropped is None and (changes.added or changes.changed or changes.retired)
+                else 0  # nothing replaced, or no earlier parcel at all
             )
             result.issues = validation.counts()
             result.changes = changes.as_json()
@@ -346,26 +363,29 @@ def load(
         raw.close()
 
 
-#: Open topology findings of earlier batches that name one of some versions' parcels, or (a
-#: gap, which names only two of the parcels lining it) that such a version lined.
+#: Open topology findings of earlier batches that this batch made afresh where they remain:
+#: those that name a parcel whose version it replaced (changed or retired; but a gap next to
+#: a retired parcel stays, as the hole is still there), and gaps that one of its new or
+#: changed parcels lines (a gap finding names only two of the parcels lining it).
 _SUPERSEDED = """
-WITH old AS (
-    SELECT commune_code, sheet_no, parcel_no, geom FROM land.parcel_version
-    WHERE id = ANY(%(versions)s)
+WITH replaced AS (
+    SELECT v.commune_code, v.sheet_no, v.parcel_no, v.id = ANY(%(retired)s) AS retired
+    FROM land.parcel_version v WHERE v.id = ANY(%(versions)s)
 ), superseded AS (
-    SELECT f.id FROM old
+    SELECT f.id FROM replaced r
     JOIN land.finding f ON (f.commune_code, f.sheet_no, f.parcel_no)
-                         = (old.commune_code, old.sheet_no, old.parcel_no)
-    WHERE f.closed_by_batch_id IS NULL
+                         = (r.commune_code, r.sheet_no, r.parcel_no)
+    WHERE f.closed_by_batch_id IS NULL AND NOT (r.retired AND f.rule_code = %(gap)s)
     UNION
-    SELECT f.id FROM old
+    SELECT f.id FROM replaced r
     JOIN land.finding f ON (f.other_commune_code, f.other_sheet_no, f.other_parcel_no)
-                         = (old.commune_code, old.sheet_no, old.parcel_no)
+                         = (r.commune_code, r.sheet_no, r.parcel_no)
     WHERE f.closed_by_batch_id IS NULL AND f.other_parcel_no IS NOT NULL
+      AND NOT (r.retired AND f.rule_code = %(gap)s)
     UNION
-    SELECT f.id FROM old
-    JOIN land.finding f ON f.rule_code = %(gap)s AND ST_DWithin(f.location, old.geom, %(lining)s)
-    WHERE f.closed_by_batch_id IS NULL
+    SELECT f.id FROM land.parcel_version n
+    JOIN land.finding f ON f.rule_code = %(gap)s AND ST_DWithin(f.location, n.geom, %(lining)s)
+    WHERE n.batch_id = %(batch)s AND f.closed_by_batch_id IS NULL
 )
 UPDATE land.finding f SET closed_by_batch_id = %(batch)s
 FROM superseded s
@@ -373,22 +393,22 @@ WHERE f.id = s.id AND f.batch_id < %(batch)s AND f.rule_code = ANY(%(rules)s)
 """
 
 
-def _close_superseded(conn, batch_id: int, versions: np.ndarray) -> int:
-    """Close the open topology findings of earlier batches that involve the parcel versions
-    this batch replaced (changed or retired); returns how many.
+def _close_superseded(conn, batch_id: int, changed: np.ndarray, retired: np.ndarray) -> int:
+    """Close the open topology findings of earlier batches that this batch made afresh (see
+    :data:`_SUPERSEDED`); returns how many.
 
-    The load checked the topology of every changed parcel again, against the delivery and
-    the register around it, and made afresh every overlap, gap, sliver and edge finding that
-    involves one: those of earlier batches are superseded. So an overlap that a re-delivery
-    fixed no longer blocks the unchanged neighbour it named, without waiting for a
-    revalidation. A retired parcel's findings concern a parcel that is gone.
+    The load checked the topology of every added and changed parcel again, against the
+    delivery and the register around it, and made every overlap, gap and sliver that involves
+    one, and the edge mismatches of those parcels. So an overlap that a re-delivery fixed no
+    longer blocks the unchanged neighbour it named, without waiting for a revalidation. The
+    findings of a retired parcel concern a parcel that is gone. An unchanged neighbour's own
+    edge mismatch (a warning) stays until a revalidation.
     """
-    if not len(versions):
-        return 0
     return conn.execute(
         _SUPERSEDED,
         {
-            "versions": versions.tolist(),
+            "versions": np.concatenate([changed, retired]).tolist(),
+            "retired": retired.tolist(),
             "batch": batch_id,
             "gap": topology.GAP,
             "lining": topology.LINING_M,

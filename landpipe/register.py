@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg.copy import QueuedLibpqWriter
@@ -399,23 +400,26 @@ def take_empty_register(conn) -> Rebuild | None:
     Call it before the transaction touches ``land.parcel_version``: a load that finds the
     table locked waits for this one, and none holds the table while waiting for a lock.
     """
-    conn.execute("LOCK TABLE land.parcel_version IN ACCESS EXCLUSIVE MODE")
-    empty, owner = conn.execute(_EMPTY_AND_OURS).fetchone()
-    if not (empty and owner):
-        return None
-    dropped = Rebuild(
-        indexes=[tuple(row) for row in conn.execute(_SECONDARY_INDEXES).fetchall()],
-        foreign_keys=[tuple(row) for row in conn.execute(_FOREIGN_KEYS).fetchall()],
-    )
-    for table, name, _ in dropped.foreign_keys:
-        conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
-    for _, name in dropped.indexes:
-        conn.execute(f"DROP INDEX {name}")
-    # Emptied in this transaction, the table gets new files: the COPY may freeze its rows
-    # (no later pass rewrites them to mark them committed), and where the server keeps no
-    # WAL for replicas (wal_level = minimal, as the embedded cluster) the COPY and the index
-    # builds write none.
-    conn.execute("TRUNCATE land.parcel_version")
+    dropped = None
+    # In a savepoint: declining rolls it back, which lets go of the table lock again.
+    with conn.transaction():
+        conn.execute("LOCK TABLE land.parcel_version IN ACCESS EXCLUSIVE MODE")
+        empty, owner = conn.execute(_EMPTY_AND_OURS).fetchone()
+        if not (empty and owner):
+            raise psycopg.Rollback()
+        dropped = Rebuild(
+            indexes=[tuple(row) for row in conn.execute(_SECONDARY_INDEXES).fetchall()],
+            foreign_keys=[tuple(row) for row in conn.execute(_FOREIGN_KEYS).fetchall()],
+        )
+        for table, name, _ in dropped.foreign_keys:
+            conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        for _, name in dropped.indexes:
+            conn.execute(f"DROP INDEX {name}")
+        # Emptied in this transaction, the table gets new files: the COPY may freeze its
+        # rows (no later pass rewrites them to mark them committed), and where the server
+        # keeps no WAL for replicas (wal_level = minimal, as the embedded cluster) the COPY
+        # and the index builds write none.
+        conn.execute("TRUNCATE land.parcel_version")
     return dropped
 
 

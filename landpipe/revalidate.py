@@ -39,7 +39,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Engine
 
 from landpipe import schemas
-from landpipe.load import _against_register, _copy_findings, lock_commune
+from landpipe.load import _against_register, _copy_findings, lock_area, lock_commune
 from landpipe.schemas import parcel as canonical
 from landpipe.schemas.findings import Finding
 from landpipe.sources.fields import series_to_map_scale
@@ -219,6 +219,10 @@ def revalidate_commune(
             if len(parcels) == 0:
                 result.status = "empty"
                 return result
+            # Loads of neighbouring communes wait meanwhile, and this waits for theirs: the
+            # parcels around are checked as committed, and the findings this closes are not
+            # closed by a load at the same time.
+            lock_area(conn, parcels.geometry.values, shared=True)
             validation = check(conn, parcels, version_ids)
             result.parcels = len(parcels)
             result.issues = validation.counts()

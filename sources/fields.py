@@ -456,7 +456,10 @@ def unreadable_findings(
         if name is None or name not in frame:
             continue
         delivered = frame[name].reset_index(drop=True)
-        unknown = pd.Series(parcels[canonical]).reset_index(drop=True).isna().to_numpy()
+        if canonical == "map_scale":  # --scale may have filled what could not be read
+            unknown = series_to_map_scale(delivered).isna().to_numpy()
+        else:
+            unknown = pd.Series(parcels[canonical]).reset_index(drop=True).isna().to_numpy()
         for row in np.flatnonzero(unknown & delivered.notna().to_numpy()).tolist():
             value = delivered.iloc[row]
             if isinstance(value, str) and not value.strip():
@@ -466,7 +469,7 @@ def unreadable_findings(
                 Finding(
                     rule_code="ATTR_UNREADABLE",
                     message=f"record {row}: field {name} {str(value)[:40]!r} is not {what};"
-                    " stored as unknown",
+                    " taken as unknown",
                     source_row=row,
                     commune_code=None if pd.isna(keys["commune_code"]) else keys["commune_code"],
                     sheet_no=None if pd.isna(keys["sheet_no"]) else int(keys["sheet_no"]),

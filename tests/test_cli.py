@@ -168,6 +168,12 @@ def test_missing_commune_option_is_explained(register, cli_env, tmp_path):
     assert result.returncode == 0 and summary["parcels"]["loaded"] == 2
 
 
+@pytest.mark.parametrize("option", ["--sheet", "--scale"])
+def test_sheet_or_scale_zero_is_a_usage_error(cli_env, tmp_path, option):
+    result = run_cli("load", str(tmp_path / "any.gpkg"), option, "0", env=cli_env)
+    assert result.returncode == 2 and "1" in result.stderr and option in result.stderr
+
+
 def test_bad_commune_option_is_a_usage_error(cli_env, tmp_path):
     result = run_cli("load", str(tmp_path / "x.gpkg"), "--commune", "abc", env=cli_env)
     assert result.returncode == 2 and "5-digit" in result.stderr

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from landpipe import load as loader
 from landpipe.sources import read_delivery
 from landpipe.validate import validate
-from tests.parcels import BOW_TIE, delivery, lot, record
+from tests.parcels import BOW_TIE, X0, Y0, delivery, lot, record
 
 
 def write(tmp_path, records, name="delivery.gpkg", crs=9218):
@@ -256,3 +256,23 @@ def test_an_unreadable_area_or_scale_is_kept_unknown_and_reported(register, tmp_
         (2, "warn", "TyLeBanDo", "một nghìn"),
     ]
     assert areas == [(None,), (100.0,), (None,)]
+
+
+def test_an_unreadable_map_scale_is_reported_when_the_scale_option_fills_it(tmp_path):
+    path = write(tmp_path, [record(0, TyLeBanDo="một nghìn"), record(1)], "scale.gpkg")
+    read = read_delivery(path, map_scale=1000)
+    assert read.parcels["map_scale"].tolist() == [1000, 1000]
+    assert [(f.rule_code, f.source_row, f.detail["value"]) for f in read.findings] == [
+        ("ATTR_UNREADABLE", 0, "một nghìn")
+    ]
+
+
+def test_a_parcel_with_a_stray_vertex_far_away_is_rejected_and_the_rest_load(register, tmp_path):
+    from shapely.geometry import Polygon
+
+    stray = Polygon([(X0, Y0), (X0 + 10, Y0), (X0 + 10, Y0 + 10), (0.0, 0.0)])
+    records = [record(0, geometry=stray)] + [record(i) for i in range(1, 20)]
+    result = load_file(register, write(tmp_path, records, "s.gpkg"))
+    assert (result.status, result.loaded, result.rejected) == ("loaded", 19, 1)
+    (rules,) = rows(register, "SELECT rule_codes FROM land.rejected_record")[0]
+    assert "GEOM_OUT_OF_EXTENT" in rules

@@ -372,6 +372,57 @@ def test_loads_of_neighbouring_communes_side_by_side_see_each_others_overlap(
     }
 
 
+def advisory_locks(conn) -> list[tuple[str, int, int]]:
+    """(mode, key 1, key 2) of the two-key advisory locks this session holds."""
+    return sorted(
+        conn.execute(
+            "SELECT mode, classid::int, objid::int FROM pg_locks WHERE locktype = 'advisory'"
+            " AND objsubid = 2 AND pid = pg_backend_pid()"
+        ).fetchall()
+    )
+
+
+def test_lock_area_takes_squares_or_the_whole_plane(register):
+    from landpipe.load import AREA_LOCK_CELL_M, AREA_LOCK_MAX_CELLS, lock_area
+
+    whole = -(2**31)
+    size = AREA_LOCK_CELL_M
+    few = np.array([box(2.5 * size, 3.5 * size, 2.5 * size + 10, 3.5 * size + 10)], dtype=object)
+    wide = np.array([box(0, 0, size * (AREA_LOCK_MAX_CELLS + 5), 10)], dtype=object)
+    raw = register.raw_connection()
+    try:
+        conn = raw.driver_connection
+        conn.autocommit = True  # each block below its own transaction
+        for shared in (False, True):
+            with conn.transaction():
+                lock_area(conn, few, shared=shared)
+                mode = "ShareLock" if shared else "ExclusiveLock"
+                assert advisory_locks(conn) == sorted([("ShareLock", whole, whole), (mode, 2, 3)])
+            with conn.transaction():
+                lock_area(conn, wide, shared=shared)
+                assert advisory_locks(conn) == [(mode, whole, whole)]
+            assert advisory_locks(conn) == []  # let go at the end of the transaction
+    finally:
+        conn.autocommit = False
+        raw.close()
+
+
+def test_declining_to_take_the_register_whole_lets_go_of_the_table(register, tmp_path):
+    load_file(register, write(tmp_path, [record(0)], "d1.gpkg"))  # not empty any more
+    raw = register.raw_connection()
+    try:
+        conn = raw.driver_connection
+        with conn.transaction():
+            assert loader.register.take_empty_register(conn) is None
+            held = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid()"
+                " AND relation = 'land.parcel_version'::regclass AND mode = 'AccessExclusiveLock'"
+            ).fetchone()[0]
+            assert held == 0
+    finally:
+        raw.close()
+
+
 def test_area_cells_cover_each_parcel_and_its_reach():
     from landpipe.load import AREA_LOCK_CELL_M, area_cells
 
