@@ -813,6 +813,27 @@ def test_the_load_uses_the_look_when_nothing_changed_since(register, tmp_path, m
     assert result.changes == {"added": 3, "changed": 0, "unchanged": 0, "retired": 1}
 
 
+def test_a_parcel_edited_in_the_database_is_compared_as_it_now_is(register, tmp_path):
+    first = [record(i) for i in range(3)]
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    with register.begin() as connection:  # a technician corrects parcel 2's owner by hand
+        connection.execute(
+            sa.text(
+                "UPDATE land.parcel_version SET owner_name = 'Trần Văn Bình'"
+                " WHERE valid_to IS NULL AND parcel_no = 2"
+            )
+        )
+    assert (
+        scalar(register, "SELECT count(*) FROM land.parcel_version WHERE content_hash IS NULL") == 1
+    )
+    # The same parcels again, and one more: parcel 2 differs from the register now.
+    again = [*first, record(3)]
+    result, validation = load_as_the_flow_does(register, write(tmp_path, again, "d2.gpkg"))
+    assert result.changes == {"added": 1, "changed": 1, "unchanged": 2, "retired": 0}
+    assert list(validation.unchanged) == [True, False, True, False]
+    assert [owner for *_, owner, _, _ in current(register)] == ["Nguyễn Văn An"] * 4
+
+
 def test_a_version_stored_without_a_content_hash_is_compared_by_its_content(register, tmp_path):
     first = [record(i) for i in range(3)]
     load_file(register, write(tmp_path, first, "d1.gpkg"))

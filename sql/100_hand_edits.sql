@@ -1,0 +1,19 @@
+-- A version edited in the database (a technician's correction in QGIS or psql) no longer has
+-- the content its stored content_hash says: forget the hash, so that the next delivery of the
+-- parcel is compared with what the register now holds (land.parcel_content_hash stands in for
+-- a missing hash). An UPDATE that sets a new hash itself keeps it; the loader's own UPDATEs
+-- (closing versions) touch none of these columns.
+CREATE OR REPLACE FUNCTION land.forget_content_hash() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.content_hash := NULL;
+    RETURN NEW;
+END
+$$;
+DROP TRIGGER IF EXISTS parcel_version_content_edited ON land.parcel_version;
+CREATE TRIGGER parcel_version_content_edited
+    BEFORE UPDATE OF geom, land_use_codes, declared_area_m2, legal_area_m2, owner_name, address
+    ON land.parcel_version
+    FOR EACH ROW
+    WHEN (NEW.content_hash IS NOT DISTINCT FROM OLD.content_hash)
+    EXECUTE FUNCTION land.forget_content_hash();
