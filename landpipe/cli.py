@@ -217,9 +217,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     changes = summary.get("changes")
     if changes and summary["status"] != "unchanged":
+        closed = summary.get("closed", 0)
         lines.append(
             f"  register: {changes['added']} added, {changes['changed']} changed, "
             f"{changes['unchanged']} unchanged, {changes['retired']} retired"
+            + (f"; {closed} findings of earlier batches closed" if closed else "")
         )
     if summary["issues"]:
         from landpipe import schemas

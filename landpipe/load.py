@@ -55,6 +55,7 @@ class LoadResult:
     changes: dict[str, int] = field(
         default_factory=lambda: {"added": 0, "changed": 0, "unchanged": 0, "retired": 0}
     )
+    closed: int = 0  # findings of earlier batches this one superseded
 
     def as_json(self) -> dict[str, Any]:
         """The ``--json`` contract (plus where the delivery came from)."""
@@ -69,6 +70,7 @@ class LoadResult:
             },
             "issues": dict(self.issues),
             "changes": dict(self.changes),
+            "closed": self.closed,
             "source": self.source,
             "commune_code": self.commune_code,
             "crs": self.crs,
@@ -341,6 +343,7 @@ def load(
             )
             result.issues = validation.counts()
             result.changes = changes.as_json()
+            result.closed = closed
             if changes.certificates_flagged:
                 result.issues["CERT_CHANGED"] = changes.certificates_flagged
                 result.issues = dict(sorted(result.issues.items()))

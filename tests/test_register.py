@@ -711,6 +711,7 @@ def test_a_redelivery_that_fixes_an_overlap_unblocks_the_unchanged_neighbour(reg
     assert scalar(register, "SELECT n_closed FROM land.batch WHERE id = :b", b=two.batch) == len(
         closed
     )
+    assert two.closed == len(closed) and two.as_json()["closed"] == len(closed)
     # It overlaps again: both are blocked again, by the new batch's finding.
     three, _ = load_as_the_flow_does(register, write(tmp_path, first, "d3.gpkg"))
     assert ("TOPO_OVERLAP", 2, 3) in findings_of(register, three.batch)
