@@ -187,6 +187,7 @@ class _Contents:
     rejected: gpd.GeoDataFrame
     parcels: gpd.GeoDataFrame
     crs: CRS
+    closed: list[dict[str, Any]] = field(default_factory=list)
 
 
 _BATCH_SQL = sa.text(
@@ -214,6 +215,12 @@ _PARCELS_SQL = sa.text(
     "     AND (v.commune_code, v.sheet_no) IN ("
     "         SELECT sheet->>0, (sheet->>1)::int FROM land.batch b,"
     "             jsonb_array_elements(b.covered_sheets) AS sheet WHERE b.id = :batch))"
+)
+# Findings of earlier batches that this batch closed (superseded): a re-delivery's fixes.
+_CLOSED_SQL = sa.text(
+    "SELECT batch_id, rule_code, severity, commune_code, sheet_no, parcel_no,"
+    " other_commune_code, other_sheet_no, other_parcel_no, message"
+    " FROM land.finding WHERE closed_by_batch_id = :batch ORDER BY batch_id, id"
 )
 _INT_COLUMNS = ("sheet_no", "parcel_no", "source_row", "other_sheet_no", "other_parcel_no")
 
@@ -260,10 +267,13 @@ def _read(engine: Engine, batch_id: int) -> _Contents:
             findings = _frame(connection, _FINDINGS_SQL, batch_id, crs)
             rejected = _frame(connection, _REJECTED_SQL, batch_id, crs)
             parcels = _frame(connection, _PARCELS_SQL, batch_id, crs)
+            closed = [
+                dict(row) for row in connection.execute(_CLOSED_SQL, {"batch": batch_id}).mappings()
+            ]
     except sa.exc.DBAPIError as err:
         reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
         raise DatabaseError(f"cannot read batch {batch_id} from the register: {reason}") from err
-    return _Contents(batch, rules, findings, rejected, parcels, crs)
+    return _Contents(batch, rules, findings, rejected, parcels, crs, closed)
 
 
 def _batch_row(connection: Connection, batch_id: int) -> dict[str, Any]:
@@ -1080,7 +1090,12 @@ def _header(contents: _Contents, report: Report) -> str:
         (
             "Register",
             f"{batch.get('n_added', 0)} added, {batch.get('n_changed', 0)} changed, "
-            f"{batch.get('n_unchanged', 0)} unchanged, {batch.get('n_retired', 0)} retired",
+            f"{batch.get('n_unchanged', 0)} unchanged, {batch.get('n_retired', 0)} retired"
+            + (
+                f"; {len(contents.closed)} findings of earlier batches closed"
+                if contents.closed
+                else ""
+            ),
         ),
         (
             "Findings",
@@ -1132,6 +1147,31 @@ def _counts(report: Report) -> str:
         "<th>Severity</th><th>Message (Tiếng Việt / English)</th><th>Count</th></tr></thead>"
         f'<tbody>{"".join(rows)}</tbody><tfoot><tr><td colspan="3">Total</td>'
         f'<td class="n">{total}</td></tr></tfoot></table></section>'
+    )
+
+
+def _closed(contents: _Contents) -> str:
+    """The findings of earlier batches this one closed, when there are any."""
+    if not contents.closed:
+        return ""
+
+    def key(commune: Any, sheet: Any, parcel: Any) -> str:
+        return "" if parcel is None else f"{commune}/{sheet}/{parcel}"
+
+    rows = "".join(
+        f'<tr><td class="n">{f["batch_id"]}</td><td><code>{_e(f["rule_code"])}</code></td>'
+        f'<td class="sev sev-{html.escape(f["severity"])}">{_e(f["severity"])}</td>'
+        f"<td>{_e(key(f['commune_code'], f['sheet_no'], f['parcel_no']))}</td>"
+        f"<td>{_e(key(f['other_commune_code'], f['other_sheet_no'], f['other_parcel_no']))}</td>"
+        f"<td>{_e(f['message'])}</td></tr>"
+        for f in contents.closed
+    )
+    return (
+        f'<section id="closed"><h2>Findings of earlier batches closed ({len(contents.closed)})</h2>'
+        "<p>This delivery changed or retired their parcels and checked them again: what still "
+        "holds is among its own findings.</p><table><thead><tr><th>Batch</th><th>Rule</th>"
+        "<th>Severity</th><th>Parcel</th><th>Other parcel</th><th>Message</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table></section>"
     )
 
 
@@ -1224,7 +1264,7 @@ def _page(contents: _Contents, report: Report) -> str:
     title = f"Batch {report.batch_id}: quality report"
     if report.source_path:
         title += f" ({Path(report.source_path).name})"
-    body = [_header(contents, report), _counts(report)]
+    body = [_header(contents, report), _counts(report), _closed(contents)]
     if report.status != "failed":
         drawn = _map(contents)
         body.append(

@@ -245,6 +245,35 @@ def test_geopackage_has_a_layer_per_geometry_type(register, batch, tmp_path):
     assert no_geometry["rule_codes"].tolist() == ["GEOM_EMPTY"]
 
 
+def test_a_redelivery_report_lists_the_earlier_findings_it_closed(register, tmp_path):
+    from shapely.geometry import box
+
+    from tests.parcels import X0, Y0
+
+    first = [record(i) for i in range(4)]
+    first[1]["geometry"] = box(X0 + 10, Y0, X0 + 20.5, Y0 + 10)  # 0.5 m into parcel 3
+    first[1]["DienTich"] = 105.0
+    path = tmp_path / "d1.gpkg"
+    delivery(first).to_file(path)
+    one = load_batch(register, path)
+    fixed = tmp_path / "d2.gpkg"
+    delivery([record(i) for i in range(4)]).to_file(fixed)
+    two = load_batch(register, fixed)
+    page = write_report(register, two, tmp_path / "out").html.read_text()
+    section = re.search(r'<section id="closed">(.*?)</section>', page, re.S)
+    assert section is not None
+    closed = scalar_rows(
+        register, "SELECT count(*) FROM land.finding WHERE closed_by_batch_id = :b", b=two
+    )[0][0]
+    assert closed >= 1
+    assert f"Findings of earlier batches closed ({closed})" in section.group(1)
+    assert "<code>TOPO_OVERLAP</code>" in section.group(1)
+    assert "22924/5/2" in section.group(1) and "22924/5/3" in section.group(1)
+    assert f"{closed} findings of earlier batches closed" in page
+    # The first batch's report has no such section.
+    assert 'id="closed"' not in write_report(register, one, tmp_path / "first").html.read_text()
+
+
 def test_html_makes_no_network_request(register, batch, tmp_path):
     page = write_report(register, batch, tmp_path).html.read_text(encoding="utf-8")
     assert "http://" not in page and "https://" not in page
