@@ -144,9 +144,10 @@ def area_cells(geometry: np.ndarray, reach: float) -> list[tuple[int, int]]:
     return sorted(found)
 
 
-#: Squares one transaction locks at most; beyond, it locks the whole plane (a province's first
-#: load takes a few hundred).
-AREA_LOCK_MAX_CELLS = 1_024
+#: Squares one transaction locks at most; beyond, it locks the whole plane. Each lock takes a
+#: slot of the server's lock table (max_locks_per_transaction x max_connections, 6,400 by
+#: default, shared by all sessions); Bình Thuận's first load takes about 170 squares.
+AREA_LOCK_MAX_CELLS = 256
 #: The lock of the whole plane, in the two-key advisory-lock space where a square's lock is
 #: (column, row): no square lies at these. Commune locks use the one-key space.
 _WHOLE_PLANE = (-(2**31), -(2**31))
