@@ -226,11 +226,6 @@ def look_at_register(engine: Engine, delivery: Delivery) -> tuple[register.Look,
     return seen, seen.current.same_content(delivery.parcels, hashes)
 
 
-def unchanged_parcels(engine: Engine, delivery: Delivery) -> np.ndarray:
-    """The mask of :func:`look_at_register` alone."""
-    return look_at_register(engine, delivery)[1]
-
-
 def _look(engine: Engine, sheets: list[tuple[str, int]]) -> register.Look:
     raw = engine.raw_connection()
     try:

@@ -34,6 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import geopandas as gpd
@@ -1154,23 +1155,17 @@ def _closed(contents: _Contents) -> str:
     """The findings of earlier batches this one closed, when there are any."""
     if not contents.closed:
         return ""
-
-    def key(commune: Any, sheet: Any, parcel: Any) -> str:
-        return "" if parcel is None else f"{commune}/{sheet}/{parcel}"
-
     rows = "".join(
         f'<tr><td class="n">{f["batch_id"]}</td><td><code>{_e(f["rule_code"])}</code></td>'
         f'<td class="sev sev-{html.escape(f["severity"])}">{_e(f["severity"])}</td>'
-        f"<td>{_e(key(f['commune_code'], f['sheet_no'], f['parcel_no']))}</td>"
-        f"<td>{_e(key(f['other_commune_code'], f['other_sheet_no'], f['other_parcel_no']))}</td>"
-        f"<td>{_e(f['message'])}</td></tr>"
+        f"<td>{_e(_key_text(SimpleNamespace(**f)))}</td><td>{_e(f['message'])}</td></tr>"
         for f in contents.closed
     )
     return (
         f'<section id="closed"><h2>Findings of earlier batches closed ({len(contents.closed)})</h2>'
         "<p>This delivery changed or retired their parcels and checked them again: what still "
         "holds is among its own findings.</p><table><thead><tr><th>Batch</th><th>Rule</th>"
-        "<th>Severity</th><th>Parcel</th><th>Other parcel</th><th>Message</th></tr></thead>"
+        "<th>Severity</th><th>Parcels</th><th>Message</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></section>"
     )
 

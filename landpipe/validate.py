@@ -6,7 +6,7 @@ as delivered with its rule codes.
 
 A re-delivery mostly repeats what the register holds. Parcels the caller marks ``unchanged``
 (same content as their current version in the register, see
-:func:`landpipe.load.unchanged_parcels`) passed the catalogue when that version was loaded,
+:func:`landpipe.load.look_at_register`) passed the catalogue when that version was loaded,
 and its findings on them stand: they are not checked again by the rules of one parcel, and
 topology reports only what involves a changed or new parcel (an overlap of a changed parcel
 with an unchanged neighbour is reported). What depends on the delivery as a whole is checked
@@ -304,7 +304,7 @@ def validate(
     )
     focus = check[kept] if skipped[kept].any() else None
     pending = None
-    if any(rules[code].severity == "reject" for code in _TOPOLOGY_RULES):
+    if any(rules[code].severity == "reject" for code in topology.RULES):
         findings.extend(topology_of(candidates, focus=focus, valid=True))
     else:  # no topology finding rejects a record: find them while the caller goes on
         pending = _in_background(
@@ -337,9 +337,6 @@ def _is_valid(geometries: np.ndarray) -> np.ndarray:
 
 #: Niceness of the background topology search (see :func:`_in_background`).
 _BACKGROUND_NICENESS = 10
-
-#: The rules :func:`topology_of` checks.
-_TOPOLOGY_RULES = (topology.OVERLAP, topology.GAP, topology.SLIVER, topology.EDGE_MISMATCH)
 
 
 def _in_background(function, *args, yielding: bool = False, **kwargs) -> Future:

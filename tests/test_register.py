@@ -522,9 +522,10 @@ def test_a_load_that_began_before_another_of_its_commune_dates_its_changes_after
 def load_as_the_flow_does(engine, path):
     """Read, find the parcels the register holds unchanged, validate the others, load."""
     read = read_delivery(path)
-    unchanged = loader.unchanged_parcels(engine, read)
+    look, unchanged = loader.look_at_register(engine, read)
     validation = validate(read.parcels, read.findings, unchanged=unchanged)
-    return loader.load(engine, read, validation, started_at=datetime.now(UTC)), validation
+    result = loader.load(engine, read, validation, started_at=datetime.now(UTC), look=look)
+    return result, validation
 
 
 def findings_of(engine, batch):
