@@ -302,7 +302,13 @@ def load_delivery(
         decision, parcels = _unwrap(reproject_step(parcels, crs, str(source.path)))
         say("reproject", "CRS %s (%s), reprojected to EPSG:9218", decision.label, decision.how)
         delivery = Delivery.assemble(
-            source, raw, used, decision, parcels, mapping_how="option" if mapping else "detected"
+            source,
+            raw,
+            used,
+            decision,
+            parcels,
+            mapping_how="option" if mapping else "detected",
+            fills={"commune": commune, "sheet": sheet, "scale": scale},
         )
         look, unchanged = compare_step(settings, delivery)
         say(

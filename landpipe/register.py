@@ -2,9 +2,11 @@
 
 Runs inside the load's transaction, under the advisory locks of the delivery's communes, so
 nothing else changes the current parcels of those communes meanwhile. The current versions of
-the map sheets the delivery covers are read as (key, version id, content hash) and compared
-with the delivery's accepted parcels by content hash (:func:`content_hashes`, the same bytes
-as ``land.parcel_content_hash`` hashes in SQL):
+the map sheets the delivery covers are read as (key, version id, record hash) and compared
+with the delivery's accepted parcels (:func:`compare`): a parcel whose delivered record has
+its current version's record hash is the same (:mod:`landpipe.sources.records`); the others
+are compared by content hash (:func:`content_hashes`, the same bytes as
+``land.parcel_content_hash`` hashes in SQL, which stands in for a version stored without one):
 
 - a key new to the register is **added**;
 - a key whose geometry, land-use codes, areas, owner or address differ is **changed**: its
@@ -61,6 +63,7 @@ from landpipe.sources.fields import (
     multipolygon_wkb,
     text_arrow,
 )
+from landpipe.sources.records import RECORD_HASH_BYTES
 from landpipe.validate import Validation
 
 #: A retired parcel is an ancestor of an added one when they share more than this many m²
@@ -72,11 +75,11 @@ LINEAGE_MIN_SHARE = 0.01
 COPY_CHUNK = 50_000
 
 #: The current versions of some sheets, one row per sheet (its place in the list given), as
-#: 44-byte records: parcel number, version id, content hash (zeros where none is stored). The
+#: 28-byte records: parcel number, version id, record hash (zeros where none is stored). The
 #: rows are narrow on purpose: the aggregate takes a million of them in well under a second.
 _CURRENT = """
 SELECT s.i, string_agg(int4send(v.parcel_no) || int8send(v.id)
-                       || coalesce(v.content_hash, decode(repeat('00', 32), 'hex')), ''::bytea)
+                       || coalesce(v.record_hash, decode(repeat('00', 16), 'hex')), ''::bytea)
 FROM unnest(%s::text[], %s::integer[]) WITH ORDINALITY AS s (commune, sheet, i)
 JOIN land.parcel_version v
   ON v.commune_code = s.commune AND v.sheet_no = s.sheet AND v.valid_to IS NULL
@@ -89,22 +92,24 @@ SELECT EXISTS (SELECT FROM land.parcel_version v
                  ON v.commune_code = s.commune AND v.sheet_no = s.sheet
                WHERE v.valid_to IS NULL)
 """
+#: The content hash of some versions: as stored, or made by ``land.parcel_content_hash``.
 _CONTENT_HASHES = """
-SELECT id, land.parcel_content_hash(geom, land_use_codes, declared_area_m2, legal_area_m2,
-                                    owner_name, address)
-FROM land.parcel_version WHERE id = ANY(%s)
+SELECT v.id, coalesce(v.content_hash,
+                      land.parcel_content_hash(v.geom, v.land_use_codes, v.declared_area_m2,
+                                               v.legal_area_m2, v.owner_name, v.address))
+FROM land.parcel_version v WHERE v.id = ANY(%s)
 """
 _CURRENT_RECORD = np.dtype(
-    [("parcel_no", ">i4"), ("version_id", ">i8"), ("content_hash", "u1", 32)]
+    [("parcel_no", ">i4"), ("version_id", ">i8"), ("record_hash", "u1", RECORD_HASH_BYTES)]
 )
 
 #: Columns of a new version, in the order of the binary ``COPY``: the fixed-width ones first.
 _VERSION_COLUMNS = (
     "batch_id, sheet_no, parcel_no, valid_from, commune_code, change, previous_version_id,"
     " land_use_codes, declared_area_m2, legal_area_m2, owner_name, address, attributes,"
-    " content_hash, geom"
+    " content_hash, record_hash, geom"
 )
-_VERSION_FIELDS = 15
+_VERSION_FIELDS = 16
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension
 _COPY_TRAILER = b"\xff\xff"
@@ -144,7 +149,7 @@ def covered_sheets(delivery: Delivery) -> list[tuple[str, int]]:
 
 @dataclass
 class Registered:
-    """The current versions of some map sheets: key, version id and content hash.
+    """The current versions of some map sheets: key, version id and record hash.
 
     Sorted by key; a key is the sheet's place in ``sheets`` and the parcel number.
     """
@@ -152,13 +157,13 @@ class Registered:
     sheets: list[tuple[str, int]]
     key: np.ndarray  # int64: sheet index << 32 | parcel_no
     version_id: np.ndarray  # int64
-    content_hash: np.ndarray  # (n, 32) uint8
+    record_hash: np.ndarray  # (n, 16) uint8; zeros where none is stored
 
     @classmethod
     def none(cls, sheets: list[tuple[str, int]]) -> Registered:
         """No current version in ``sheets``."""
         empty = np.empty(0, dtype=np.int64)
-        return cls(sheets, empty, empty.copy(), np.empty((0, 32), dtype=np.uint8))
+        return cls(sheets, empty, empty.copy(), np.empty((0, RECORD_HASH_BYTES), np.uint8))
 
     def __len__(self) -> int:
         return len(self.key)
@@ -174,12 +179,52 @@ class Registered:
         found[hit] = at[hit]
         return found
 
-    def same_content(self, parcels: pd.DataFrame, hashes: np.ndarray) -> np.ndarray:
-        """Whether each parcel has a current version whose content hash is ``hashes``'."""
-        at = self.locate(parcels)
-        same = at >= 0
-        same[same] = (self.content_hash[at[same]] == hashes[same]).all(axis=1)
-        return same
+
+@dataclass
+class Comparison:
+    """How some parcels compare with the current versions of their keys.
+
+    ``at``: each parcel's place among the current versions (-1: none); ``same``: whether it
+    has its current version's content; ``stale``: whether it does, though not by record hash
+    (that version's record hash is missing or was made in another reading context).
+    """
+
+    at: np.ndarray
+    same: np.ndarray
+    stale: np.ndarray
+
+
+def compare(
+    conn,
+    current: Registered,
+    parcels: gpd.GeoDataFrame,
+    records: np.ndarray | None,
+) -> Comparison:
+    """Compare ``parcels`` with the current versions of their keys: by record hash first
+    (``records``, one row per parcel, or None), then, for the others with a current version,
+    by content hash (theirs made here, the versions' as stored or made in SQL)."""
+    at = current.locate(parcels)
+    known = at >= 0
+    same = np.zeros(len(parcels), dtype=bool)
+    if records is not None and known.any():
+        stored = current.record_hash[at[known]]
+        same[known] = (stored == records[known]).all(axis=1) & stored.any(axis=1)
+    need = np.flatnonzero(known & ~same)
+    if len(need):
+        delivered = content_hashes(parcels.iloc[need])
+        stored = stored_content(conn, current.version_id[at[need]])
+        same[need] = [d.tobytes() == h for d, h in zip(delivered, stored, strict=True)]
+    stale = np.zeros(len(parcels), dtype=bool)
+    if records is not None:
+        stale[need] = same[need]
+    return Comparison(at, same, stale)
+
+
+def stored_content(conn, version_ids: np.ndarray) -> list[bytes]:
+    """The content hash of each version of ``version_ids``: as stored, or made by
+    ``land.parcel_content_hash`` where none is."""
+    found = dict(conn.execute(_CONTENT_HASHES, [version_ids.tolist()]).fetchall())
+    return [bytes(found[int(i)]) for i in version_ids]
 
 
 def sheet_arrays(sheets: list[tuple[str, int]]) -> tuple[list[str], list[int]]:
@@ -188,8 +233,7 @@ def sheet_arrays(sheets: list[tuple[str, int]]) -> tuple[list[str], list[int]]:
 
 
 def registered(conn, sheets: list[tuple[str, int]]) -> Registered:
-    """The current versions of ``sheets``; a version stored without a content hash (written
-    before there was one) gets it from ``land.parcel_content_hash``."""
+    """The current versions of ``sheets``."""
     # Parallel workers would hand a million rows through a gather: slower, on two cores; and
     # compiling the plan (JIT) costs more than it saves on this simple scan.
     conn.execute("SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL jit = off")
@@ -201,13 +245,8 @@ def registered(conn, sheets: list[tuple[str, int]]) -> Registered:
     key = (sheet << 32) | current["parcel_no"].astype(np.int64)
     order = np.argsort(key, kind="stable")
     version_id = current["version_id"].astype(np.int64)[order]
-    content_hash = np.ascontiguousarray(current["content_hash"][order])
-    missing = np.flatnonzero(~content_hash.any(axis=1))
-    if len(missing):
-        computed = dict(conn.execute(_CONTENT_HASHES, [version_id[missing].tolist()]).fetchall())
-        for place in missing:
-            content_hash[place] = np.frombuffer(computed[int(version_id[place])], dtype=np.uint8)
-    return Registered(sheets, key[order], version_id, content_hash)
+    record_hash = np.ascontiguousarray(current["record_hash"][order])
+    return Registered(sheets, key[order], version_id, record_hash)
 
 
 #: Whether a batch that may have changed parcels of some communes committed after a snapshot.
@@ -284,19 +323,6 @@ def _parcel_keys(parcels: pd.DataFrame, sheets: list[tuple[str, int]]) -> np.nda
     return keys
 
 
-def accepted_hashes(delivery: Delivery, validation: Validation) -> np.ndarray:
-    """The content hash of each accepted parcel, (n, 32): as delivered
-    (:attr:`Delivery.content_hashes`), or of its geometry as validation repaired it."""
-    accepted = validation.parcels
-    rows = accepted[canonical.SOURCE_ROW].to_numpy()
-    places = pd.Index(delivery.parcels[canonical.SOURCE_ROW]).get_indexer(rows)
-    hashes = delivery.content_hashes[places]
-    repaired = np.isin(rows, list(validation.repaired))
-    if repaired.any():
-        hashes[repaired] = content_hashes(accepted[repaired])
-    return hashes
-
-
 # --------------------------------------------------------------------------- the plan
 
 
@@ -306,21 +332,24 @@ class Plan:
 
     Attributes
     ----------
-    hashes
-        Content hash of each accepted parcel (``validation.parcels``), (n, 32); None when
-        the covered sheets hold no current parcel (nothing to compare: they are made as the
-        parcels are copied).
+    records
+        Record hash of each accepted parcel (``validation.parcels``), (n, 16); None for
+        parcels built from linework.
     previous
         Id of the current version of each accepted parcel's key; -1 where there is none.
     same
         Whether each accepted parcel has the content of its current version.
+    stale
+        Whether each accepted parcel is the same as its current version by content, not by
+        record hash: the version's record hash is made anew (:func:`merge`).
     retired
         Ids of the current versions of covered sheets whose key the delivery no longer has.
     """
 
-    hashes: np.ndarray | None
+    records: np.ndarray | None
     previous: np.ndarray
     same: np.ndarray
+    stale: np.ndarray
     retired: np.ndarray
 
     @property
@@ -332,20 +361,28 @@ class Plan:
         return (self.previous >= 0) & ~self.same
 
 
-def plan(current: Registered, delivery: Delivery, validation: Validation) -> Plan:
-    """Compare the accepted parcels with the current versions of the covered sheets."""
+def plan(conn, current: Registered, delivery: Delivery, validation: Validation) -> Plan:
+    """Compare the accepted parcels with the current versions of the covered sheets
+    (:func:`compare`; a parcel validation repaired compares with its repaired geometry)."""
     parcels = validation.parcels
-    hashes = accepted_hashes(delivery, validation) if len(current) else None
-    at = current.locate(parcels)
+    records = accepted_records(delivery, validation)
+    compared = compare(conn, current, parcels, records)
+    at = compared.at
     previous = np.full(len(parcels), -1, dtype=np.int64)
     previous[at >= 0] = current.version_id[at[at >= 0]]
-    same = at >= 0
-    if hashes is not None:
-        same[same] = (current.content_hash[at[same]] == hashes[same]).all(axis=1)
     delivered = current.locate(delivery.parcels)
     kept = np.zeros(len(current), dtype=bool)
     kept[delivered[delivered >= 0]] = True
-    return Plan(hashes, previous, same, current.version_id[~kept])
+    return Plan(records, previous, compared.same, compared.stale, current.version_id[~kept])
+
+
+def accepted_records(delivery: Delivery, validation: Validation) -> np.ndarray | None:
+    """The record hash of each accepted parcel, (n, 16); None without record hashes."""
+    if delivery.record_hashes is None:
+        return None
+    rows = validation.parcels[canonical.SOURCE_ROW].to_numpy()
+    places = pd.Index(delivery.parcels[canonical.SOURCE_ROW]).get_indexer(rows)
+    return delivery.record_hashes[places]
 
 
 # --------------------------------------------------------------------------- an empty register
@@ -473,6 +510,13 @@ def merge(
         _copy_versions(
             conn, delivery, validation.parcels, plan, written, batch_id, moment, freeze=freeze
         )
+    stale = np.flatnonzero(plan.stale)
+    if len(stale):
+        conn.execute(
+            "UPDATE land.parcel_version v SET record_hash = u.hash"
+            " FROM unnest(%s::bigint[], %s::bytea[]) AS u (id, hash) WHERE v.id = u.id",
+            [plan.previous[stale].tolist(), [bytes(h) for h in plan.records[stale]]],
+        )
     if changes.retired and changes.added:
         _record_lineage(conn, batch_id, plan.retired)
     changes.certificates_flagged = _flag_certificates(
@@ -504,7 +548,7 @@ def _copy_versions(
         for start in range(0, len(rows), COPY_CHUNK):
             chunk = rows[start : start + COPY_CHUNK]
             encoded = _version_rows(
-                delivery, parcels.iloc[chunk], plan, chunk, batch_id, valid_from
+                delivery, parcels.iloc[chunk], plan, chunk, batch_id, valid_from, hashed=not freeze
             )
             copy.write(_buffer(encoded))
         copy.write(_COPY_TRAILER)
@@ -517,8 +561,12 @@ def _version_rows(
     rows: np.ndarray,
     batch_id: int,
     valid_from: int,
+    *,
+    hashed: bool = True,
 ) -> pa.BinaryArray:
-    """The binary ``COPY`` tuples of new versions, one binary value per parcel."""
+    """The binary ``COPY`` tuples of new versions, one binary value per parcel; ``hashed``,
+    with their content hash (a first load leaves it to ``land.parcel_content_hash``: its
+    record hashes spare the next delivery most content comparisons)."""
     n = len(parcels)
     fixed = np.empty(
         n,
@@ -541,7 +589,20 @@ def _version_rows(
     fixed["parcel_no"] = parcels["parcel_no"].to_numpy(dtype=np.int64)
     fixed["from_length"], fixed["valid_from"] = 8, valid_from
     previous = plan.previous[rows]
-    hashes = content_hashes(parcels) if plan.hashes is None else plan.hashes[rows]
+    content = (
+        length_prefixed(fixed_width(content_hashes(parcels).view("V32")[:, 0]))
+        if hashed
+        else pa.array([b"\xff\xff\xff\xff"] * n, pa.binary())
+    )
+    records = (
+        length_prefixed(
+            fixed_width(
+                np.ascontiguousarray(plan.records[rows]).view(f"V{RECORD_HASH_BYTES}")[:, 0]
+            )
+        )
+        if plan.records is not None
+        else pa.array([b"\xff\xff\xff\xff"] * n, pa.binary())
+    )
     attributes = attribute_json(
         delivery.attributes, delivery.extra_fields, parcels[canonical.SOURCE_ROW].to_numpy()
     )
@@ -560,7 +621,8 @@ def _version_rows(
                 b"\x01", pa.array(attributes, pa.string()).cast(pa.binary()), b""
             )
         ),
-        length_prefixed(fixed_width(np.ascontiguousarray(hashes).view("V32")[:, 0])),
+        content,
+        records,
         length_prefixed(
             multipolygon_wkb(np.asarray(parcels.geometry.values), canonical.STORAGE_EPSG)
         ),

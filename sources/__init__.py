@@ -16,15 +16,18 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 
+from landpipe import schemas
 from landpipe.errors import FieldError
 from landpipe.schemas.findings import Finding
 from landpipe.schemas.parcel import ATTRIBUTES
 from landpipe.sources.crs import CRSDecision, decide_crs, to_storage
-from landpipe.sources.fields import content_hashes, map_fields, unreadable_findings
+from landpipe.sources.fields import map_fields, unreadable_findings
 from landpipe.sources.files import Source, fingerprint, open_source
 from landpipe.sources.layers import RawLayer, read_parcel_layer
+from landpipe.sources.records import reading_context, record_hashes
 from landpipe.sources.text import TextDecision
 
 __all__ = [
@@ -65,6 +68,11 @@ class Delivery:
         Findings made while reading (text encoding, linework labels).
     linework
         Whether the parcels were built from boundary lines and label texts.
+    records
+        The delivered records as read (one row per row of ``parcels``), for their hashes;
+        None for parcels built from linework.
+    fills
+        The options that filled what records lack: ``commune``, ``sheet``, ``scale``.
     """
 
     source: Source
@@ -77,6 +85,8 @@ class Delivery:
     findings: list[Finding] = field(default_factory=list)
     mapping_how: str = "detected"
     linework: bool = False
+    records: pa.Table | None = None
+    fills: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def assemble(
@@ -88,8 +98,10 @@ class Delivery:
         parcels: gpd.GeoDataFrame,
         *,
         mapping_how: str = "detected",
+        fills: dict[str, object] | None = None,
     ) -> Delivery:
-        """A delivery from the results of the reading steps."""
+        """A delivery from the results of the reading steps; ``fills``: the options that
+        filled what records lack (``commune``, ``sheet``, ``scale``)."""
         return cls(
             source=source,
             layer=raw.layer,
@@ -101,6 +113,8 @@ class Delivery:
             findings=[*raw.findings, *unreadable_findings(raw.frame, parcels, field_mapping)],
             mapping_how=mapping_how,
             linework=raw.linework,
+            records=raw.records,
+            fills={k: v for k, v in (fills or {}).items() if v is not None},
         )
 
     @functools.cached_property
@@ -110,12 +124,32 @@ class Delivery:
         return str(codes.mode().iloc[0]) if len(codes) else None
 
     @functools.cached_property
-    def content_hashes(self) -> np.ndarray:
-        """The content hash of each parcel, as delivered (one 32-byte row per row of
-        ``parcels``): what the register compares with a parcel's current version to tell
-        whether it changed (:func:`landpipe.sources.fields.content_hashes`). Made when first
-        asked for: a first load hashes the parcels as it copies them."""
-        return content_hashes(self.parcels)
+    def record_hashes(self) -> np.ndarray | None:
+        """The hash of each delivered record under this reading's context, one 16-byte row
+        per row of ``parcels`` (:mod:`landpipe.sources.records`); None for parcels built
+        from linework."""
+        if self.records is None or self.records.num_rows != len(self.parcels):
+            return None
+        return record_hashes(self.records, self.reading_context)
+
+    @property
+    def reading_context(self) -> bytes:
+        """What, beside a record, decides the parcel landpipe makes of it (the key of
+        :attr:`record_hashes`)."""
+        rules = schemas.rules()
+        return reading_context(
+            {
+                "driver": self.source.driver,
+                "fields": [
+                    [f.name, str(f.type)] for f in (self.records.schema if self.records else [])
+                ],
+                "text": [self.text.encoding, self.text.how],
+                "mapping": self.field_mapping,
+                "crs": self.crs.crs.to_wkt(),
+                "fills": self.fills,
+                "rules": {code: [r.severity, r.params] for code, r in sorted(rules.items())},
+            }
+        )
 
     @property
     def extra_fields(self) -> list[str]:
@@ -182,4 +216,5 @@ def read_delivery(
         decision,
         to_storage(parcels, decision),
         mapping_how="option" if mapping else "detected",
+        fills={"commune": commune_code, "sheet": sheet_no, "scale": map_scale},
     )

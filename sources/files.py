@@ -7,7 +7,9 @@ temporary folder, refusing any member that would land outside it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import shutil
 import stat
 import tempfile
@@ -17,9 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import geopandas as gpd
+import pandas as pd
 import pyarrow as pa
 import pyogrio
 import pyogrio.errors
+import shapely
+
+# pyogrio's own parsing of datetimes read as text, so that a frame made here from an Arrow
+# read is the one ``read_dataframe`` makes (it has no public function for that step).
+from pyogrio.geopandas import _try_parse_datetime
 
 from landpipe.errors import LayerError, SourceError
 from landpipe.sources.fields import match_fields
@@ -341,8 +349,19 @@ def choose_layer(source: Source, layer: str | None = None) -> ParcelLayer:
 
 
 def read_layer(source: Source, layer: str, *, encoding: str | None = None) -> gpd.GeoDataFrame:
-    """Read one layer as delivered (no field mapping, no reprojection), through Arrow.
+    """Read one layer as delivered (no field mapping, no reprojection): :func:`read_records`'
+    frame."""
+    return read_records(source, layer, encoding=encoding)[0]
 
+
+def read_records(
+    source: Source, layer: str, *, encoding: str | None = None
+) -> tuple[gpd.GeoDataFrame, pa.Table]:
+    """Read one layer as delivered through Arrow: the records as a frame, and as GDAL handed
+    them over (an Arrow table, geometry as WKB), from which a record's hash is made
+    (:func:`landpipe.sources.records.record_hashes`).
+
+    The frame is what ``pyogrio.read_dataframe(..., use_arrow=True)`` makes of the same read.
     ``encoding`` is passed to GDAL for formats whose text carries no encoding of its own
     (Shapefile DBF, DGN); ``"latin1"`` reads the raw bytes as code points for later decoding.
 
@@ -356,9 +375,10 @@ def read_layer(source: Source, layer: str, *, encoding: str | None = None) -> gp
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            frame = pyogrio.read_dataframe(
-                source.dataset, layer=layer, encoding=encoding, use_arrow=True
+            meta, table = pyogrio.read_arrow(
+                source.dataset, layer=layer, encoding=encoding, datetime_as_string=True
             )
+            frame = _frame(meta, table)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as err:
         raise _read_error(source, err) from err
     except Exception as err:  # GDAL reports corrupt records as generic errors
@@ -369,7 +389,33 @@ def read_layer(source: Source, layer: str, *, encoding: str | None = None) -> gp
         raise LayerError(f"{source.path}: layer {layer!r} holds no parcels")
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name is None:
         raise LayerError(f"{source.path}: layer {layer!r} has no geometry")
-    return frame.reset_index(drop=True)
+    return frame, table
+
+
+def _frame(meta: dict, table: pa.Table) -> gpd.GeoDataFrame | pd.DataFrame:
+    """The frame ``pyogrio.read_dataframe`` makes of an Arrow read (its ``use_arrow`` branch,
+    with its defaults), leaving ``table`` whole."""
+    geometry_name = meta["geometry_name"] or "wkb_geometry"
+    has_geometry = geometry_name in table.column_names
+    attributes = table.drop_columns([geometry_name]) if has_geometry else table
+    try:
+        frame = attributes.to_pandas()
+    except UnicodeDecodeError as err:
+        raise pyogrio.errors.DataSourceError(
+            "The file being read is not encoded in UTF-8; please use_arrow=False"
+        ) from err
+    for dtype, column in zip(meta["dtypes"], meta["fields"], strict=True):
+        if dtype is not None and dtype.startswith("datetime") and dtype != "datetime64[D]":
+            frame[column] = _try_parse_datetime(frame[column], False, True)
+    for subtype, column in zip(meta["ogr_subtypes"], meta["fields"], strict=True):
+        if subtype == "OFSTJSON" and pd.api.types.infer_dtype(frame[column]) == "string":
+            with contextlib.suppress(ValueError):  # else left as text, as pyogrio does
+                frame[column] = frame[column].map(json.loads, na_action="ignore")
+    if not has_geometry:
+        return frame
+    wkb = table[geometry_name].to_numpy(zero_copy_only=False)
+    frame["geometry"] = shapely.from_wkb(wkb, on_invalid="raise")
+    return gpd.GeoDataFrame(frame, geometry="geometry", crs=meta["crs"])
 
 
 def sample_text(source: Source, layer: str, limit: int = 5000) -> dict[str, list[bytes]]:

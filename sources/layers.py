@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import geopandas as gpd
+import pyarrow as pa
 
 from landpipe.schemas.findings import Finding
 from landpipe.sources import text
-from landpipe.sources.files import Source, choose_layer, read_layer
+from landpipe.sources.files import Source, choose_layer, read_records
 
 #: Drivers whose text has no encoding of its own and is read as raw bytes.
 _BYTE_TEXT_DRIVERS = {"ESRI Shapefile"}
@@ -16,30 +17,37 @@ _BYTE_TEXT_DRIVERS = {"ESRI Shapefile"}
 
 @dataclass
 class RawLayer:
-    """The parcel layer as delivered: its records (text decoded), before field mapping."""
+    """The parcel layer as delivered: its records (text decoded), before field mapping.
+
+    ``records``: the same records as GDAL handed them over (one row per row of ``frame``),
+    whose hashes tell a re-delivered record from the one loaded before; None for parcels
+    built from linework, which are no delivered records.
+    """
 
     layer: str
     frame: gpd.GeoDataFrame
     text: text.TextDecision
     findings: list[Finding] = field(default_factory=list)
     linework: bool = False
+    records: pa.Table | None = None
 
 
 def _read_decoded(
     source: Source, layer: str, encoding: str | None
-) -> tuple[gpd.GeoDataFrame, text.TextDecision, list[Finding]]:
-    """Read ``layer`` with its text decoded to NFC: the frame, the text decision and the
-    ``ATTR_ENCODING`` findings on its text."""
+) -> tuple[gpd.GeoDataFrame, text.TextDecision, list[Finding], pa.Table]:
+    """Read ``layer`` with its text decoded to NFC: the frame, the text decision, the
+    ``ATTR_ENCODING`` findings on its text and the records as read."""
     if source.driver in _BYTE_TEXT_DRIVERS:
         decision = text.decide(source, layer, encoding)
-        frame, findings = text.read_dbf_layer(source, layer, decision)
+        frame, findings, records = text.read_dbf_layer(source, layer, decision)
     else:
         decision = text.TextDecision(
             text.parse_option(encoding) if encoding else "utf-8",
             "option" if encoding else "format",
         )
-        frame, findings = text.nfc_checked(read_layer(source, layer), decision)
-    return frame, decision, findings
+        frame, records = read_records(source, layer)
+        frame, findings = text.nfc_checked(frame, decision)
+    return frame, decision, findings, records
 
 
 def read_parcel_layer(
@@ -56,9 +64,9 @@ def read_parcel_layer(
     lines and label texts (``sources/linework.py``); the result has canonical column names.
     """
     chosen = choose_layer(source, layer)
-    frame, decision, findings = _read_decoded(source, chosen.name, encoding)
+    frame, decision, findings, records = _read_decoded(source, chosen.name, encoding)
     if not chosen.linework:
-        return RawLayer(chosen.name, frame, decision, findings)
+        return RawLayer(chosen.name, frame, decision, findings, records=records)
     from landpipe.sources import linework
 
     for finding in findings:  # rows of the drawing, not parcels: keep the row in the detail
@@ -66,7 +74,7 @@ def read_parcel_layer(
         finding.source_row = None
     labels = None
     if chosen.labels is not None:
-        labels, _, _ = _read_decoded(source, chosen.labels, encoding)
+        labels, _, _, _ = _read_decoded(source, chosen.labels, encoding)
     parcels, drawn = linework.read_linework(
         frame, labels=labels, driver=source.driver, commune_code=commune_code, sheet_no=sheet_no
     )

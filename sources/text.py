@@ -24,7 +24,7 @@ from landpipe.errors import SourceError
 from landpipe.schemas.findings import Finding
 from landpipe.sources import encoding as codecs
 from landpipe.sources.fields import is_nfc
-from landpipe.sources.files import Source, declared_encoding, read_layer, sample_text
+from landpipe.sources.files import Source, declared_encoding, read_records, sample_text
 
 #: Names a .cpg or --encoding may use, normalised to landpipe's encodings.
 _ALIASES = {
@@ -115,21 +115,23 @@ def decide(source: Source, layer: str, option: str | None = None) -> TextDecisio
 
 def read_dbf_layer(
     source: Source, layer: str, decision: TextDecision
-) -> tuple[gpd.GeoDataFrame, list[Finding]]:
+) -> tuple[gpd.GeoDataFrame, list[Finding], pa.Table]:
     """Read a Shapefile layer, decoding its text as ``decision`` says, to NFC.
 
-    Returns the layer and its ``ATTR_ENCODING`` findings (see :func:`encoding_findings`).
+    Returns the layer, its ``ATTR_ENCODING`` findings (see :func:`encoding_findings`) and
+    the records as read (:func:`landpipe.sources.files.read_records`).
     """
     if decision.encoding == "utf-8":
         try:
-            return nfc_checked(read_layer(source, layer, encoding="UTF-8"), decision)
+            frame, records = read_records(source, layer, encoding="UTF-8")
+            return (*nfc_checked(frame, decision), records)
         except pa.ArrowException:
             # Some records are not UTF-8 after all (a few names typed in TCVN3 into a UTF-8
             # file): read the bytes and decode them here, so those records become findings.
             pass
-    frame = read_layer(source, layer, encoding="latin1")
+    frame, records = read_records(source, layer, encoding="latin1")
     frame = codecs.decode_frame_text(frame, decision.encoding, _text_columns(frame))
-    return frame, encoding_findings(frame, decision)
+    return frame, encoding_findings(frame, decision), records
 
 
 def _text_columns(frame: pd.DataFrame) -> list[str]:

@@ -40,7 +40,10 @@ DROP INDEX IF EXISTS land.parcel_version_owner_idx;
 COMMENT ON TABLE land.parcel_version IS 'Every version of every parcel (thửa đất) with the interval it was current; area_m2 computed on the VN-2000 / TM-3 plane, rounded to 0.1 m²';
 -- Registers created before versions carried their content hash.
 ALTER TABLE land.parcel_version ADD COLUMN IF NOT EXISTS content_hash bytea;
-COMMENT ON COLUMN land.parcel_version.content_hash IS 'land.parcel_content_hash of the version, computed by the loader: a re-delivered parcel with the same hash is unchanged';
+COMMENT ON COLUMN land.parcel_version.content_hash IS 'land.parcel_content_hash of the version, where the loader stored it (later loads do; a first load leaves it to the function): a re-delivered parcel with the same content is unchanged';
+-- Registers created before versions carried the hash of the record they were loaded from.
+ALTER TABLE land.parcel_version ADD COLUMN IF NOT EXISTS record_hash bytea;
+COMMENT ON COLUMN land.parcel_version.record_hash IS 'Hash of the delivered record the version was made of, keyed by how it was read (landpipe.sources.records): a re-delivered record with the same hash makes the same parcel';
 
 -- A value with its length before it (4 bytes, big-endian; -1 for NULL), so that values
 -- concatenate without ambiguity.

@@ -1,12 +1,14 @@
 -- A version edited in the database (a technician's correction in QGIS or psql) no longer has
--- the content its stored content_hash says: forget the hash, so that the next delivery of the
--- parcel is compared with what the register now holds (land.parcel_content_hash stands in for
--- a missing hash). An UPDATE that sets a new hash itself keeps it; the loader's own UPDATEs
--- (closing versions) touch none of these columns.
+-- the content its stored content_hash says, nor is it what its record made: forget both
+-- hashes, so that the next delivery of the parcel is compared with what the register now
+-- holds (land.parcel_content_hash stands in for a missing content hash; a missing record hash
+-- matches no record). An UPDATE that sets a new content hash itself keeps it; the loader's
+-- own UPDATEs (closing versions, refreshing record hashes) touch none of these columns.
 CREATE OR REPLACE FUNCTION land.forget_content_hash() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     NEW.content_hash := NULL;
+    NEW.record_hash := NULL;
     RETURN NEW;
 END
 $$;

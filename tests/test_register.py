@@ -538,6 +538,9 @@ def findings_of(engine, batch):
 
 
 def test_stored_content_hash_is_the_sql_definition(register, tmp_path):
+    # A first load leaves content hashes to the SQL function: load into a register that is
+    # not empty (another sheet), so that the loader stores its own.
+    load_file(register, write(tmp_path, [record(40, SoHieuToBanDo=6)], "other.gpkg"))
     hole = box(X0, Y0, X0 + 10, Y0 + 10).difference(box(X0 + 4, Y0 + 4, X0 + 6, Y0 + 6))
     records = [
         record(0),
@@ -553,7 +556,7 @@ def test_stored_content_hash_is_the_sql_definition(register, tmp_path):
         register,
         "SELECT parcel_no, content_hash = land.parcel_content_hash(geom, land_use_codes,"
         " declared_area_m2, legal_area_m2, owner_name, address) FROM land.parcel_version"
-        " ORDER BY 1",
+        " WHERE sheet_no = 5 ORDER BY 1",
     )
     assert stored == [(n, True) for n in (1, 2, 3, 4, 6, 7, 8)]
 
@@ -570,8 +573,17 @@ def test_a_repaired_parcel_delivered_again_is_unchanged(register, tmp_path):
         record(2, geometry=shift(SELF_TOUCHING, 20), DienTich=round(SELF_TOUCHING.area, 1)),
     ]
     load_file(register, write(tmp_path, records, "d1.gpkg"))
-    # Delivered as invalid as before: repaired again, into what the register holds.
+    # Delivered as before: its record makes what the register holds (the same repair under
+    # the same rules), so it is not checked again.
     result, validation = load_as_the_flow_does(register, write(tmp_path, records, "d2.gpkg"))
+    assert list(validation.unchanged) == [True, True]
+    assert result.changes == {"added": 0, "changed": 0, "unchanged": 2, "retired": 0}
+    assert result.repaired == 0
+    # Without record hashes (a register loaded before them), by content: repaired again, into
+    # what the register holds.
+    with register.begin() as connection:
+        connection.execute(sa.text("UPDATE land.parcel_version SET record_hash = NULL"))
+    result, validation = load_as_the_flow_does(register, write(tmp_path, records, "d3.gpkg"))
     assert list(validation.unchanged) == [True, False]  # checked (and repaired) again
     assert result.changes == {"added": 0, "changed": 0, "unchanged": 2, "retired": 0}
     assert result.repaired == 1
@@ -825,8 +837,9 @@ def test_a_parcel_edited_in_the_database_is_compared_as_it_now_is(register, tmp_
                 " WHERE valid_to IS NULL AND parcel_no = 2"
             )
         )
+    # The edit forgets the version's record hash: its record no longer makes what it holds.
     assert (
-        scalar(register, "SELECT count(*) FROM land.parcel_version WHERE content_hash IS NULL") == 1
+        scalar(register, "SELECT count(*) FROM land.parcel_version WHERE record_hash IS NULL") == 1
     )
     # The same parcels again, and one more: parcel 2 differs from the register now.
     again = [*first, record(3)]
@@ -836,16 +849,25 @@ def test_a_parcel_edited_in_the_database_is_compared_as_it_now_is(register, tmp_
     assert [owner for *_, owner, _, _ in current(register)] == ["Nguyễn Văn An"] * 4
 
 
-def test_a_version_stored_without_a_content_hash_is_compared_by_its_content(register, tmp_path):
+def test_a_version_stored_without_hashes_is_compared_by_its_content(register, tmp_path):
+    # As in a register loaded before versions kept their record's hash.
     first = [record(i) for i in range(3)]
     load_file(register, write(tmp_path, first, "d1.gpkg"))
     with register.begin() as connection:
-        connection.execute(sa.text("UPDATE land.parcel_version SET content_hash = NULL"))
+        connection.execute(
+            sa.text("UPDATE land.parcel_version SET content_hash = NULL, record_hash = NULL")
+        )
     again = [dict(r) for r in first]
     again[1]["TenChu"] = "Lê Thị Hoa"
     result, validation = load_as_the_flow_does(register, write(tmp_path, again, "d2.gpkg"))
     assert result.changes == {"added": 0, "changed": 1, "unchanged": 2, "retired": 0}
     assert list(validation.unchanged) == [True, False, True]
+    # The unchanged versions got their record's hash: the next delivery matches them by it.
+    assert rows(
+        register,
+        "SELECT parcel_no, record_hash IS NOT NULL, content_hash IS NOT NULL"
+        " FROM land.parcel_version WHERE valid_to IS NULL ORDER BY 1",
+    ) == [(1, True, False), (2, True, True), (3, True, False)]
 
 
 def secondary_objects(engine):
@@ -918,3 +940,62 @@ def test_failed_first_load_leaves_the_indexes_and_keys(register, tmp_path, monke
         load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
     assert secondary_objects(register) == before
     assert scalar(register, "SELECT count(*) FROM land.parcel_version") == 0
+
+
+def load_as_the_flow_does_with(engine, path, **options):
+    """:func:`load_as_the_flow_does`, reading with ``options`` (``landpipe load``'s)."""
+    read = read_delivery(path, **options)
+    look, unchanged = loader.look_at_register(engine, read)
+    validation = validate(read.parcels, read.findings, unchanged=unchanged)
+    result = loader.load(engine, read, validation, started_at=datetime.now(UTC), look=look)
+    return result, validation
+
+
+def test_a_first_load_keeps_record_hashes_and_leaves_content_hashes_to_sql(register, tmp_path):
+    load_file(register, write(tmp_path, [record(i) for i in range(3)], "d1.gpkg"))
+    assert (
+        rows(
+            register,
+            "SELECT length(record_hash), content_hash IS NULL FROM land.parcel_version ORDER BY id",
+        )
+        == [(16, True)] * 3
+    )
+
+
+def spoil_content_hashes(engine):
+    """Content hashes that match nothing: a parcel compared by content counts as changed."""
+    with engine.begin() as connection:  # (content_hash is no content column: no trigger)
+        connection.execute(sa.text("UPDATE land.parcel_version SET content_hash = '\\x00'"))
+
+
+def test_a_re_delivered_record_is_matched_by_its_record_hash(register, tmp_path):
+    first = [record(i) for i in range(3)]
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    spoil_content_hashes(register)
+    again = [dict(r) for r in first]
+    again[2]["TenChu"] = "Lê Thị Hoa"
+    result, validation = load_as_the_flow_does(register, write(tmp_path, again, "d2.gpkg"))
+    # Parcels 1 and 2 by their record hash; parcel 3's record differs, and so does its content.
+    assert result.changes == {"added": 0, "changed": 1, "unchanged": 2, "retired": 0}
+    assert list(validation.unchanged) == [True, True, False]
+
+
+def test_records_read_otherwise_are_compared_by_content_then_matched_by_record(register, tmp_path):
+    first = [record(i) for i in range(3)]
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    before = rows(register, "SELECT record_hash FROM land.parcel_version ORDER BY id")
+    # The same records read with --scale: another reading context, so no record hash
+    # matches. Their content is the same (the file has no scale field): nothing changes, and
+    # the versions take the record hashes of this reading.
+    result, _ = load_as_the_flow_does_with(
+        register, write(tmp_path, first, "d2.gpkg"), map_scale=500
+    )
+    assert result.changes == {"added": 0, "changed": 0, "unchanged": 3, "retired": 0}
+    after = rows(register, "SELECT record_hash FROM land.parcel_version ORDER BY id")
+    assert [a != b and b is not None for a, b in zip(before, after, strict=True)] == [True] * 3
+    spoil_content_hashes(register)  # from now on, matched by record hash alone
+    result, validation = load_as_the_flow_does_with(
+        register, write(tmp_path, first, "d3.gpkg"), map_scale=500
+    )
+    assert result.changes == {"added": 0, "changed": 0, "unchanged": 3, "retired": 0}
+    assert list(validation.unchanged) == [True] * 3
