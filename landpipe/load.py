@@ -219,11 +219,16 @@ def look_at_register(engine: Engine, delivery: Delivery) -> tuple[register.Look,
         return _look(engine, sheets), none
     with ThreadPoolExecutor(max_workers=1) as pool:
         looked = pool.submit(_look, engine, sheets)
-        hashes = delivery.content_hashes
+        records = delivery.record_hashes
         seen = looked.result()
     if not len(seen.current):
         return seen, none
-    return seen, seen.current.same_content(delivery.parcels, hashes)
+    raw = engine.raw_connection()
+    try:
+        compared = register.compare(raw.driver_connection, seen.current, delivery.parcels, records)
+    finally:
+        raw.close()
+    return seen, compared.same
 
 
 def _look(engine: Engine, sheets: list[tuple[str, int]]) -> register.Look:
@@ -285,7 +290,6 @@ def load(
         with conn.transaction():
             for code in _commune_lock_keys(delivery):
                 lock_commune(conn, code)
-            lock_area(conn, validation.parcels.geometry.values)
             earlier = conn.execute(
                 "SELECT id FROM land.batch WHERE source_sha256 = %s AND status = 'loaded'"
                 " ORDER BY id LIMIT 1",
@@ -303,12 +307,17 @@ def load(
                 current = look and register.still_current(conn, look, sheets)
                 if current is None:
                     current = register.registered(conn, sheets)
-            plan = register.plan(current, delivery, validation)
+            plan = register.plan(conn, current, delivery, validation)
             if validation.unchanged is not None and np.any(validation.unchanged & ~plan.same):
                 # The register changed since validation looked: validate against it as it is.
-                unchanged = current.same_content(delivery.parcels, delivery.content_hashes)
+                unchanged = register.compare(
+                    conn, current, delivery.parcels, delivery.record_hashes
+                ).same
                 validation = validate(delivery.parcels, delivery.findings, unchanged=unchanged)
-                plan = register.plan(current, delivery, validation)
+                plan = register.plan(conn, current, delivery, validation)
+            # The squares around what this load writes (an unchanged parcel is in the register
+            # already, for every load around it to see).
+            lock_area(conn, validation.parcels.geometry.values[~plan.same])
             result = _summary(delivery, validation)
             result.batch = _insert_batch(conn, delivery, result, started_at, options or {}, sheets)
             changes = register.merge(
