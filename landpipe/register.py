@@ -39,7 +39,7 @@ committed after that look's snapshot (:func:`still_current`), and reads them aga
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import geopandas as gpd
@@ -158,6 +158,8 @@ class Registered:
     key: np.ndarray  # int64: sheet index << 32 | parcel_no
     version_id: np.ndarray  # int64
     record_hash: np.ndarray  # (n, 16) uint8; zeros where none is stored
+    #: Content hashes of versions, by id, as :func:`stored_content` read them.
+    content: dict[int, bytes] = field(default_factory=dict)
 
     @classmethod
     def none(cls, sheets: list[tuple[str, int]]) -> Registered:
@@ -212,7 +214,7 @@ def compare(
     need = np.flatnonzero(known & ~same)
     if len(need):
         delivered = content_hashes(parcels.iloc[need])
-        stored = stored_content(conn, current.version_id[at[need]])
+        stored = stored_content(conn, current, current.version_id[at[need]])
         same[need] = [d.tobytes() == h for d, h in zip(delivered, stored, strict=True)]
     stale = np.zeros(len(parcels), dtype=bool)
     if records is not None:
@@ -220,11 +222,17 @@ def compare(
     return Comparison(at, same, stale)
 
 
-def stored_content(conn, version_ids: np.ndarray) -> list[bytes]:
-    """The content hash of each version of ``version_ids``: as stored, or made by
-    ``land.parcel_content_hash`` where none is."""
-    found = dict(conn.execute(_CONTENT_HASHES, [version_ids.tolist()]).fetchall())
-    return [bytes(found[int(i)]) for i in version_ids]
+def stored_content(conn, current: Registered, version_ids: np.ndarray) -> list[bytes]:
+    """The content hash of each of ``current``'s versions ``version_ids``: as stored, or made
+    by ``land.parcel_content_hash`` where none is. Kept in ``current``: a load that uses the
+    compare step's look asks for the same ones again."""
+    wanted = [int(i) for i in version_ids]
+    missing = [i for i in wanted if i not in current.content]
+    if missing:
+        current.content.update(
+            (i, bytes(h)) for i, h in conn.execute(_CONTENT_HASHES, [missing]).fetchall()
+        )
+    return [current.content[i] for i in wanted]
 
 
 def sheet_arrays(sheets: list[tuple[str, int]]) -> tuple[list[str], list[int]]:

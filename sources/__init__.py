@@ -23,7 +23,7 @@ from landpipe import schemas
 from landpipe.errors import FieldError
 from landpipe.schemas.findings import Finding
 from landpipe.schemas.parcel import ATTRIBUTES
-from landpipe.sources.crs import CRSDecision, decide_crs, to_storage
+from landpipe.sources.crs import CRSDecision, decide_crs, storage_crs, to_storage
 from landpipe.sources.fields import map_fields, unreadable_findings
 from landpipe.sources.files import Source, fingerprint, open_source
 from landpipe.sources.layers import RawLayer, read_parcel_layer
@@ -146,6 +146,7 @@ class Delivery:
                 "text": [self.text.encoding, self.text.how],
                 "mapping": self.field_mapping,
                 "crs": self.crs.crs.to_wkt(),
+                "storage": storage_crs().to_wkt(),
                 "fills": self.fills,
                 "rules": {code: [r.severity, r.params] for code, r in sorted(rules.items())},
             }

@@ -57,21 +57,21 @@ def record_hashes(records: pa.Table, context: bytes) -> np.ndarray:
     key = pa.scalar(context, pa.binary())
     digests: list[bytes] = []
     for start in range(0, records.num_rows, _CHUNK):
-        part = records.slice(start, _CHUNK)
-        columns = [_plain(column) for column in part.columns]
-        fixed = [c for c in columns if _fixed_width(c.type)]
-        framed = [key, _fixed_block(fixed, part.num_rows)] if fixed else [key]
-        for column in columns:
-            if not _fixed_width(column.type):
-                framed.extend(_framed(column))
-        content = pc.binary_join_element_wise(
-            *framed, b"", null_handling="replace", null_replacement=b""
-        )
-        digests.extend(
-            sha256(value).digest()[:RECORD_HASH_BYTES]
-            for value in content.to_numpy(zero_copy_only=False)
-        )
-    return np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), RECORD_HASH_BYTES)
+        framed = _frames(records.slice(start, _CHUNK), key).to_numpy(zero_copy_only=False)
+        digests.extend([sha256(value).digest() for value in framed])
+    whole = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
+    return np.ascontiguousarray(whole[:, :RECORD_HASH_BYTES])
+
+
+def _frames(part: pa.Table, key: pa.Scalar) -> pa.BinaryArray:
+    """The context, then each record of ``part`` framed (see :func:`record_hashes`)."""
+    columns = [_plain(column) for column in part.columns]
+    fixed = [c for c in columns if _fixed_width(c.type)]
+    framed = [key, _fixed_block(fixed, part.num_rows)] if fixed else [key]
+    for column in columns:
+        if not _fixed_width(column.type):
+            framed.extend(_framed(column))
+    return pc.binary_join_element_wise(*framed, b"", null_handling="replace", null_replacement=b"")
 
 
 def _plain(column: pa.ChunkedArray | pa.Array) -> pa.Array:

@@ -64,3 +64,36 @@ def test_parcels_built_from_linework_have_no_record_hashes(tmp_path):
     path = delivery_files.write("dxf", delivery_files.truth(n_parcels=20), tmp_path)
     read = read_delivery(path, commune_code="22924", sheet_no=1)
     assert len(read.parcels) and read.record_hashes is None
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".shp"])
+def test_a_layer_reads_as_pyogrio_reads_it(suffix, tmp_path):
+    """``read_records`` builds its frame from the Arrow read as ``read_dataframe`` does."""
+    import datetime as dt
+
+    import geopandas as gpd
+    import pandas as pd
+    import pyogrio
+    from shapely.geometry import box
+
+    from landpipe.sources.files import open_source, read_records
+
+    frame = gpd.GeoDataFrame(
+        {
+            "SoThuTuThua": [1, 2, 3],
+            "DienTich": [100.5, None, 3.0],
+            "TenChu": ["Nguyễn Văn An", None, ""],
+            "NgayDo": pd.to_datetime(["2019-05-03 08:30:00", None, "2020-01-01 00:00:00"]),
+            "NgayCap": [dt.date(2019, 5, 3), None, dt.date(2021, 2, 1)],
+            "geometry": [box(0, 0, 1, 1), box(1, 0, 2, 1), None],
+        },
+        crs=9218,
+    )
+    if suffix == ".shp":  # a DBF has no date-times
+        frame = frame.drop(columns="NgayDo")
+    path = tmp_path / f"d{suffix}"
+    pyogrio.write_dataframe(frame, path)
+    expected = pyogrio.read_dataframe(path, use_arrow=True)
+    read, records = read_records(open_source(path), path.stem)
+    pd.testing.assert_frame_equal(pd.DataFrame(read), pd.DataFrame(expected))
+    assert read.crs == expected.crs and records.num_rows == 3
