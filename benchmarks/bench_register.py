@@ -1,8 +1,9 @@
 """Loading the register against named peers, on one generated N-parcel GeoPackage.
 
-    .venv/bin/python -m benchmarks.bench_register --parcels 1000000
+    .venv/bin/python -m benchmarks.bench_register --parcels 1000000 [--rounds 3]
 
-Times, in one run and on the same file:
+Times, in one run and on the same file (each round in a new scratch database; with
+``--rounds``, the medians of the rounds' ratios at the end):
 (a) ``ogr2ogr -f PostgreSQL`` (COPY) into a fresh table, plus a GiST index;
 (b) ``GeoDataFrame.to_postgis`` (read with pyogrio) into a fresh table, plus a GiST index;
 (c) landpipe's load into an empty register: read, map, validate (the whole catalogue), merge;
@@ -20,6 +21,7 @@ import math
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -225,65 +227,48 @@ def landpipe_load(engine: sa.Engine, path: Path, steps: dict[str, float]) -> dic
     return body
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parcels", type=int, default=100_000)
-    args = parser.parse_args()
-    warnings.simplefilter("ignore")
-    ogr2ogr = shutil.which("ogr2ogr")
-    if ogr2ogr is None:
-        raise SystemExit("ogr2ogr not found: apt-get install gdal-bin (or make bench)")
-    engine = scratch_engine(Settings(), "landpipe_bench_register")
-    upgrade(engine)
-    url = engine.url
-    pg = f"PG:host={url.query['host']} port={url.query.get('port', 5432)} dbname={url.database}"
-    if url.username:
-        pg += f" user={url.username}"
+def run_round(
+    engine: sa.Engine, meter: CPU, pg: str, ogr2ogr: str, first: Path, second: Path
+) -> tuple[dict[str, float], dict[str, tuple[float, float | None]], dict, dict]:
+    """The four contenders once, one after the other, on the same files."""
     times: dict[str, float] = {}
     cpu: dict[str, tuple[float, float | None]] = {}
-    meter = CPU(engine)
     steps = {"(c)": defaultdict(float), "(d)": defaultdict(float)}
-    with tempfile.TemporaryDirectory() as folder, meter.autovacuum_paused():
-        frame = generate(args.parcels)
-        first = Path(folder) / "first.gpkg"
-        synth.write_delivery(frame, first)
-        changed = frame.copy()
-        rows = changed.sample(frac=0.01, random_state=1).index
-        changed.loc[rows, "TenChu"] = changed.loc[rows, "TenChu"] + " (đã chuyển nhượng)"
-        second = Path(folder) / "second.gpkg"
-        synth.write_delivery(changed, second)
-        n = len(frame)
-        print(f"{n:,} parcels in {frame['MaXa'].nunique()} communes", flush=True)
 
-        label = "(a) ogr2ogr -f PostgreSQL + GiST"
-        command = [ogr2ogr, "-f", "PostgreSQL", pg, str(first), "-nln", "peer_ogr2ogr"]
-        command += ["-lco", "GEOMETRY_NAME=geom", "-lco", "SPATIAL_INDEX=GIST", "-overwrite"]
-        command += ["--config", "PG_USE_COPY", "YES"]
-        start = time.perf_counter()
-        with meter.measured(label, cpu):
-            subprocess.run(command, check=True)
-        times[label] = time.perf_counter() - start
+    label = "(a) ogr2ogr -f PostgreSQL + GiST"
+    command = [ogr2ogr, "-f", "PostgreSQL", pg, str(first), "-nln", "peer_ogr2ogr"]
+    command += ["-lco", "GEOMETRY_NAME=geom", "-lco", "SPATIAL_INDEX=GIST", "-overwrite"]
+    command += ["--config", "PG_USE_COPY", "YES"]
+    start = time.perf_counter()
+    with meter.measured(label, cpu):
+        subprocess.run(command, check=True)
+    times[label] = time.perf_counter() - start
 
-        label = "(b) GeoDataFrame.to_postgis + GiST"
-        start = time.perf_counter()
-        with meter.measured(label, cpu):
-            peer = pyogrio.read_dataframe(first).rename_geometry("geom")
-            peer.to_postgis("peer_to_postgis", engine, if_exists="replace")
-            with engine.begin() as connection:
-                connection.execute(sa.text("CREATE INDEX ON peer_to_postgis USING gist (geom)"))
-        times[label] = time.perf_counter() - start
+    label = "(b) GeoDataFrame.to_postgis + GiST"
+    start = time.perf_counter()
+    with meter.measured(label, cpu):
+        peer = pyogrio.read_dataframe(first).rename_geometry("geom")
+        peer.to_postgis("peer_to_postgis", engine, if_exists="replace")
+        with engine.begin() as connection:
+            connection.execute(sa.text("CREATE INDEX ON peer_to_postgis USING gist (geom)"))
+    times[label] = time.perf_counter() - start
+    del peer
 
-        label = "(c) landpipe load, empty register"
-        start = time.perf_counter()
-        with meter.measured(label, cpu):
-            first_result = landpipe_load(engine, first, steps["(c)"])
-        times[label] = time.perf_counter() - start
-        label = "(d) landpipe re-delivery, 1 % changed"
-        start = time.perf_counter()
-        with meter.measured(label, cpu):
-            second_result = landpipe_load(engine, second, steps["(d)"])
-        times[label] = time.perf_counter() - start
-    engine.dispose()
+    label = "(c) landpipe load, empty register"
+    start = time.perf_counter()
+    with meter.measured(label, cpu):
+        first_result = landpipe_load(engine, first, steps["(c)"])
+    times[label] = time.perf_counter() - start
+    label = "(d) landpipe re-delivery, 1 % changed"
+    start = time.perf_counter()
+    with meter.measured(label, cpu):
+        second_result = landpipe_load(engine, second, steps["(d)"])
+    times[label] = time.perf_counter() - start
+    return times, cpu, steps, {"(c)": first_result, "(d)": second_result}
+
+
+def print_round(n: int, times, cpu, steps, results) -> tuple[float, float, float]:
+    """The round's times, CPU seconds, steps and ratios; returns the three ratios."""
     cores = os.cpu_count() or 1
     print(f"wall time, rows per second, and CPU seconds (client + database server; {cores} cores)")
     for label, seconds in times.items():
@@ -296,15 +281,67 @@ def main() -> None:
         print(f"{label:<42} {seconds:7.1f} s  {n / seconds:>10,.0f} parcels/s   CPU {used} s")
     a, b, c, d = times.values()
     order = [*_STEPS[:4], *(label for _, _, label in _LOAD_STEPS), _BACKGROUND]
-    for run, result in (("(c)", first_result), ("(d)", second_result)):
+    for run, result in results.items():
         print(f"{run} changes {result['changes']}, {result['checked']:,} parcels checked")
         for label in order:
             if label in steps[run]:
                 print(f"    {label:<44} {steps[run][label]:7.2f} s")
+    ratios = (a / c, b / c, c / d)
     print(
-        f"(c) vs (a): {a / c:.2f}x (target >= 1)   (c) vs (b): {b / c:.2f}x (target >= 3)"
-        f"   (d) vs (c): {c / d:.2f}x (target >= 5)"
+        f"(c) vs (a): {ratios[0]:.2f}x (target >= 1)   (c) vs (b): {ratios[1]:.2f}x (target >= 3)"
+        f"   (d) vs (c): {ratios[2]:.2f}x (target >= 5)",
+        flush=True,
     )
+    return ratios
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parcels", type=int, default=100_000)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the four contenders this many times"
+    )
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+    ogr2ogr = shutil.which("ogr2ogr")
+    if ogr2ogr is None:
+        raise SystemExit("ogr2ogr not found: apt-get install gdal-bin (or make bench)")
+    with tempfile.TemporaryDirectory() as folder:
+        frame = generate(args.parcels)
+        first = Path(folder) / "first.gpkg"
+        synth.write_delivery(frame, first)
+        changed = frame.copy()
+        rows = changed.sample(frac=0.01, random_state=1).index
+        changed.loc[rows, "TenChu"] = changed.loc[rows, "TenChu"] + " (đã chuyển nhượng)"
+        second = Path(folder) / "second.gpkg"
+        synth.write_delivery(changed, second)
+        n = len(frame)
+        print(f"{n:,} parcels in {frame['MaXa'].nunique()} communes", flush=True)
+        del frame, changed
+        all_ratios = []
+        for round_no in range(1, args.rounds + 1):
+            # Each round in a new scratch database: (c) loads into an empty register.
+            engine = scratch_engine(Settings(), "landpipe_bench_register")
+            upgrade(engine)
+            url = engine.url
+            pg = f"PG:host={url.query['host']} port={url.query.get('port', 5432)}"
+            pg += f" dbname={url.database}"
+            if url.username:
+                pg += f" user={url.username}"
+            meter = CPU(engine)
+            with meter.autovacuum_paused():
+                measured = run_round(engine, meter, pg, ogr2ogr, first, second)
+            engine.dispose()
+            if args.rounds > 1:
+                print(f"-- round {round_no} of {args.rounds}")
+            all_ratios.append(print_round(n, *measured))
+    if args.rounds > 1:
+        medians = [statistics.median(r[i] for r in all_ratios) for i in range(3)]
+        print(
+            f"medians of {args.rounds} rounds: (c) vs (a) {medians[0]:.2f}x (target >= 1)"
+            f"   (c) vs (b) {medians[1]:.2f}x (target >= 3)"
+            f"   (d) vs (c) {medians[2]:.2f}x (target >= 5)"
+        )
 
 
 if __name__ == "__main__":
