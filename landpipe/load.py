@@ -225,7 +225,9 @@ def look_at_register(engine: Engine, delivery: Delivery) -> tuple[register.Look,
         return seen, none
     raw = engine.raw_connection()
     try:
-        compared = register.compare(raw.driver_connection, seen.current, delivery.parcels, records)
+        compared = register.compare(
+            raw.driver_connection, seen.current, delivery, delivery.parcels, records
+        )
     finally:
         raw.close()
     return seen, compared.same
@@ -311,13 +313,22 @@ def load(
             if validation.unchanged is not None and np.any(validation.unchanged & ~plan.same):
                 # The register changed since validation looked: validate against it as it is.
                 unchanged = register.compare(
-                    conn, current, delivery.parcels, delivery.record_hashes
+                    conn, current, delivery, delivery.parcels, delivery.record_hashes
                 ).same
                 validation = validate(delivery.parcels, delivery.findings, unchanged=unchanged)
                 plan = register.plan(conn, current, delivery, validation)
-            # The squares around what this load writes (an unchanged parcel is in the register
-            # already, for every load around it to see).
-            lock_area(conn, validation.parcels.geometry.values[~plan.same])
+            # The squares around what this load writes, and around the versions it closes (an
+            # unchanged parcel is in the register already, for every load around it to see).
+            closed = np.concatenate([plan.previous[plan.changed], plan.retired])
+            lock_area(
+                conn,
+                np.concatenate(
+                    [
+                        np.asarray(validation.parcels.geometry.values[~plan.same], dtype=object),
+                        register.envelopes(conn, closed),
+                    ]
+                ),
+            )
             result = _summary(delivery, validation)
             result.batch = _insert_batch(conn, delivery, result, started_at, options or {}, sheets)
             changes = register.merge(

@@ -48,6 +48,7 @@ import pandas as pd
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
+import shapely
 from psycopg.copy import QueuedLibpqWriter
 
 from landpipe import schemas
@@ -199,12 +200,16 @@ class Comparison:
 def compare(
     conn,
     current: Registered,
+    delivery: Delivery,
     parcels: gpd.GeoDataFrame,
     records: np.ndarray | None,
+    repaired: set[int] | frozenset[int] = frozenset(),
 ) -> Comparison:
-    """Compare ``parcels`` with the current versions of their keys: by record hash first
-    (``records``, one row per parcel, or None), then, for the others with a current version,
-    by content hash (theirs made here, the versions' as stored or made in SQL)."""
+    """Compare ``parcels`` (of ``delivery``: all of them, or those validation accepted, with
+    the geometries it ``repaired``) with the current versions of their keys: by record hash
+    first (``records``, one row per parcel, zeros where none counts, or None), then, for the
+    others with a current version, by content hash (theirs :func:`delivered_content`, the
+    versions' as stored or made in SQL)."""
     at = current.locate(parcels)
     known = at >= 0
     same = np.zeros(len(parcels), dtype=bool)
@@ -213,13 +218,47 @@ def compare(
         same[known] = (stored == records[known]).all(axis=1) & stored.any(axis=1)
     need = np.flatnonzero(known & ~same)
     if len(need):
-        delivered = content_hashes(parcels.iloc[need])
+        delivered = delivered_content(delivery, parcels, need, repaired)
         stored = stored_content(conn, current, current.version_id[at[need]])
-        same[need] = [d.tobytes() == h for d, h in zip(delivered, stored, strict=True)]
+        same[need] = [d == h for d, h in zip(delivered, stored, strict=True)]
     stale = np.zeros(len(parcels), dtype=bool)
     if records is not None:
-        stale[need] = same[need]
+        stale[need] = same[need] & records[need].any(axis=1)
     return Comparison(at, same, stale)
+
+
+def delivered_content(
+    delivery: Delivery,
+    parcels: gpd.GeoDataFrame,
+    rows: np.ndarray,
+    repaired: set[int] | frozenset[int] = frozenset(),
+) -> list[bytes]:
+    """The content hash of ``parcels`` at ``rows`` (positions), as the register compares them.
+
+    Those of delivered geometries are kept in ``delivery.content`` by ``source_row``: the
+    compare step, the load's plan and its copy ask for the same ones. A geometry validation
+    ``repaired`` is hashed as repaired.
+    """
+    source = parcels[canonical.SOURCE_ROW].to_numpy()[rows].tolist()
+    todo = [i for i, row in enumerate(source) if row in repaired or row not in delivery.content]
+    made = content_hashes(parcels.iloc[rows[todo]]) if todo else np.empty((0, 32), np.uint8)
+    fresh = dict(zip(todo, (bytes(h) for h in made), strict=True))
+    for i in todo:
+        if source[i] not in repaired:
+            delivery.content[source[i]] = fresh[i]
+    return [fresh[i] if i in fresh else delivery.content[row] for i, row in enumerate(source)]
+
+
+def envelopes(conn, version_ids: np.ndarray) -> np.ndarray:
+    """The bounding boxes of some versions, as shapely polygons."""
+    if not len(version_ids):
+        return np.empty(0, dtype=object)
+    bounds = conn.execute(
+        "SELECT ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom)"
+        " FROM land.parcel_version WHERE id = ANY(%s)",
+        [version_ids.tolist()],
+    ).fetchall()
+    return shapely.box(*np.array(bounds, dtype=np.float64).T)
 
 
 def stored_content(conn, current: Registered, version_ids: np.ndarray) -> list[bytes]:
@@ -374,7 +413,7 @@ def plan(conn, current: Registered, delivery: Delivery, validation: Validation) 
     (:func:`compare`; a parcel validation repaired compares with its repaired geometry)."""
     parcels = validation.parcels
     records = accepted_records(delivery, validation)
-    compared = compare(conn, current, parcels, records)
+    compared = compare(conn, current, delivery, parcels, records, validation.repaired)
     at = compared.at
     previous = np.full(len(parcels), -1, dtype=np.int64)
     previous[at >= 0] = current.version_id[at[at >= 0]]
@@ -385,12 +424,20 @@ def plan(conn, current: Registered, delivery: Delivery, validation: Validation) 
 
 
 def accepted_records(delivery: Delivery, validation: Validation) -> np.ndarray | None:
-    """The record hash of each accepted parcel, (n, 16); None without record hashes."""
+    """The record hash of each accepted parcel, (n, 16); None without record hashes.
+
+    Zeros (none) for a parcel whose geometry validation repaired: its record does not make
+    what the register holds without the repair, so a later delivery of it is compared by
+    content, validated and repaired again.
+    """
     if delivery.record_hashes is None:
         return None
     rows = validation.parcels[canonical.SOURCE_ROW].to_numpy()
     places = pd.Index(delivery.parcels[canonical.SOURCE_ROW]).get_indexer(rows)
-    return delivery.record_hashes[places]
+    records = delivery.record_hashes[places]
+    if validation.repaired:
+        records[np.isin(rows, list(validation.repaired))] = 0
+    return records
 
 
 # --------------------------------------------------------------------------- an empty register
@@ -515,15 +562,15 @@ def merge(
         )
     written = np.flatnonzero(added | changed)
     if len(written):
-        _copy_versions(
-            conn, delivery, validation.parcels, plan, written, batch_id, moment, freeze=freeze
-        )
+        _copy_versions(conn, delivery, validation, plan, written, batch_id, moment, freeze=freeze)
     stale = np.flatnonzero(plan.stale)
-    if len(stale):
+    if len(stale):  # same content, other record hash: keep this reading's, and the content's
+        content = delivered_content(delivery, validation.parcels, stale, validation.repaired)
         conn.execute(
-            "UPDATE land.parcel_version v SET record_hash = u.hash"
-            " FROM unnest(%s::bigint[], %s::bytea[]) AS u (id, hash) WHERE v.id = u.id",
-            [plan.previous[stale].tolist(), [bytes(h) for h in plan.records[stale]]],
+            "UPDATE land.parcel_version v SET record_hash = u.record, content_hash = u.content"
+            " FROM unnest(%s::bigint[], %s::bytea[], %s::bytea[]) AS u (id, record, content)"
+            " WHERE v.id = u.id",
+            [plan.previous[stale].tolist(), [bytes(h) for h in plan.records[stale]], content],
         )
     if changes.retired and changes.added:
         _record_lineage(conn, batch_id, plan.retired)
@@ -536,7 +583,7 @@ def merge(
 def _copy_versions(
     conn,
     delivery: Delivery,
-    parcels: gpd.GeoDataFrame,
+    validation: Validation,
     plan: Plan,
     rows: np.ndarray,
     batch_id: int,
@@ -544,7 +591,9 @@ def _copy_versions(
     *,
     freeze: bool = False,
 ) -> None:
-    """Stream the new versions of ``parcels`` at ``rows`` into ``land.parcel_version``."""
+    """Stream the new versions of the accepted parcels at ``rows`` into
+    ``land.parcel_version``."""
+    parcels = validation.parcels
     valid_from = _microseconds_since_2000(now)
     cursor = conn.cursor()
     options = "FORMAT BINARY, FREEZE" if freeze else "FORMAT BINARY"
@@ -556,7 +605,14 @@ def _copy_versions(
         for start in range(0, len(rows), COPY_CHUNK):
             chunk = rows[start : start + COPY_CHUNK]
             encoded = _version_rows(
-                delivery, parcels.iloc[chunk], plan, chunk, batch_id, valid_from, hashed=not freeze
+                delivery,
+                parcels.iloc[chunk],
+                plan,
+                chunk,
+                batch_id,
+                valid_from,
+                repaired=validation.repaired,
+                hashed=not freeze,
             )
             copy.write(_buffer(encoded))
         copy.write(_COPY_TRAILER)
@@ -570,6 +626,7 @@ def _version_rows(
     batch_id: int,
     valid_from: int,
     *,
+    repaired: set[int] | frozenset[int] = frozenset(),
     hashed: bool = True,
 ) -> pa.BinaryArray:
     """The binary ``COPY`` tuples of new versions, one binary value per parcel; ``hashed``,
@@ -597,20 +654,22 @@ def _version_rows(
     fixed["parcel_no"] = parcels["parcel_no"].to_numpy(dtype=np.int64)
     fixed["from_length"], fixed["valid_from"] = 8, valid_from
     previous = plan.previous[rows]
-    content = (
-        length_prefixed(fixed_width(content_hashes(parcels).view("V32")[:, 0]))
-        if hashed
-        else pa.array([b"\xff\xff\xff\xff"] * n, pa.binary())
-    )
-    records = (
-        length_prefixed(
-            fixed_width(
-                np.ascontiguousarray(plan.records[rows]).view(f"V{RECORD_HASH_BYTES}")[:, 0]
+    if hashed:
+        content = delivered_content(delivery, parcels, np.arange(n), repaired)
+        content_field = length_prefixed(pa.array(content, pa.binary()))
+    else:
+        content_field = pa.array([b"\xff\xff\xff\xff"] * n, pa.binary())
+    if plan.records is not None:
+        records = np.ascontiguousarray(plan.records[rows])
+        records_field = length_prefixed(
+            pc.if_else(
+                pa.array(records.any(axis=1)),
+                fixed_width(records.view(f"V{RECORD_HASH_BYTES}")[:, 0]),
+                pa.scalar(None, pa.binary()),
             )
         )
-        if plan.records is not None
-        else pa.array([b"\xff\xff\xff\xff"] * n, pa.binary())
-    )
+    else:
+        records_field = pa.array([b"\xff\xff\xff\xff"] * n, pa.binary())
     attributes = attribute_json(
         delivery.attributes, delivery.extra_fields, parcels[canonical.SOURCE_ROW].to_numpy()
     )
@@ -629,8 +688,8 @@ def _version_rows(
                 b"\x01", pa.array(attributes, pa.string()).cast(pa.binary()), b""
             )
         ),
-        content,
-        records,
+        content_field,
+        records_field,
         length_prefixed(
             multipolygon_wkb(np.asarray(parcels.geometry.values), canonical.STORAGE_EPSG)
         ),

@@ -17,15 +17,15 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyproj
 import yaml
 
-from landpipe import schemas
 from landpipe.errors import FieldError
 from landpipe.schemas.findings import Finding
 from landpipe.schemas.parcel import ATTRIBUTES
 from landpipe.sources.crs import CRSDecision, decide_crs, storage_crs, to_storage
 from landpipe.sources.fields import map_fields, unreadable_findings
-from landpipe.sources.files import Source, fingerprint, open_source
+from landpipe.sources.files import READ_ENCODING, Source, fingerprint, open_source
 from landpipe.sources.layers import RawLayer, read_parcel_layer
 from landpipe.sources.records import reading_context, record_hashes
 from landpipe.sources.text import TextDecision
@@ -87,6 +87,8 @@ class Delivery:
     linework: bool = False
     records: pa.Table | None = None
     fills: dict[str, object] = field(default_factory=dict)
+    #: Content hashes of delivered parcels by ``source_row``, as the register compares them.
+    content: dict[int, bytes] = field(default_factory=dict, repr=False)
 
     @classmethod
     def assemble(
@@ -135,20 +137,22 @@ class Delivery:
     @property
     def reading_context(self) -> bytes:
         """What, beside a record, decides the parcel landpipe makes of it (the key of
-        :attr:`record_hashes`)."""
-        rules = schemas.rules()
+        :attr:`record_hashes`): how GDAL read the record and its text was decoded, the field
+        mapping, the CRS and its transformation to storage, the options filling what records
+        lack. (Validation does not change an accepted parcel except by repairing its geometry,
+        and a repaired parcel keeps no record hash: see :func:`landpipe.register.merge`.)"""
+        schema = self.records.schema if self.records is not None else pa.schema([])
         return reading_context(
             {
                 "driver": self.source.driver,
-                "fields": [
-                    [f.name, str(f.type)] for f in (self.records.schema if self.records else [])
-                ],
-                "text": [self.text.encoding, self.text.how],
+                "fields": [[f.name, str(f.type)] for f in schema],
+                "read_encoding": (schema.metadata or {}).get(READ_ENCODING, b"").decode(),
+                "text": self.text.encoding,
                 "mapping": self.field_mapping,
                 "crs": self.crs.crs.to_wkt(),
                 "storage": storage_crs().to_wkt(),
+                "proj": pyproj.proj_version_str,
                 "fills": self.fills,
-                "rules": {code: [r.severity, r.params] for code, r in sorted(rules.items())},
             }
         )
 

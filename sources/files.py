@@ -354,6 +354,10 @@ def read_layer(source: Source, layer: str, *, encoding: str | None = None) -> gp
     return read_records(source, layer, encoding=encoding)[0]
 
 
+#: Key of the table metadata saying which ``encoding`` GDAL read the records with.
+READ_ENCODING = b"landpipe:read_encoding"
+
+
 def read_records(
     source: Source, layer: str, *, encoding: str | None = None
 ) -> tuple[gpd.GeoDataFrame, pa.Table]:
@@ -379,6 +383,9 @@ def read_records(
                 source.dataset, layer=layer, encoding=encoding, datetime_as_string=True
             )
             frame = _frame(meta, table)
+            # Which text a record's bytes hold depends on how GDAL was asked to read them.
+            metadata = {**(table.schema.metadata or {}), READ_ENCODING: (encoding or "").encode()}
+            table = table.replace_schema_metadata(metadata)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as err:
         raise _read_error(source, err) from err
     except Exception as err:  # GDAL reports corrupt records as generic errors

@@ -97,3 +97,41 @@ def test_a_layer_reads_as_pyogrio_reads_it(suffix, tmp_path):
     read, records = read_records(open_source(path), path.stem)
     pd.testing.assert_frame_equal(pd.DataFrame(read), pd.DataFrame(expected))
     assert read.crs == expected.crs and records.num_rows == 3
+
+
+def test_how_gdal_read_a_shapefile_keys_the_hashes(tmp_path):
+    """A DBF declared UTF-8 with one record that is not is read byte by byte (latin1) and
+    decoded here; read so, a correct name has the bytes that mojibake has when read as UTF-8.
+    The two readings must not share record hashes."""
+    import geopandas as gpd
+    import pyogrio
+
+    from tests.parcels import record
+
+    def shapefile(name: str, owners: list[str]) -> str:
+        frame = gpd.GeoDataFrame(
+            [record(i, TenChu=o, DiaChi="12 Tran Hung Dao") for i, o in enumerate(owners)],
+            crs=9218,
+        )
+        for column in ("TenChu", "DiaChi", "MaXa", "KyHieuMucDichSuDung"):  # raw UTF-8 bytes
+            frame[column] = [v.encode("utf-8").decode("latin1") for v in frame[column]]
+        path = tmp_path / name / "thua_dat.shp"
+        path.parent.mkdir()
+        pyogrio.write_dataframe(frame, path, encoding="latin1")
+        path.with_suffix(".cpg").write_text("UTF-8")
+        return path
+
+    fixed = "Nguyễn Văn An"
+    mojibake = fixed.encode("utf-8").decode("latin1")
+    as_utf8 = read_delivery(shapefile("a", [mojibake, "Lê Thị Hoa"]))
+    # The same first record corrected, and a second record with a byte that is no UTF-8.
+    bad = "Lê Thị Hoa".encode().decode("latin1") + "\xff"
+    path = shapefile("b", [fixed, "x"])
+    frame = gpd.read_file(path, encoding="latin1")
+    frame.loc[1, "TenChu"] = bad
+    pyogrio.write_dataframe(frame, path, encoding="latin1")
+    path.with_suffix(".cpg").write_text("UTF-8")
+    byte_by_byte = read_delivery(path)
+    assert as_utf8.text.encoding == byte_by_byte.text.encoding == "utf-8"
+    assert as_utf8.parcels["owner_name"][0] != byte_by_byte.parcels["owner_name"][0]
+    assert as_utf8.record_hashes[0].tobytes() != byte_by_byte.record_hashes[0].tobytes()

@@ -372,6 +372,80 @@ def test_loads_of_neighbouring_communes_side_by_side_see_each_others_overlap(
     }
 
 
+def test_a_load_waits_for_a_neighbour_retiring_the_parcel_it_would_overlap(
+    register, tmp_path, monkeypatch
+):
+    """A re-delivery that retires a border parcel, and writes nothing near it, locks the
+    squares around it: a load of the next commune that adds a parcel there waits for it, and
+    checks against the register without the retired parcel (no overlap)."""
+    load_file(register, write(tmp_path, [record(0), record(1)], "west1.gpkg"))
+    west = read_delivery(write(tmp_path, [record(0)], "west2.gpkg"))  # parcel 2 is gone
+    east = read_delivery(
+        write(
+            tmp_path,
+            [record(0, MaXa="22927", SoHieuToBanDo=1, geometry=box(X0 + 12, Y0, X0 + 22, Y0 + 10))],
+            "east.gpkg",
+        )
+    )
+    inside, release = threading.Event(), threading.Event()
+    copy_rejected = loader._copy_rejected
+
+    def held_before_commit(conn, *args):
+        copy_rejected(conn, *args)
+        if threading.current_thread().name == "west":
+            inside.set()
+            assert release.wait(timeout=60)
+
+    monkeypatch.setattr(loader, "_copy_rejected", held_before_commit)
+    outcomes = {}
+
+    def run(name, delivery):
+        try:
+            outcomes[name] = loader.load(
+                register, delivery, validate(delivery.parcels), started_at=datetime.now(UTC)
+            )
+        except Exception as err:  # reported below
+            outcomes[name] = err
+
+    first = threading.Thread(target=run, args=("west", west), name="west")
+    first.start()
+    assert inside.wait(timeout=60)
+    second = threading.Thread(target=run, args=("east", east), name="east")
+    second.start()
+    second.join(timeout=2)
+    waited = second.is_alive()
+    release.set()
+    first.join(timeout=120)
+    second.join(timeout=120)
+    assert all(isinstance(o, loader.LoadResult) for o in outcomes.values()), outcomes
+    assert outcomes["west"].changes["retired"] == 1
+    assert waited
+    assert (
+        scalar(register, "SELECT count(*) FROM land.finding WHERE rule_code = 'TOPO_OVERLAP'") == 0
+    )
+
+
+def test_a_hand_edit_that_sets_a_content_hash_still_forgets_the_record_hash(register, tmp_path):
+    load_file(register, write(tmp_path, [record(i) for i in range(2)], "d1.gpkg"))
+    with register.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE land.parcel_version SET owner_name = 'Trần Văn Bình',"
+                " content_hash = land.parcel_content_hash(geom, land_use_codes, declared_area_m2,"
+                " legal_area_m2, 'Trần Văn Bình', address) WHERE parcel_no = 2"
+            )
+        )
+    assert rows(
+        register,
+        "SELECT parcel_no, record_hash IS NULL, content_hash IS NULL FROM land.parcel_version"
+        " ORDER BY 1",
+    ) == [(1, False, True), (2, True, False)]
+    result, _ = load_as_the_flow_does(
+        register, write(tmp_path, [record(i) for i in range(2)], "d2.gpkg")
+    )
+    assert result.changes == {"added": 0, "changed": 1, "unchanged": 1, "retired": 0}
+
+
 def advisory_locks(conn) -> list[tuple[str, int, int]]:
     """(mode, key 1, key 2) of the two-key advisory locks this session holds."""
     return sorted(
@@ -573,20 +647,19 @@ def test_a_repaired_parcel_delivered_again_is_unchanged(register, tmp_path):
         record(2, geometry=shift(SELF_TOUCHING, 20), DienTich=round(SELF_TOUCHING.area, 1)),
     ]
     load_file(register, write(tmp_path, records, "d1.gpkg"))
-    # Delivered as before: its record makes what the register holds (the same repair under
-    # the same rules), so it is not checked again.
-    result, validation = load_as_the_flow_does(register, write(tmp_path, records, "d2.gpkg"))
-    assert list(validation.unchanged) == [True, True]
-    assert result.changes == {"added": 0, "changed": 0, "unchanged": 2, "retired": 0}
-    assert result.repaired == 0
-    # Without record hashes (a register loaded before them), by content: repaired again, into
+    # The repaired version keeps no record hash: its record makes it only through the repair.
+    assert rows(
+        register, "SELECT parcel_no, record_hash IS NULL FROM land.parcel_version ORDER BY 1"
+    ) == [(1, False), (3, True)]
+    # Delivered as invalid as before: compared by content, so checked and repaired again, into
     # what the register holds.
-    with register.begin() as connection:
-        connection.execute(sa.text("UPDATE land.parcel_version SET record_hash = NULL"))
-    result, validation = load_as_the_flow_does(register, write(tmp_path, records, "d3.gpkg"))
-    assert list(validation.unchanged) == [True, False]  # checked (and repaired) again
+    result, validation = load_as_the_flow_does(register, write(tmp_path, records, "d2.gpkg"))
+    assert list(validation.unchanged) == [True, False]
     assert result.changes == {"added": 0, "changed": 0, "unchanged": 2, "retired": 0}
     assert result.repaired == 1
+    assert (
+        scalar(register, "SELECT count(*) FROM land.parcel_version WHERE record_hash IS NULL") == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -862,12 +935,14 @@ def test_a_version_stored_without_hashes_is_compared_by_its_content(register, tm
     result, validation = load_as_the_flow_does(register, write(tmp_path, again, "d2.gpkg"))
     assert result.changes == {"added": 0, "changed": 1, "unchanged": 2, "retired": 0}
     assert list(validation.unchanged) == [True, False, True]
-    # The unchanged versions got their record's hash: the next delivery matches them by it.
+    # The unchanged versions got their record's hash (the next delivery matches them by it)
+    # and their content hash (made for the comparison).
     assert rows(
         register,
-        "SELECT parcel_no, record_hash IS NOT NULL, content_hash IS NOT NULL"
+        "SELECT parcel_no, record_hash IS NOT NULL, content_hash = land.parcel_content_hash("
+        "geom, land_use_codes, declared_area_m2, legal_area_m2, owner_name, address)"
         " FROM land.parcel_version WHERE valid_to IS NULL ORDER BY 1",
-    ) == [(1, True, False), (2, True, True), (3, True, False)]
+    ) == [(1, True, True), (2, True, True), (3, True, True)]
 
 
 def secondary_objects(engine):
