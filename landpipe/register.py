@@ -140,9 +140,13 @@ class Changes:
 
 def covered_sheets(delivery: Delivery) -> list[tuple[str, int]]:
     """(commune, sheet) pairs the delivery covers: those of every record with a whole key."""
-    keys = delivery.parcels[["commune_code", "sheet_no", "parcel_no"]].dropna()
-    pairs = keys[["commune_code", "sheet_no"]].drop_duplicates()
-    return sorted((str(c), int(s)) for c, s in pairs.itertuples(index=False))
+    if "covered_sheets" not in delivery.cache:
+        keys = delivery.parcels[["commune_code", "sheet_no", "parcel_no"]].dropna()
+        pairs = keys[["commune_code", "sheet_no"]].drop_duplicates()
+        delivery.cache["covered_sheets"] = sorted(
+            (str(c), int(s)) for c, s in pairs.itertuples(index=False)
+        )
+    return list(delivery.cache["covered_sheets"])
 
 
 # --------------------------------------------------------------------------- what is current
@@ -171,12 +175,18 @@ class Registered:
     def __len__(self) -> int:
         return len(self.key)
 
-    def locate(self, parcels: pd.DataFrame) -> np.ndarray:
-        """Position of each parcel's key among the current versions; -1 where there is none."""
+    def locate(self, parcels: pd.DataFrame, delivery: Delivery | None = None) -> np.ndarray:
+        """Position of each parcel's key among the current versions; -1 where there is none.
+
+        ``parcels`` of ``delivery`` (all, or some of them): their keys are packed once per
+        delivery (:func:`_delivery_keys`)."""
         found = np.full(len(parcels), -1, dtype=np.int64)
         if not len(self) or not len(parcels):
             return found
-        keys = _parcel_keys(parcels, self.sheets)
+        if delivery is None:
+            keys = _parcel_keys(parcels, self.sheets)
+        else:
+            keys = _delivery_keys(delivery, parcels, self.sheets)
         at = np.searchsorted(self.key, keys).clip(max=len(self) - 1)
         hit = (keys >= 0) & (self.key[at] == keys)
         found[hit] = at[hit]
@@ -210,7 +220,7 @@ def compare(
     first (``records``, one row per parcel, zeros where none counts, or None), then, for the
     others with a current version, by content hash (theirs :func:`delivered_content`, the
     versions' as stored or made in SQL)."""
-    at = current.locate(parcels)
+    at = current.locate(parcels, delivery)
     known = at >= 0
     same = np.zeros(len(parcels), dtype=bool)
     if records is not None and known.any():
@@ -348,6 +358,22 @@ def still_current(conn, seen: Look, sheets: list[tuple[str, int]]) -> Registered
     return None if changed else seen.current
 
 
+def _delivery_keys(
+    delivery: Delivery, parcels: pd.DataFrame, sheets: list[tuple[str, int]]
+) -> np.ndarray:
+    """:func:`_parcel_keys` of ``parcels``, some or all of ``delivery``'s (validation changes
+    no key): those of the whole delivery are packed once and kept in ``delivery.cache``."""
+    cached = delivery.cache.get("register_keys")
+    if cached is None or cached[0] != sheets:
+        cached = (sheets, _parcel_keys(delivery.parcels, sheets))
+        delivery.cache["register_keys"] = cached
+    keys = cached[1]
+    if parcels is delivery.parcels:
+        return keys
+    rows = parcels[canonical.SOURCE_ROW].to_numpy()
+    return keys[pd.Index(delivery.parcels[canonical.SOURCE_ROW]).get_indexer(rows)]
+
+
 def _parcel_keys(parcels: pd.DataFrame, sheets: list[tuple[str, int]]) -> np.ndarray:
     """Each parcel's key as :class:`Registered` packs it; -1 when incomplete or not covered."""
     sheet_id = {
@@ -417,7 +443,7 @@ def plan(conn, current: Registered, delivery: Delivery, validation: Validation) 
     at = compared.at
     previous = np.full(len(parcels), -1, dtype=np.int64)
     previous[at >= 0] = current.version_id[at[at >= 0]]
-    delivered = current.locate(delivery.parcels)
+    delivered = current.locate(delivery.parcels, delivery)
     kept = np.zeros(len(current), dtype=bool)
     kept[delivered[delivered >= 0]] = True
     return Plan(records, previous, compared.same, compared.stale, current.version_id[~kept])

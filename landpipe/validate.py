@@ -303,13 +303,9 @@ def validate(
         gpd.GeoSeries(geometries[kept], index=parcels.index[kept], crs=parcels.crs)
     )
     focus = check[kept] if skipped[kept].any() else None
-    pending = None
-    if any(rules[code].severity == "reject" for code in topology.RULES):
+    in_background = not any(rules[code].severity == "reject" for code in topology.RULES)
+    if not in_background:
         findings.extend(topology_of(candidates, focus=focus, valid=True))
-    else:  # no topology finding rejects a record: find them while the caller goes on
-        pending = _in_background(
-            topology_of, candidates, focus=focus, valid=True, yielding=focus is None
-        )
 
     reject_rows: dict[int, list[str]] = {}
     for finding in findings:
@@ -322,6 +318,11 @@ def validate(
     accepted = accepted.set_geometry(
         gpd.GeoSeries(geometries[~rejected_mask], index=accepted.index, crs=parcels.crs)
     )
+    pending = None
+    if in_background:  # no topology finding rejects a record: find them while the caller goes on
+        pending = _in_background(
+            topology_of, candidates, focus=focus, valid=True, yielding=focus is None
+        )
     kept_unchanged = skipped[~rejected_mask] if unchanged is not None else None
     return Validation(accepted, rejected, findings, repaired, kept_unchanged, pending=pending)
 

@@ -89,6 +89,8 @@ class Delivery:
     fills: dict[str, object] = field(default_factory=dict)
     #: Content hashes of delivered parcels by ``source_row``, as the register compares them.
     content: dict[int, bytes] = field(default_factory=dict, repr=False)
+    #: What the register's steps work out of the parcels once and use again.
+    cache: dict[str, object] = field(default_factory=dict, repr=False)
 
     @classmethod
     def assemble(
