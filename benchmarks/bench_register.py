@@ -40,6 +40,7 @@ from benchmarks.bench_load import scratch_engine
 from landpipe import load as loader
 from landpipe import register, synth
 from landpipe.config import Settings
+from landpipe.memory import collector_paused
 from landpipe.migrate import upgrade
 from landpipe.sources import read_delivery
 from landpipe.validate import validate
@@ -200,6 +201,7 @@ def timed_steps(steps: dict[str, float]) -> Iterator[None]:
             setattr(module, name, function)
 
 
+@collector_paused()  # as the flow runs its steps
 def landpipe_load(engine: sa.Engine, path: Path, steps: dict[str, float]) -> dict:
     """One load as the flow runs it: read; find the parcels the register holds unchanged;
     validate the others; load."""

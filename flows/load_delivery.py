@@ -28,6 +28,7 @@ from landpipe.db import make_engine
 from landpipe.errors import DatabaseError, DeliveryError
 from landpipe.inbox import report_folder, write_report_or_fallback
 from landpipe.load import LoadResult, load, look_at_register, record_refusal
+from landpipe.memory import collector_paused
 from landpipe.migrate import ensure_current
 from landpipe.sources import Delivery
 from landpipe.sources.files import DRIVERS, fingerprint
@@ -285,53 +286,55 @@ def load_delivery(
         "mapping": mapping,
         "scale": scale,
     }
-    try:
-        source, raw = _unwrap(read_step(path, layer, encoding, commune, sheet))
-        say(
-            "read",
-            "%d records from %s (layer %s), text %s (%s, confidence %.2f)",
-            len(raw.frame),
-            source.path,
-            raw.layer,
-            raw.text.encoding,
-            raw.text.how,
-            raw.text.confidence,
-        )
-        parcels, used = _unwrap(map_step(raw, commune, sheet, mapping, scale))
-        say("map fields", "%s: %s", "option" if mapping else "detected", used)
-        decision, parcels = _unwrap(reproject_step(parcels, crs, str(source.path)))
-        say("reproject", "CRS %s (%s), reprojected to EPSG:9218", decision.label, decision.how)
-        delivery = Delivery.assemble(
-            source,
-            raw,
-            used,
-            decision,
-            parcels,
-            mapping_how="option" if mapping else "detected",
-            fills={"commune": commune, "sheet": sheet, "scale": scale},
-        )
-        look, unchanged = compare_step(settings, delivery)
-        say(
-            "compare",
-            "%d of %d parcels unchanged in the register",
-            unchanged.sum(),
-            len(delivery.parcels),
-        )
-        validation = validate_step(delivery, unchanged)
-    except DeliveryError as error:
-        say("refused", "%s", error)
-        batch = refuse_step(settings, path, error, started_at, options)
-        summary = LoadResult(
-            batch=batch,
-            status="rejected",
-            source=path,
-            error=str(error),
-            error_kind=type(error).__name__,
-        )
-        body = summary.as_json()
-        body["report"] = _report(settings, path, batch, report, report_dir)
-        return Failed(message=str(error), data=body)
-    result: LoadResult = load_step(settings, delivery, validation, started_at, look, options)
+    # The steps make millions of objects: no cyclic collection until they are done.
+    with collector_paused():
+        try:
+            source, raw = _unwrap(read_step(path, layer, encoding, commune, sheet))
+            say(
+                "read",
+                "%d records from %s (layer %s), text %s (%s, confidence %.2f)",
+                len(raw.frame),
+                source.path,
+                raw.layer,
+                raw.text.encoding,
+                raw.text.how,
+                raw.text.confidence,
+            )
+            parcels, used = _unwrap(map_step(raw, commune, sheet, mapping, scale))
+            say("map fields", "%s: %s", "option" if mapping else "detected", used)
+            decision, parcels = _unwrap(reproject_step(parcels, crs, str(source.path)))
+            say("reproject", "CRS %s (%s), reprojected to EPSG:9218", decision.label, decision.how)
+            delivery = Delivery.assemble(
+                source,
+                raw,
+                used,
+                decision,
+                parcels,
+                mapping_how="option" if mapping else "detected",
+                fills={"commune": commune, "sheet": sheet, "scale": scale},
+            )
+            look, unchanged = compare_step(settings, delivery)
+            say(
+                "compare",
+                "%d of %d parcels unchanged in the register",
+                unchanged.sum(),
+                len(delivery.parcels),
+            )
+            validation = validate_step(delivery, unchanged)
+        except DeliveryError as error:
+            say("refused", "%s", error)
+            batch = refuse_step(settings, path, error, started_at, options)
+            summary = LoadResult(
+                batch=batch,
+                status="rejected",
+                source=path,
+                error=str(error),
+                error_kind=type(error).__name__,
+            )
+            body = summary.as_json()
+            body["report"] = _report(settings, path, batch, report, report_dir)
+            return Failed(message=str(error), data=body)
+        result: LoadResult = load_step(settings, delivery, validation, started_at, look, options)
     say(
         "load",
         "batch %s %s: %d read, %d loaded, %d repaired, %d rejected",

@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Engine
 
 from landpipe import register, topology
+from landpipe.memory import collector_paused
 from landpipe.schemas import parcel as canonical
 from landpipe.schemas.findings import Finding
 from landpipe.sources import Delivery
@@ -200,6 +201,7 @@ def _optional(value: Any) -> Any:
     return None if value is None or (not isinstance(value, list) and pd.isna(value)) else value
 
 
+@collector_paused()
 def look_at_register(engine: Engine, delivery: Delivery) -> tuple[register.Look, np.ndarray]:
     """What the register holds of the delivery's sheets, and which delivered parcels it holds
     as current with the same content.
@@ -268,6 +270,7 @@ def _summary(delivery: Delivery, validation: Validation) -> LoadResult:
     return result
 
 
+@collector_paused()
 def load(
     engine: Engine,
     delivery: Delivery,

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import shapely
 
 from landpipe import schemas, topology
+from landpipe.memory import collector_paused
 from landpipe.schemas import parcel
 from landpipe.schemas.findings import Finding
 from landpipe.sources.crs import boundary, district_of
@@ -160,6 +161,7 @@ def _invalid_location(reason: str, geometry: shapely.Geometry) -> shapely.Geomet
     return shapely.point_on_surface(shapely.make_valid(geometry))
 
 
+@collector_paused()
 def validate(
     parcels: gpd.GeoDataFrame,
     prior: list[Finding] | None = None,

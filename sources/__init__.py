@@ -21,6 +21,7 @@ import pyproj
 import yaml
 
 from landpipe.errors import FieldError
+from landpipe.memory import collector_paused
 from landpipe.schemas.findings import Finding
 from landpipe.schemas.parcel import ATTRIBUTES
 from landpipe.sources.crs import CRSDecision, decide_crs, storage_crs, to_storage
@@ -179,6 +180,7 @@ def load_mapping(path: str | Path) -> dict[str, str]:
     return {str(k): v for k, v in mapping.items()}
 
 
+@collector_paused()
 def read_delivery(
     path: str | Path,
     *,

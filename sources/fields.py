@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gc
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import date, datetime
 from hashlib import sha256
 from typing import Any
@@ -21,6 +19,7 @@ import shapely
 
 from landpipe import schemas
 from landpipe.errors import FieldError
+from landpipe.memory import collector_paused
 from landpipe.schemas import parcel
 from landpipe.schemas.findings import Finding
 
@@ -243,29 +242,11 @@ def series_to_area(values: pd.Series) -> pd.Series:
 
 def series_to_land_use_codes(values: pd.Series) -> list[list[str]]:
     """Vectorised :func:`to_land_use_codes`: a list of codes per value (fresh lists)."""
-    with _collector_paused():
+    with collector_paused():
         if _mixed(values):
             return [to_land_use_codes(value) for value in values.tolist()]
         codes, converted = _convert_distinct(values, to_land_use_codes)
         return [list(converted[code]) for code in codes.tolist()]
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while making many small containers.
-
-    A list per record sets off a collection every 700 lists, walking the new lists again and
-    again and now and then every live object (a delivery's geometries among them): several
-    times the cost of making lists that hold only strings and can form no cycle. The collector
-    runs again afterwards, as it was.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def series_to_text(values: pd.Series) -> list[str | None]:
@@ -661,7 +642,7 @@ def content_hashes(parcels: gpd.GeoDataFrame) -> np.ndarray:
     legal = _tenths_field(area_tenths(parcels["legal_area_m2"]))
     owner, address = text_arrow(parcels["owner_name"]), text_arrow(parcels["address"])
     digests: list[bytes] = []
-    with _collector_paused():
+    with collector_paused():
         for start in range(0, len(parcels), HASH_CHUNK):
             part = slice(start, start + HASH_CHUNK)
             n = len(geometries[part])
