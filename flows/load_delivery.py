@@ -123,7 +123,12 @@ def map_step(
     fields = sources.load_mapping(mapping) if mapping else None
     with progress.step("map fields", total=len(raw.frame)):
         return sources.map_fields(
-            raw.frame, commune_code=commune, sheet_no=sheet, mapping=fields, map_scale=scale
+            raw.frame,
+            commune_code=commune,
+            sheet_no=sheet,
+            mapping=fields,
+            map_scale=scale,
+            text_nfc=True,  # read_parcel_layer decoded it to NFC
         )
 
 

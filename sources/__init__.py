@@ -216,6 +216,7 @@ def read_delivery(
         sheet_no=sheet_no,
         mapping=mapping,
         map_scale=map_scale,
+        text_nfc=True,
     )
     decision = decide_crs(parcels, declared=crs, source_name=str(source.path))
     return Delivery.assemble(

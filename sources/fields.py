@@ -269,9 +269,10 @@ def series_to_text(values: pd.Series) -> list[str | None]:
     return [None if text is None else text.strip() or None for text in texts]
 
 
-def text_column(values: pd.Series) -> pd.Series | list[str | None]:
+def text_column(values: pd.Series, *, nfc: bool = False) -> pd.Series | list[str | None]:
     """:func:`series_to_text` as a text column, the stripping done in Arrow: the same values
-    (Arrow strips the same whitespace as Python), without a Python string per record."""
+    (Arrow strips the same whitespace as Python), without a Python string per record.
+    ``nfc``: the text is known to be NFC already (read by landpipe), so it is not checked."""
     if not len(values) or not (values.dtype == object or pd.api.types.is_string_dtype(values)):
         return series_to_text(values)
     try:
@@ -281,7 +282,8 @@ def text_column(values: pd.Series) -> pd.Series | list[str | None]:
     if texts.null_count == len(texts):
         return series_to_text(values)
     # Python strings are at hand in an object column; an Arrow one is checked in Arrow.
-    nfc = is_nfc(values.dropna().tolist()) if values.dtype == object else _arrow_is_nfc(texts)
+    if not nfc:
+        nfc = is_nfc(values.dropna().tolist()) if values.dtype == object else _arrow_is_nfc(texts)
     if not nfc:
         return series_to_text(values)
     stripped = pc.utf8_trim_whitespace(texts)
@@ -342,6 +344,7 @@ def map_fields(
     sheet_no: int | None = None,
     mapping: dict[str, str] | None = None,
     map_scale: int | None = None,
+    text_nfc: bool = False,
 ) -> tuple[gpd.GeoDataFrame, dict[str, str]]:
     """Map a delivered layer onto the canonical parcel.
 
@@ -354,6 +357,9 @@ def map_fields(
         field is blank or absent (a drawing of one sheet often carries none).
     mapping
         Canonical field -> delivered field name (from ``--mapping``); wins over detection.
+    text_nfc
+        The layer's text is NFC already (as :func:`landpipe.sources.read_parcel_layer`
+        decodes it): not checked again.
 
     Returns
     -------
@@ -401,7 +407,11 @@ def map_fields(
             empty = pd.Series([None] * len(frame), dtype=object)
             columns[canonical] = convert(empty)
         else:
-            columns[canonical] = convert(frame[source_name].reset_index(drop=True))
+            values = frame[source_name].reset_index(drop=True)
+            if text_nfc and convert is text_column:
+                columns[canonical] = text_column(values, nfc=True)
+            else:
+                columns[canonical] = convert(values)
     if commune_code is not None:
         columns["commune_code"] = [code or commune_code for code in columns["commune_code"]]
     if sheet_no is not None:

@@ -135,3 +135,18 @@ def test_how_gdal_read_a_shapefile_keys_the_hashes(tmp_path):
     assert as_utf8.text.encoding == byte_by_byte.text.encoding == "utf-8"
     assert as_utf8.parcels["owner_name"][0] != byte_by_byte.parcels["owner_name"][0]
     assert as_utf8.record_hashes[0].tobytes() != byte_by_byte.record_hashes[0].tobytes()
+
+
+@pytest.mark.parametrize("kind", ["gpkg", "geojson"])
+def test_decomposed_text_is_stored_composed(kind, tmp_path):
+    """Text typed decomposed (NFD) reaches the parcels composed (NFC) and stripped: the read
+    normalises it, and mapping trusts that (``text_nfc``)."""
+    import unicodedata
+
+    frame = delivery_files.truth(n_parcels=5)
+    frame["TenChu"] = [" " + unicodedata.normalize("NFD", "Nguyễn Thị Ánh") + " "] * 5
+    frame["DiaChi"] = [unicodedata.normalize("NFD", "Thôn Lạc Trị")] * 5
+    read = read_delivery(delivery_files.write(kind, frame, tmp_path))
+    assert list(read.parcels["owner_name"]) == ["Nguyễn Thị Ánh"] * 5
+    assert list(read.parcels["address"]) == ["Thôn Lạc Trị"] * 5
+    assert unicodedata.is_normalized("NFC", read.parcels["owner_name"][0])
