@@ -56,14 +56,14 @@ def record_hashes(records: pa.Table, context: bytes) -> np.ndarray:
     """
     key = pa.scalar(context, pa.binary())
     digests: list[bytes] = []
-    for start in range(0, records.num_rows, _CHUNK):
-        framed = _frames(records.slice(start, _CHUNK), key).to_numpy(zero_copy_only=False)
+    for batch in records.to_batches(max_chunksize=_CHUNK):  # as read: no copy
+        framed = _frames(batch, key).to_numpy(zero_copy_only=False)
         digests.extend([sha256(value).digest() for value in framed])
     whole = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
     return np.ascontiguousarray(whole[:, :RECORD_HASH_BYTES])
 
 
-def _frames(part: pa.Table, key: pa.Scalar) -> pa.BinaryArray:
+def _frames(part: pa.RecordBatch, key: pa.Scalar) -> pa.BinaryArray:
     """The context, then each record of ``part`` framed (see :func:`record_hashes`)."""
     columns = [_plain(column) for column in part.columns]
     fixed = [c for c in columns if _fixed_width(c.type)]
