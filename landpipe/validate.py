@@ -508,9 +508,8 @@ def _check_extent(parcels, geometries, eligible, refused, add, where) -> None:
     rows = np.flatnonzero(eligible)
     if not len(rows):
         return
-    communes, commune_of = np.unique(
-        parcels["commune_code"].to_numpy(dtype=object)[rows].astype(str), return_inverse=True
-    )
+    commune_of, found = pd.factorize(parcels["commune_code"].to_numpy(dtype=object)[rows])
+    communes = [str(code) for code in found]
     bounds = shapely.bounds(geometries[rows])
     outside = np.zeros(len(rows), dtype=bool)
     for k, commune in enumerate(communes):
