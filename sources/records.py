@@ -3,12 +3,14 @@
 A survey delivery is mostly re-delivered as it was. Each delivered record (every field as GDAL
 hands it over, and the geometry's WKB) is hashed, keyed by the *reading context*: everything
 else that decides which parcel landpipe makes of the record (the layer's fields and their
-types, the text encoding, the CRS, the field mapping, the options filling keys and scale, the
-rule catalogue that repairs geometries, and :data:`READING_VERSION`). The register keeps each
-version's record hash (``land.parcel_version.record_hash``): a delivered record whose hash is
-that of its key's current version makes the same parcel, so it is unchanged, whatever its
-content. Any other record is compared by content (``content_hash``), as before; record hashes
-only spare that work.
+types, how GDAL read them, the text encoding, the field mapping, the CRS and its
+transformation, the options filling keys and scale, and :data:`READING_VERSION`; see
+:attr:`landpipe.sources.Delivery.reading_context`). The register keeps each version's record
+hash (``land.parcel_version.record_hash``): a delivered record whose hash is that of its key's
+current version makes the same parcel, so it is unchanged, whatever its content. Any other
+record is compared by content (``content_hash``), as before; record hashes only spare that
+work. A parcel whose geometry validation repaired keeps none: its record makes it only
+through the repair.
 """
 
 from __future__ import annotations
