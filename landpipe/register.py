@@ -175,7 +175,7 @@ class Registered:
     def __len__(self) -> int:
         return len(self.key)
 
-    def locate(self, parcels: pd.DataFrame, delivery: Delivery | None = None) -> np.ndarray:
+    def locate(self, parcels: pd.DataFrame, delivery: Delivery) -> np.ndarray:
         """Position of each parcel's key among the current versions; -1 where there is none.
 
         ``parcels`` of ``delivery`` (all, or some of them): their keys are packed once per
@@ -183,10 +183,7 @@ class Registered:
         found = np.full(len(parcels), -1, dtype=np.int64)
         if not len(self) or not len(parcels):
             return found
-        if delivery is None:
-            keys = _parcel_keys(parcels, self.sheets)
-        else:
-            keys = _delivery_keys(delivery, parcels, self.sheets)
+        keys = _delivery_keys(delivery, parcels, self.sheets)
         at = np.searchsorted(self.key, keys).clip(max=len(self) - 1)
         hit = (keys >= 0) & (self.key[at] == keys)
         found[hit] = at[hit]
@@ -245,18 +242,19 @@ def delivered_content(
 ) -> list[bytes]:
     """The content hash of ``parcels`` at ``rows`` (positions), as the register compares them.
 
-    Those of delivered geometries are kept in ``delivery.content`` by ``source_row``: the
+    Those of delivered geometries are kept in ``delivery.cache`` by ``source_row``: the
     compare step, the load's plan and its copy ask for the same ones. A geometry validation
     ``repaired`` is hashed as repaired.
     """
+    kept: dict[int, bytes] = delivery.cache.setdefault("content", {})
     source = parcels[canonical.SOURCE_ROW].to_numpy()[rows].tolist()
-    todo = [i for i, row in enumerate(source) if row in repaired or row not in delivery.content]
+    todo = [i for i, row in enumerate(source) if row in repaired or row not in kept]
     made = content_hashes(parcels.iloc[rows[todo]]) if todo else np.empty((0, 32), np.uint8)
     fresh = dict(zip(todo, (bytes(h) for h in made), strict=True))
     for i in todo:
         if source[i] not in repaired:
-            delivery.content[source[i]] = fresh[i]
-    return [fresh[i] if i in fresh else delivery.content[row] for i, row in enumerate(source)]
+            kept[source[i]] = fresh[i]
+    return [fresh[i] if i in fresh else kept[row] for i, row in enumerate(source)]
 
 
 def envelopes(conn, version_ids: np.ndarray) -> np.ndarray:
@@ -367,11 +365,15 @@ def _delivery_keys(
     if cached is None or cached[0] != sheets:
         cached = (sheets, _parcel_keys(delivery.parcels, sheets))
         delivery.cache["register_keys"] = cached
-    keys = cached[1]
+    return cached[1][_places(delivery, parcels)]
+
+
+def _places(delivery: Delivery, parcels: pd.DataFrame) -> np.ndarray | slice:
+    """Where ``parcels`` (some or all of ``delivery``'s) stand among the delivery's."""
     if parcels is delivery.parcels:
-        return keys
+        return slice(None)
     rows = parcels[canonical.SOURCE_ROW].to_numpy()
-    return keys[pd.Index(delivery.parcels[canonical.SOURCE_ROW]).get_indexer(rows)]
+    return pd.Index(delivery.parcels[canonical.SOURCE_ROW]).get_indexer(rows)
 
 
 def _parcel_keys(parcels: pd.DataFrame, sheets: list[tuple[str, int]]) -> np.ndarray:
@@ -458,10 +460,10 @@ def accepted_records(delivery: Delivery, validation: Validation) -> np.ndarray |
     """
     if delivery.record_hashes is None:
         return None
-    rows = validation.parcels[canonical.SOURCE_ROW].to_numpy()
-    places = pd.Index(delivery.parcels[canonical.SOURCE_ROW]).get_indexer(rows)
-    records = delivery.record_hashes[places]
+    records = delivery.record_hashes[_places(delivery, validation.parcels)]
     if validation.repaired:
+        rows = validation.parcels[canonical.SOURCE_ROW].to_numpy()
+        records = records.copy()  # not the delivery's own
         records[np.isin(rows, list(validation.repaired))] = 0
     return records
 

@@ -88,9 +88,8 @@ class Delivery:
     linework: bool = False
     records: pa.Table | None = None
     fills: dict[str, object] = field(default_factory=dict)
-    #: Content hashes of delivered parcels by ``source_row``, as the register compares them.
-    content: dict[int, bytes] = field(default_factory=dict, repr=False)
-    #: What the register's steps work out of the parcels once and use again.
+    #: What the register's steps work out of the parcels once and use again (keys, covered
+    #: sheets, content hashes).
     cache: dict[str, object] = field(default_factory=dict, repr=False)
 
     @classmethod

@@ -15,7 +15,6 @@ through the repair.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from hashlib import sha256
@@ -45,7 +44,7 @@ def reading_context(parts: Mapping[str, Any]) -> bytes:
     text = json.dumps(
         {"reading_version": READING_VERSION, **parts}, sort_keys=True, default=str
     ).encode()
-    return hashlib.sha256(text).digest()
+    return sha256(text).digest()
 
 
 def record_hashes(records: pa.Table, context: bytes) -> np.ndarray:

@@ -7,7 +7,12 @@
 CREATE OR REPLACE FUNCTION land.forget_content_hash() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    NEW.content_hash := NULL;
+    IF NEW.content_hash IS NOT DISTINCT FROM OLD.content_hash THEN
+        NEW.content_hash := NULL;
+    END IF;
+    IF NEW.record_hash IS NOT DISTINCT FROM OLD.record_hash THEN
+        NEW.record_hash := NULL;
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -16,20 +21,7 @@ CREATE TRIGGER parcel_version_content_edited
     BEFORE UPDATE OF geom, land_use_codes, declared_area_m2, legal_area_m2, owner_name, address
     ON land.parcel_version
     FOR EACH ROW
-    WHEN (NEW.content_hash IS NOT DISTINCT FROM OLD.content_hash)
     EXECUTE FUNCTION land.forget_content_hash();
-
-CREATE OR REPLACE FUNCTION land.forget_record_hash() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    NEW.record_hash := NULL;
-    RETURN NEW;
-END
-$$;
+-- Registers upgraded while the record hash had a trigger of its own.
 DROP TRIGGER IF EXISTS parcel_version_record_edited ON land.parcel_version;
-CREATE TRIGGER parcel_version_record_edited
-    BEFORE UPDATE OF geom, land_use_codes, declared_area_m2, legal_area_m2, owner_name, address
-    ON land.parcel_version
-    FOR EACH ROW
-    WHEN (NEW.record_hash IS NOT DISTINCT FROM OLD.record_hash)
-    EXECUTE FUNCTION land.forget_record_hash();
+DROP FUNCTION IF EXISTS land.forget_record_hash();

@@ -308,28 +308,9 @@ def test_two_concurrent_loads_of_one_commune_both_land_in_turn(register, setting
     _consistent(register)
 
 
-def test_loads_of_neighbouring_communes_side_by_side_see_each_others_overlap(
-    register, tmp_path, monkeypatch
-):
-    """Two loads of different communes whose parcels overlap across the border: the second
-    waits for the first (they lock the same squares of the plane) and finds the overlap;
-    side by side, each would have checked against a register without the other's parcels."""
-    load_file(register, write(tmp_path, [record(20, SoHieuToBanDo=6, SoThuTuThua=1)], "e.gpkg"))
-    west = read_delivery(write(tmp_path, [record(0), record(1)], "west.gpkg"))
-    east = read_delivery(
-        write(
-            tmp_path,
-            [
-                record(
-                    0,
-                    MaXa="22927",
-                    SoHieuToBanDo=1,
-                    geometry=box(X0 + 19.5, Y0, X0 + 29.5, Y0 + 10),
-                )
-            ],
-            "east.gpkg",
-        )
-    )
+def west_then_east(register, monkeypatch, west, east) -> tuple[dict, bool]:
+    """Load ``west``, hold it before it commits, load ``east`` beside it, then let both end.
+    Returns their results by name, and whether ``east`` was still waiting after 2 s."""
     inside, release = threading.Event(), threading.Event()
     copy_rejected = loader._copy_rejected
 
@@ -361,6 +342,32 @@ def test_loads_of_neighbouring_communes_side_by_side_see_each_others_overlap(
     first.join(timeout=120)
     second.join(timeout=120)
     assert all(isinstance(o, loader.LoadResult) for o in outcomes.values()), outcomes
+    return outcomes, waited
+
+
+def test_loads_of_neighbouring_communes_side_by_side_see_each_others_overlap(
+    register, tmp_path, monkeypatch
+):
+    """Two loads of different communes whose parcels overlap across the border: the second
+    waits for the first (they lock the same squares of the plane) and finds the overlap;
+    side by side, each would have checked against a register without the other's parcels."""
+    load_file(register, write(tmp_path, [record(20, SoHieuToBanDo=6, SoThuTuThua=1)], "e.gpkg"))
+    west = read_delivery(write(tmp_path, [record(0), record(1)], "west.gpkg"))
+    east = read_delivery(
+        write(
+            tmp_path,
+            [
+                record(
+                    0,
+                    MaXa="22927",
+                    SoHieuToBanDo=1,
+                    geometry=box(X0 + 19.5, Y0, X0 + 29.5, Y0 + 10),
+                )
+            ],
+            "east.gpkg",
+        )
+    )
+    _, waited = west_then_east(register, monkeypatch, west, east)
     assert waited
     overlaps = rows(
         register,
@@ -387,37 +394,7 @@ def test_a_load_waits_for_a_neighbour_retiring_the_parcel_it_would_overlap(
             "east.gpkg",
         )
     )
-    inside, release = threading.Event(), threading.Event()
-    copy_rejected = loader._copy_rejected
-
-    def held_before_commit(conn, *args):
-        copy_rejected(conn, *args)
-        if threading.current_thread().name == "west":
-            inside.set()
-            assert release.wait(timeout=60)
-
-    monkeypatch.setattr(loader, "_copy_rejected", held_before_commit)
-    outcomes = {}
-
-    def run(name, delivery):
-        try:
-            outcomes[name] = loader.load(
-                register, delivery, validate(delivery.parcels), started_at=datetime.now(UTC)
-            )
-        except Exception as err:  # reported below
-            outcomes[name] = err
-
-    first = threading.Thread(target=run, args=("west", west), name="west")
-    first.start()
-    assert inside.wait(timeout=60)
-    second = threading.Thread(target=run, args=("east", east), name="east")
-    second.start()
-    second.join(timeout=2)
-    waited = second.is_alive()
-    release.set()
-    first.join(timeout=120)
-    second.join(timeout=120)
-    assert all(isinstance(o, loader.LoadResult) for o in outcomes.values()), outcomes
+    outcomes, waited = west_then_east(register, monkeypatch, west, east)
     assert outcomes["west"].changes["retired"] == 1
     assert waited
     assert (
