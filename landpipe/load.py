@@ -101,14 +101,20 @@ def reading_summary(delivery: Delivery) -> dict[str, Any]:
     }
 
 
-def lock_commune(conn, commune_code: str) -> None:
-    """Wait for, then hold until the transaction ends, the lock of one commune's parcels.
+def lock_communes(conn, commune_codes: list[str]) -> None:
+    """Wait for, then hold until the transaction ends, the locks of some communes' parcels,
+    in the order of their codes, in one statement.
 
     Loads and revalidations of one commune take it, so they run one after the other; work on
-    different communes runs side by side. ``conn`` is a psycopg connection in a transaction.
+    different communes runs side by side. Every load takes its locks in the same order, so
+    two loads never wait for each other. One statement makes one round trip, however many
+    the communes, which a load waits for no longer than it must while its background checks
+    hold the interpreter. ``conn`` is a psycopg connection in a transaction.
     """
     conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('landpipe:commune:' || %s))", [commune_code]
+        "SELECT count(pg_advisory_xact_lock(hashtext('landpipe:commune:' || c)))"
+        " FROM unnest(%s::text[]) AS c",  # one after the other, in the array's order
+        [sorted(commune_codes)],
     )
 
 
@@ -179,9 +185,8 @@ def lock_area(conn, geometry: np.ndarray, *, shared: bool = False) -> None:
         cursor.executemany(f"SELECT pg_advisory_xact_lock{mode}(%s::int4, %s::int4)", cells)
 
 
-def _commune_lock_keys(delivery: Delivery) -> list[str]:
-    codes = delivery.parcels["commune_code"].dropna().unique().tolist()
-    return sorted(str(code) for code in codes)
+def _commune_codes(delivery: Delivery) -> list[str]:
+    return [str(code) for code in delivery.parcels["commune_code"].dropna().unique().tolist()]
 
 
 def _ewkb(geometry: shapely.Geometry | None) -> str | None:
@@ -293,8 +298,7 @@ def load(
     try:
         conn = raw.driver_connection
         with conn.transaction():
-            for code in _commune_lock_keys(delivery):
-                lock_commune(conn, code)
+            lock_communes(conn, _commune_codes(delivery))
             earlier = conn.execute(
                 "SELECT id FROM land.batch WHERE source_sha256 = %s AND status = 'loaded'"
                 " ORDER BY id LIMIT 1",

@@ -39,7 +39,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Engine
 
 from landpipe import schemas
-from landpipe.load import _against_register, _copy_findings, lock_area, lock_commune
+from landpipe.load import _against_register, _copy_findings, lock_area, lock_communes
 from landpipe.schemas import parcel as canonical
 from landpipe.schemas.findings import Finding
 from landpipe.sources.fields import series_to_map_scale
@@ -214,7 +214,7 @@ def revalidate_commune(
         with conn.transaction():
             # Per-commune index lookups that the planner overestimates: JIT costs more here.
             conn.execute("SET LOCAL jit = off")
-            lock_commune(conn, commune_code)  # the lock a load of the commune takes
+            lock_communes(conn, [commune_code])  # the lock a load of the commune takes
             parcels, version_ids = current_parcels(conn, commune_code)
             if len(parcels) == 0:
                 result.status = "empty"

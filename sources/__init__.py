@@ -28,7 +28,7 @@ from landpipe.sources.crs import CRSDecision, decide_crs, storage_crs, to_storag
 from landpipe.sources.fields import map_fields, unreadable_findings
 from landpipe.sources.files import READ_ENCODING, Source, fingerprint, open_source
 from landpipe.sources.layers import RawLayer, read_parcel_layer
-from landpipe.sources.records import reading_context, record_hashes
+from landpipe.sources.records import RecordDigests, reading_context, record_hashes
 from landpipe.sources.text import TextDecision
 
 __all__ = [
@@ -72,6 +72,8 @@ class Delivery:
     records
         The delivered records as read (one row per row of ``parcels``), for their hashes;
         None for parcels built from linework.
+    digests
+        The records' digests, under way since they were read (None: made when needed).
     fills
         The options that filled what records lack: ``commune``, ``sheet``, ``scale``.
     """
@@ -87,6 +89,7 @@ class Delivery:
     mapping_how: str = "detected"
     linework: bool = False
     records: pa.Table | None = None
+    digests: RecordDigests | None = None
     fills: dict[str, object] = field(default_factory=dict)
     #: What the register's steps work out of the parcels once and use again (keys, covered
     #: sheets, content hashes).
@@ -118,6 +121,7 @@ class Delivery:
             mapping_how=mapping_how,
             linework=raw.linework,
             records=raw.records,
+            digests=raw.digests,
             fills={k: v for k, v in (fills or {}).items() if v is not None},
         )
 
@@ -134,7 +138,7 @@ class Delivery:
         from linework."""
         if self.records is None or self.records.num_rows != len(self.parcels):
             return None
-        return record_hashes(self.records, self.reading_context)
+        return record_hashes(self.records, self.reading_context, self.digests)
 
     @property
     def reading_context(self) -> bytes:

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import shapely
 
 from landpipe import schemas
+from landpipe.arrowbytes import fixed_width, length_prefix
 from landpipe.errors import FieldError
 from landpipe.memory import collector_paused
 from landpipe.schemas import parcel
@@ -297,12 +298,13 @@ def _arrow_is_nfc(texts: pa.StringArray) -> bool:
     if pc.all(pc.string_is_ascii(present)).as_py() is not False:
         return True
     lines = pc.binary_join_element_wise(present, pa.scalar("", pa.string()), "\n")
-    return unicodedata.is_normalized("NFC", str(_values_bytes(lines), "utf-8"))
+    return unicodedata.is_normalized("NFC", str(values_bytes(lines), "utf-8"))
 
 
-def _values_bytes(values: pa.Array) -> memoryview:
-    """The bytes of all values of a binary or string array, back to back."""
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
+def values_bytes(values: pa.Array) -> memoryview:
+    """The bytes of all values of a binary or string array (large or not), back to back."""
+    wide = pa.types.is_large_string(values.type) or pa.types.is_large_binary(values.type)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64 if wide else np.int32)
     offsets = offsets[values.offset : values.offset + len(values) + 1]
     return memoryview(values.buffers()[2])[offsets[0] : offsets[-1]]
 
@@ -496,22 +498,6 @@ def attribute_json(frame: pd.DataFrame, fields: list[str], rows: np.ndarray) -> 
 
 #: Well-known binary geometry type codes, and the EWKB flag of an SRID.
 _POLYGON, _MULTIPOLYGON, _EWKB_SRID = 3, 6, 0x20000000
-
-
-def fixed_width(records: np.ndarray) -> pa.BinaryArray:
-    """The bytes of each element of ``records`` (any fixed-size dtype) as a binary array."""
-    records = np.ascontiguousarray(records)
-    buffer = pa.py_buffer(records.view(np.uint8).reshape(-1))
-    width = pa.binary(records.dtype.itemsize)
-    return pa.FixedSizeBinaryArray.from_buffers(width, len(records), [None, buffer]).cast(
-        pa.binary()
-    )
-
-
-def length_prefix(values: pa.Array) -> pa.BinaryArray:
-    """The byte length of each value: 4 bytes, big-endian, -1 when the value is missing."""
-    lengths = pc.fill_null(pc.binary_length(values), -1).to_numpy(zero_copy_only=False)
-    return fixed_width(lengths.astype(">i4"))
 
 
 def joined(parts: list[pa.Array]) -> pa.BinaryArray:

@@ -10,6 +10,7 @@ import pyarrow as pa
 from landpipe.schemas.findings import Finding
 from landpipe.sources import text
 from landpipe.sources.files import Source, choose_layer, read_records
+from landpipe.sources.records import RecordDigests
 
 #: Drivers whose text has no encoding of its own and is read as raw bytes.
 _BYTE_TEXT_DRIVERS = {"ESRI Shapefile"}
@@ -21,7 +22,8 @@ class RawLayer:
 
     ``records``: the same records as GDAL handed them over (one row per row of ``frame``),
     whose hashes tell a re-delivered record from the one loaded before; None for parcels
-    built from linework, which are no delivered records.
+    built from linework, which are no delivered records. ``digests``: theirs, under way since
+    the records were read.
     """
 
     layer: str
@@ -30,24 +32,28 @@ class RawLayer:
     findings: list[Finding] = field(default_factory=list)
     linework: bool = False
     records: pa.Table | None = None
+    digests: RecordDigests | None = None
 
 
 def _read_decoded(
-    source: Source, layer: str, encoding: str | None
-) -> tuple[gpd.GeoDataFrame, text.TextDecision, list[Finding], pa.Table]:
+    source: Source, layer: str, encoding: str | None, *, digested: bool = False
+) -> tuple[gpd.GeoDataFrame, text.TextDecision, list[Finding], pa.Table, RecordDigests | None]:
     """Read ``layer`` with its text decoded to NFC: the frame, the text decision, the
-    ``ATTR_ENCODING`` findings on its text and the records as read."""
+    ``ATTR_ENCODING`` findings on its text, the records as read and, if ``digested``, their
+    digests under way (started before the text is decoded)."""
     if source.driver in _BYTE_TEXT_DRIVERS:
         decision = text.decide(source, layer, encoding)
         frame, findings, records = text.read_dbf_layer(source, layer, decision)
+        digests = RecordDigests(records) if digested else None
     else:
         decision = text.TextDecision(
             text.parse_option(encoding) if encoding else "utf-8",
             "option" if encoding else "format",
         )
         frame, records = read_records(source, layer)
+        digests = RecordDigests(records) if digested else None
         frame, findings = text.nfc_checked(frame, decision)
-    return frame, decision, findings, records
+    return frame, decision, findings, records, digests
 
 
 def read_parcel_layer(
@@ -64,9 +70,11 @@ def read_parcel_layer(
     lines and label texts (``sources/linework.py``); the result has canonical column names.
     """
     chosen = choose_layer(source, layer)
-    frame, decision, findings, records = _read_decoded(source, chosen.name, encoding)
+    frame, decision, findings, records, digests = _read_decoded(
+        source, chosen.name, encoding, digested=not chosen.linework
+    )
     if not chosen.linework:
-        return RawLayer(chosen.name, frame, decision, findings, records=records)
+        return RawLayer(chosen.name, frame, decision, findings, records=records, digests=digests)
     from landpipe.sources import linework
 
     for finding in findings:  # rows of the drawing, not parcels: keep the row in the detail
@@ -74,7 +82,7 @@ def read_parcel_layer(
         finding.source_row = None
     labels = None
     if chosen.labels is not None:
-        labels, _, _, _ = _read_decoded(source, chosen.labels, encoding)
+        labels, _, _, _, _ = _read_decoded(source, chosen.labels, encoding)
     parcels, drawn = linework.read_linework(
         frame, labels=labels, driver=source.driver, commune_code=commune_code, sheet_no=sheet_no
     )

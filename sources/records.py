@@ -1,7 +1,8 @@
 """Record hashes: tell a re-delivered record from the one loaded before without decoding it.
 
 A survey delivery is mostly re-delivered as it was. Each delivered record (every field as GDAL
-hands it over, and the geometry's WKB) is hashed, keyed by the *reading context*: everything
+hands it over, and the geometry's WKB) is digested (:func:`landpipe.arrowbytes.record_digests`)
+and the digest keyed by the *reading context*: everything
 else that decides which parcel landpipe makes of the record (the layer's fields and their
 types, how GDAL read them, the text encoding, the field mapping, the CRS and its
 transformation, the options filling keys and scale, and :data:`READING_VERSION`; see
@@ -11,31 +12,48 @@ current version makes the same parcel, so it is unchanged, whatever its content.
 record is compared by content (``content_hash``), as before; record hashes only spare that
 work. A parcel whose geometry validation repaired keeps none: its record makes it only
 through the repair.
+
+A record's hash is its digest (SHA-256 of the framed record, cut to 16 bytes) XOR the
+context's (cut alike). The digests need no context, so a large delivery's are made in a child
+process as soon as its records are read, while this process decodes them
+(:class:`RecordDigests`). Two records read under different contexts share a hash only if
+their digests differ by exactly the difference of the contexts' digests: finding such a pair
+is as hard as a collision of the cut digest.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import weakref
 from collections.abc import Mapping
 from hashlib import sha256
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from landpipe.sources.fields import fixed_width, length_prefix
+from landpipe.arrowbytes import DIGEST_BYTES, record_digests
+
+log = logging.getLogger(__name__)
 
 #: Bump when landpipe makes a different parcel of the same record under the same context
-#: (a change in field mapping, text or geometry handling): record hashes made before then no
-#: longer match, and each re-delivered record is compared by content once more.
-READING_VERSION = 1
+#: (a change in field mapping, text or geometry handling), or hashes records otherwise:
+#: record hashes made before then no longer match, and each re-delivered record is compared
+#: by content once more. 2: digests XOR the context's, made in a child process.
+READING_VERSION = 2
 
 #: Bytes of a record hash.
-RECORD_HASH_BYTES = 16
+RECORD_HASH_BYTES = DIGEST_BYTES
 
-#: Records hashed at a time: the framed records of a chunk stay in the CPU's caches.
-_CHUNK = 100_000
+#: Records from which on the digests are made in a child process: below, starting one
+#: costs more than it spares (about 1.3 s of digests per million records).
+CHILD_MIN_RECORDS = 100_000
 
 
 def reading_context(parts: Mapping[str, Any]) -> bytes:
@@ -47,96 +65,108 @@ def reading_context(parts: Mapping[str, Any]) -> bytes:
     return sha256(text).digest()
 
 
-def record_hashes(records: pa.Table, context: bytes) -> np.ndarray:
-    """The hash of each record of ``records`` under ``context``: an (n, 16) ``uint8`` array.
+def record_hashes(
+    records: pa.Table, context: bytes, digests: RecordDigests | None = None
+) -> np.ndarray:
+    """The hash of each record of ``records`` under ``context``: an (n, 16) ``uint8`` array,
+    each record's digest XOR the context's (see the module). ``digests``: the records'
+    digests, under way (made here when not given)."""
+    made = digests.result() if digests is not None else record_digests(records)
+    key = np.frombuffer(context[:RECORD_HASH_BYTES], dtype=np.uint8)
+    return np.bitwise_xor(made, key)
 
-    The record's fixed-width fields (numbers, dates) come first, each as its byte length and
-    bytes (-1 when missing), then the others (text, geometry) framed the same way, so that
-    records concatenate without ambiguity; SHA-256 of the context and the record, cut to 16
-    bytes.
+
+class RecordDigests:
+    """The digests of a table's records (:func:`landpipe.arrowbytes.record_digests`), made in a
+    child process while this one goes on when the table is large; else, or when the child
+    fails, made here when asked for.
+
+    The records go to the child as an Arrow IPC file in shared memory (``/dev/shm``) where it
+    has room, else in the temporary folder. The child and its files go when the digests are
+    taken, or with this object.
     """
-    key = pa.scalar(context, pa.binary())
-    digests: list[bytes] = []
-    for batch in records.to_batches(max_chunksize=_CHUNK):  # as read: no copy
-        framed = _frames(batch, key).to_numpy(zero_copy_only=False)
-        digests.extend([sha256(value).digest() for value in framed])
-    whole = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
-    return np.ascontiguousarray(whole[:, :RECORD_HASH_BYTES])
+
+    def __init__(self, records: pa.Table, *, child: bool | None = None) -> None:
+        self.records = records
+        self._digests: np.ndarray | None = None
+        self._child: subprocess.Popen | None = None
+        self._folder: Path | None = None
+        self._done: weakref.finalize | None = None
+        if child is None:
+            child = records.num_rows >= CHILD_MIN_RECORDS
+        if child:
+            folder = Path(tempfile.mkdtemp(prefix="landpipe-digests-", dir=_scratch(records)))
+            try:
+                self._child = _start(records, folder)
+            except OSError as err:  # no room, no process: made here instead
+                log.warning("record digests made in this process: %s", err)
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                self._folder = folder
+                self._done = weakref.finalize(self, _end, self._child, folder)
+
+    @property
+    def in_child(self) -> bool:
+        """Whether a child process makes the digests (or made them)."""
+        return self._child is not None
+
+    def result(self) -> np.ndarray:
+        """The digests: an (n, 16) ``uint8`` array, one row per record."""
+        if self._digests is None:
+            made = self._from_child() if self._child is not None else None
+            self._digests = made if made is not None else record_digests(self.records)
+        return self._digests
+
+    def _from_child(self) -> np.ndarray | None:
+        assert self._child is not None and self._done is not None
+        try:
+            code = self._child.wait()
+            target = self._folder / "digests"
+            expected = self.records.num_rows * RECORD_HASH_BYTES
+            if code == 0 and target.is_file() and target.stat().st_size == expected:
+                made = np.fromfile(target, dtype=np.uint8)
+                return made.reshape(self.records.num_rows, RECORD_HASH_BYTES)
+            errors = (self._folder / "errors").read_text(errors="replace").strip()
+            log.warning(
+                "record digests made in this process: the child process ended with %s: %s",
+                code,
+                errors[-2000:],
+            )
+            return None
+        finally:
+            self._done()
 
 
-def _frames(part: pa.RecordBatch, key: pa.Scalar) -> pa.BinaryArray:
-    """The context, then each record of ``part`` framed (see :func:`record_hashes`)."""
-    columns = [_plain(column) for column in part.columns]
-    fixed = [c for c in columns if _fixed_width(c.type)]
-    framed = [key, _fixed_block(fixed, part.num_rows)] if fixed else [key]
-    for column in columns:
-        if not _fixed_width(column.type):
-            framed.extend(_framed(column))
-    return pc.binary_join_element_wise(*framed, b"", null_handling="replace", null_replacement=b"")
+def _scratch(records: pa.Table) -> str | None:
+    """Shared memory if it has room for the records twice over, else the temporary folder."""
+    shm = Path("/dev/shm")
+    try:
+        if shm.is_dir() and shutil.disk_usage(shm).free > 2 * records.nbytes:
+            return str(shm)
+    except OSError:
+        pass
+    return None
 
 
-def _plain(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """One array of a plain type: chunks combined, dictionaries decoded, extension types
-    (geoarrow.wkb, when registered) as their storage, booleans as bytes."""
-    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if isinstance(values.type, pa.ExtensionType):
-        values = values.storage
-    if pa.types.is_dictionary(values.type):
-        values = values.dictionary_decode()
-    if pa.types.is_boolean(values.type):
-        values = values.cast(pa.int8())
-    return values
+def _start(records: pa.Table, folder: Path) -> subprocess.Popen:
+    """``python -m landpipe.arrowbytes`` on ``records``, written into ``folder``."""
+    source = folder / "records.arrow"
+    with pa.OSFile(str(source), "wb") as sink, pa.ipc.new_file(sink, records.schema) as writer:
+        writer.write_table(records)
+    with open(folder / "errors", "wb") as errors:
+        # -P: the landpipe installed, never a folder of that name where the load runs.
+        command = [sys.executable, "-P", "-m", "landpipe.arrowbytes", str(source)]
+        return subprocess.Popen(
+            [*command, str(folder / "digests")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
 
 
-def _fixed_width(kind: pa.DataType) -> bool:
-    return pa.types.is_primitive(kind) and kind.bit_width % 8 == 0
-
-
-def _fixed_block(columns: list[pa.Array], n: int) -> pa.BinaryArray:
-    """The fixed-width columns of each record as one value: per column, its byte length
-    (4 bytes, big-endian; -1 when missing) and its bytes as Arrow holds them (zeros when
-    missing)."""
-    widths = [c.type.bit_width // 8 for c in columns]
-    record = np.zeros(
-        n,
-        dtype=[
-            item for i, w in enumerate(widths) for item in ((f"l{i}", ">i4"), (f"v{i}", "u1", w))
-        ],
-    )
-    for i, (values, width) in enumerate(zip(columns, widths, strict=True)):
-        raw = np.frombuffer(values.buffers()[1], dtype=np.uint8)
-        record[f"v{i}"] = raw[values.offset * width : (values.offset + n) * width].reshape(n, width)
-        record[f"l{i}"] = width
-        if values.null_count:
-            missing = ~values.is_valid().to_numpy(zero_copy_only=False)
-            record[f"l{i}"][missing] = -1
-            record[f"v{i}"][missing] = 0
-    return fixed_width(record)
-
-
-def _framed(values: pa.Array) -> list[pa.Array]:
-    """A column of variable width as [lengths, bytes]: text and binary as they are, anything
-    else as text."""
-    kind = values.type
-    if pa.types.is_large_string(kind) or pa.types.is_large_binary(kind):
-        values = values.cast(pa.large_binary()).cast(pa.binary())
-    elif pa.types.is_string(kind):
-        values = values.view(pa.binary())
-    elif not pa.types.is_binary(kind):
-        text = pc.cast(values, pa.string()) if _castable(kind) else _as_json(values)
-        values = text.view(pa.binary())
-    return [length_prefix(values), values]
-
-
-def _castable(kind: pa.DataType) -> bool:
-    return pa.types.is_decimal(kind) or pa.types.is_temporal(kind)
-
-
-def _as_json(values: pa.Array) -> pa.StringArray:
-    return pa.array(
-        [
-            None if v is None else json.dumps(v, sort_keys=True, default=str)
-            for v in values.to_pylist()
-        ],
-        pa.string(),
-    )
+def _end(child: subprocess.Popen, folder: Path) -> None:
+    """Stop ``child`` if it still runs, and remove its files."""
+    if child.poll() is None:
+        child.kill()
+        child.wait()
+    shutil.rmtree(folder, ignore_errors=True)

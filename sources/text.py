@@ -23,7 +23,7 @@ from landpipe import schemas
 from landpipe.errors import SourceError
 from landpipe.schemas.findings import Finding
 from landpipe.sources import encoding as codecs
-from landpipe.sources.fields import is_nfc
+from landpipe.sources.fields import is_nfc, values_bytes
 from landpipe.sources.files import Source, declared_encoding, read_records, sample_text
 
 #: Names a .cpg or --encoding may use, normalised to landpipe's encodings.
@@ -161,42 +161,66 @@ def _only_strings(column: pd.Series) -> bool:
 _PROBE = 1000
 
 
-@dataclass(frozen=True)
 class _TextColumn:
     """A text column as Python strings and, per record, the index of its text among them (-1
     when missing). Values that repeat (communes, land uses, owners) are listed, converted and
     checked once each; where they hardly repeat (addresses), each record's text is listed.
-    ``plausible``: every text is of plausible characters only."""
+    ``plausible``: every text is of plausible characters only.
 
-    texts: list[str]
-    codes: np.ndarray
-    plausible: bool
+    A column of Arrow strings of plausible characters only is NFC already and stays as it is
+    (``kept``): its texts are listed only if a check asks for them, which one that finds its
+    sample plausible does not.
+    """
+
+    def __init__(
+        self,
+        column: pd.Series,
+        texts: list[str] | None,
+        codes: np.ndarray | None,
+        plausible: bool,
+    ) -> None:
+        self.column = column
+        self.kept = texts is None
+        self._texts, self._codes = texts, codes
+        self.plausible = plausible
 
     @classmethod
     def of(cls, column: pd.Series, *, normalise: bool = False) -> _TextColumn:
         """The values of ``column`` (NFC-normalised if ``normalise``)."""
-        probe = column.iloc[:_PROBE]
-        if probe.nunique() < 0.9 * probe.count():  # values repeat: list each once
-            codes, distinct = pd.factorize(column, use_na_sentinel=True)
-            texts = distinct.tolist()
-        else:  # factorizing would find little to share
-            present = column.notna().to_numpy()
-            texts = column[present].tolist()
-            codes = np.where(present, np.cumsum(present) - 1, -1)
+        if _arrow_plausible(column):
+            return cls(column, None, None, True)
+        texts, codes = _listed(column)
         plausible = _all_plausible(texts)
         # Text of plausible characters only is NFC already (see _PLAUSIBLE).
         if normalise and not plausible and not is_nfc(texts):
             texts = [unicodedata.normalize("NFC", text) for text in texts]
             plausible = _all_plausible(texts)
-        return cls(texts, codes, plausible)
+        return cls(column, texts, codes, plausible)
+
+    @property
+    def texts(self) -> list[str]:
+        if self._texts is None:
+            self._texts, self._codes = _listed(self.column)
+        return self._texts
+
+    @property
+    def codes(self) -> np.ndarray:
+        if self._codes is None:
+            self._texts, self._codes = _listed(self.column)
+        return self._codes
 
     def series(self, index: pd.Index) -> pd.Series:
-        """The records' values as Python strings (None for missing) in an object column."""
+        """The records' values: a kept column as it is; else Python strings (None for
+        missing) in an object column."""
+        if self.kept:
+            return self.column
         lookup = np.array([*self.texts, None], dtype=object)  # code -1 picks the None
         return pd.Series(lookup[self.codes], index=index, dtype=object)
 
     def sample(self, stride: int) -> list[str]:
         """The values of every ``stride``-th record, skipping missing ones."""
+        if self.kept:
+            return self.column.iloc[::stride].dropna().tolist()
         return [self.texts[code] for code in self.codes[::stride].tolist() if code >= 0]
 
     def rows(self, which: list[int]) -> np.ndarray:
@@ -204,6 +228,34 @@ class _TextColumn:
         chosen = np.zeros(len(self.texts) + 1, dtype=bool)
         chosen[which] = True
         return np.flatnonzero(chosen[self.codes])
+
+
+def _listed(column: pd.Series) -> tuple[list[str], np.ndarray]:
+    """The texts of ``column`` and each record's index among them (-1 when missing): each
+    distinct text once where values repeat, else each record's."""
+    probe = column.iloc[:_PROBE]
+    if probe.nunique() < 0.9 * probe.count():  # values repeat: list each once
+        codes, distinct = pd.factorize(column, use_na_sentinel=True)
+        return distinct.tolist(), codes
+    present = column.notna().to_numpy()  # factorizing would find little to share
+    return column[present].tolist(), np.where(present, np.cumsum(present) - 1, -1)
+
+
+def _arrow_plausible(column: pd.Series) -> bool:
+    """Whether ``column`` holds Arrow strings of plausible characters only: one regex pass
+    over each chunk's text bytes, no Python string per record. (Bytes that are no UTF-8 are
+    left to the listing, which fails on them as it did.)"""
+    if not isinstance(column.array, pd.arrays.ArrowStringArray):
+        return False
+    values = pa.array(column.array)
+    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+        try:
+            text = str(values_bytes(chunk), "utf-8")
+        except UnicodeDecodeError:
+            return False
+        if _ALL_PLAUSIBLE.fullmatch(text) is None:
+            return False
+    return True
 
 
 def nfc(frame):

@@ -519,16 +519,16 @@ def test_a_load_that_began_before_another_of_its_commune_dates_its_changes_after
     load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
     late = read_delivery(write(tmp_path, [record(i, TenChu="Chủ B") for i in range(6)], "b.gpkg"))
     began, other_done = threading.Event(), threading.Event()
-    lock_commune = loader.lock_commune
+    lock_communes = loader.lock_communes
 
-    def held_up(conn, code):
+    def held_up(conn, codes):
         if threading.current_thread().name == "late":
             conn.execute("SELECT now()")  # its transaction has begun
             began.set()
             assert other_done.wait(timeout=60)
-        lock_commune(conn, code)
+        lock_communes(conn, codes)
 
-    monkeypatch.setattr(loader, "lock_commune", held_up)
+    monkeypatch.setattr(loader, "lock_communes", held_up)
     outcome = {}
 
     def run_late():
