@@ -812,7 +812,8 @@ def _record_lineage(conn, batch_id: int, retired: np.ndarray) -> None:
         SELECT r.id, n.id, %(batch)s, round(shared.area::numeric, 1)
         FROM land.parcel_version r
         JOIN land.parcel_version n
-          ON n.batch_id = %(batch)s AND n.change = 'added' AND n.geom && r.geom
+          ON n.batch_id = %(batch)s AND n.change = 'added' AND n.valid_to IS NULL
+         AND n.geom && r.geom
         CROSS JOIN LATERAL (SELECT ST_Area(ST_Intersection(r.geom, n.geom)) AS area) shared
         WHERE r.id = ANY(%(retired)s)
           AND shared.area > %(min_area)s

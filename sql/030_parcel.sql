@@ -25,12 +25,15 @@ CREATE TABLE IF NOT EXISTS land.parcel_version (
     CHECK (valid_to IS NULL OR valid_to >= valid_from),
     CHECK ((valid_to IS NULL) = (retired_batch_id IS NULL))
 );
--- One current version per key.
-CREATE UNIQUE INDEX IF NOT EXISTS parcel_version_current_key
-    ON land.parcel_version (commune_code, sheet_no, parcel_no) WHERE valid_to IS NULL;
 CREATE INDEX IF NOT EXISTS parcel_version_key_idx
     ON land.parcel_version (commune_code, sheet_no, parcel_no, valid_from);
-CREATE INDEX IF NOT EXISTS parcel_version_geom_idx ON land.parcel_version USING gist (geom);
+-- Where the current parcels are (land.parcel, the loads' neighbours): closing a version
+-- then adds no entry to it, which made a re-delivery's closing of 10,000 versions take 0.7 s
+-- instead of 0.2 s. A search by location among earlier versions scans them (look such a
+-- version up by its key instead). Registers created before had one over every version.
+CREATE INDEX IF NOT EXISTS parcel_version_current_geom_idx ON land.parcel_version
+    USING gist (geom) WHERE valid_to IS NULL;
+DROP INDEX IF EXISTS land.parcel_version_geom_idx;
 CREATE INDEX IF NOT EXISTS parcel_version_batch_idx ON land.parcel_version (batch_id);
 -- Owners are searched for by part of a name (a LIKE pattern that starts with a wildcard), which no b-tree
 -- serves: a scan of the current parcels takes ~0.3 s per million. The b-tree on
@@ -43,6 +46,14 @@ ALTER TABLE land.parcel_version ADD COLUMN IF NOT EXISTS content_hash bytea;
 COMMENT ON COLUMN land.parcel_version.content_hash IS 'land.parcel_content_hash of the version, where the loader stored it (later loads do; a first load leaves it to the function): a re-delivered parcel with the same content is unchanged';
 -- Registers created before versions carried the hash of the record they were loaded from.
 ALTER TABLE land.parcel_version ADD COLUMN IF NOT EXISTS record_hash bytea;
+-- One current version per key. It carries the version and its record hash, so that a load
+-- reads what the register holds of a delivery's sheets from the index alone (0.4 s instead
+-- of 0.8 s for a million parcels); registers created before had it without them, by the name
+-- parcel_version_current_key.
+CREATE UNIQUE INDEX IF NOT EXISTS parcel_version_current
+    ON land.parcel_version (commune_code, sheet_no, parcel_no) INCLUDE (id, record_hash)
+    WHERE valid_to IS NULL;
+DROP INDEX IF EXISTS land.parcel_version_current_key;
 COMMENT ON COLUMN land.parcel_version.record_hash IS 'Hash of the delivered record the version was made of, keyed by how it was read (landpipe.sources.records): a re-delivered record with the same hash makes the same parcel';
 
 -- A value with its length before it (4 bytes, big-endian; -1 for NULL), so that values
@@ -51,6 +62,25 @@ CREATE OR REPLACE FUNCTION land.length_prefixed(value bytea)
 RETURNS bytea
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN value IS NULL THEN int4send(-1) ELSE int4send(length(value)) || value END
+$$;
+
+-- Land-use codes as land.parcel_content_hash frames them: how many (4 bytes), then each
+-- length-prefixed. A loop over a parcel's few codes costs less than a subquery per call,
+-- which also kept the function below from being inlined into the queries calling it.
+CREATE OR REPLACE FUNCTION land.codes_framed(codes text[])
+RETURNS bytea
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    framed bytea := int4send(coalesce(cardinality(codes), 0));
+    code text;
+BEGIN
+    IF codes IS NOT NULL THEN
+        FOREACH code IN ARRAY codes LOOP
+            framed := framed || land.length_prefixed(convert_to(code, 'UTF8'));
+        END LOOP;
+    END IF;
+    RETURN framed;
+END
 $$;
 
 -- SHA-256 of what makes a re-delivered parcel changed: its geometry (WKB, little-endian),
@@ -65,10 +95,7 @@ RETURNS bytea
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT sha256(
         land.length_prefixed(ST_AsBinary(geom, 'NDR'))
-        || int4send(coalesce(cardinality(land_use_codes), 0))
-        || coalesce((SELECT string_agg(land.length_prefixed(convert_to(c.code, 'UTF8')),
-                                       ''::bytea ORDER BY c.i)
-                     FROM unnest(land_use_codes) WITH ORDINALITY AS c(code, i)), ''::bytea)
+        || land.codes_framed(land_use_codes)
         || CASE WHEN declared_area_m2 IS NULL THEN int4send(-1)
                 ELSE int4send(8) || int8send((declared_area_m2 * 10)::int8) END
         || CASE WHEN legal_area_m2 IS NULL THEN int4send(-1)
