@@ -197,6 +197,10 @@ class _TextColumn:
             plausible = _all_plausible(texts)
         return cls(column, texts, codes, plausible)
 
+    def __len__(self) -> int:
+        """Records, missing text included."""
+        return len(self.column)
+
     @property
     def texts(self) -> list[str]:
         if self._texts is None:
@@ -309,7 +313,7 @@ def _findings(columns: dict[str, _TextColumn], decision: TextDecision) -> list[F
     threshold = schemas.rules()["ATTR_ENCODING"].params["min_plausibility"]
     findings = []
     for name, column in columns.items():
-        stride = max(1, len(column.codes) // (4 * PLAUSIBILITY_SAMPLE))
+        stride = max(1, len(column) // (4 * PLAUSIBILITY_SAMPLE))
         sample = [v for v in column.sample(stride) if not v.isascii()]
         if sample and sum(map(codecs.plausibility, sample)) / len(sample) < GOOD_COLUMN:
             checked = [i for i, v in enumerate(column.texts) if not v.isascii()]

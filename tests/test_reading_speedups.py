@@ -214,3 +214,34 @@ def test_read_delivery_fingerprints_the_files_it_reads(tmp_path):
     assert delivery.source.sha256 == files.fingerprint(path) != ""
     with pytest.raises(SourceError, match="no such file"):
         read_delivery(tmp_path / "missing.shp")
+
+
+def _vni_read_as_tcvn3(value: str) -> str:
+    """VNI-Windows bytes decoded as TCVN3: mojibake of Vietnamese letters only."""
+    return codecs.decode(codecs.encode(value, "vni"), "tcvn3")
+
+
+@pytest.mark.parametrize("n", [40, 3000])
+def test_arrow_text_of_plausible_characters_is_kept_as_read_and_still_checked(n):
+    """A column of Arrow strings of plausible characters only is NFC already: it is handed
+    on as read, with no Python string per record. Its sample is still read for plausibility,
+    so a column in the wrong encoding whose mojibake is all Vietnamese letters is checked
+    record by record, as the reference does."""
+    rng = random.Random(11)
+    owners: list[str | None] = [rng.choice(NAMES) for _ in range(n)]
+    owners[1] = None
+    garbled = [_vni_read_as_tcvn3(rng.choice(NAMES)) for _ in range(n)]
+    assert all(text._ALL_PLAUSIBLE.fullmatch(v) for v in garbled)
+    frame = gpd.GeoDataFrame(
+        {"TenChu": pd.Series(owners, dtype="str"), "Ghi": pd.Series(garbled, dtype="str")},
+        geometry=[Point(0, 0)] * n,
+    )
+    assert all(text._TextColumn.of(frame[name]).kept for name in ("TenChu", "Ghi"))
+    checked, findings = text.nfc_checked(frame.copy(), UTF8)
+    assert checked["TenChu"].dtype == "str" and checked["TenChu"].equals(frame["TenChu"])
+    reference = _reference_findings(pd.DataFrame({"TenChu": owners, "Ghi": garbled}), UTF8)
+    assert {(f.source_row, f.detail["field"], f.detail["text"]) for f in findings} == reference
+    assert reference and {name for _, name, _ in reference} == {"Ghi"}
+    # A text that is no plausible Vietnamese is not kept: it is listed, and normalised.
+    owners[2] = _nfd(owners[2])
+    assert not text._TextColumn.of(pd.Series(owners, dtype="str"), normalise=True).kept

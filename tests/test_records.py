@@ -150,3 +150,58 @@ def test_decomposed_text_is_stored_composed(kind, tmp_path):
     assert list(read.parcels["owner_name"]) == ["Nguyễn Thị Ánh"] * 5
     assert list(read.parcels["address"]) == ["Thôn Lạc Trị"] * 5
     assert unicodedata.is_normalized("NFC", read.parcels["owner_name"][0])
+
+
+@pytest.mark.parametrize("kind", ["gpkg", "shp"])
+def test_a_child_process_makes_the_digests_made_here(kind, tmp_path, monkeypatch):
+    """Above CHILD_MIN_RECORDS the digests are made by ``python -m landpipe.arrowbytes``
+    while the delivery is decoded: the same hashes as made in this process, and the child's
+    files are gone once they are taken."""
+    from landpipe.arrowbytes import record_digests
+    from landpipe.sources import records
+
+    path = delivery_files.write(kind, delivery_files.truth(n_parcels=60), tmp_path / "a")
+    monkeypatch.setattr(records, "CHILD_MIN_RECORDS", 10**9)
+    here = read_delivery(path)
+    monkeypatch.setattr(records, "CHILD_MIN_RECORDS", 1)
+    there = read_delivery(path)
+    assert not here.digests.in_child and there.digests.in_child
+    folder = there.digests._folder
+    assert folder.is_dir()
+    assert np.array_equal(there.record_hashes, here.record_hashes)
+    assert np.array_equal(there.digests.result(), record_digests(there.records))
+    assert not folder.exists()
+
+
+def test_a_child_that_fails_leaves_the_digests_to_this_process(tmp_path, monkeypatch, caplog):
+    from landpipe.arrowbytes import record_digests
+    from landpipe.sources import records
+
+    path = delivery_files.write("gpkg", delivery_files.truth(n_parcels=30), tmp_path / "a")
+    table = read_delivery(path).records
+    monkeypatch.setattr(records.sys, "executable", "/bin/false")  # starts, then fails
+    digests = records.RecordDigests(table, child=True)
+    assert digests.in_child
+    with caplog.at_level("WARNING", logger=records.__name__):
+        assert np.array_equal(digests.result(), record_digests(table))
+    assert "child process ended with 1" in caplog.text
+    assert not digests._folder.exists()
+
+
+def test_digests_never_taken_stop_their_child_and_remove_its_files(tmp_path, monkeypatch):
+    import gc
+
+    from landpipe.sources import records
+
+    path = delivery_files.write("gpkg", delivery_files.truth(n_parcels=30), tmp_path / "a")
+    table = read_delivery(path).records
+    slow = tmp_path / "slow"
+    slow.write_text("#!/bin/sh\nexec sleep 60\n")
+    slow.chmod(0o755)
+    monkeypatch.setattr(records.sys, "executable", str(slow))  # a child that runs on
+    digests = records.RecordDigests(table, child=True)
+    child, folder = digests._child, digests._folder
+    assert child.poll() is None and folder.is_dir()
+    del digests
+    gc.collect()
+    assert child.poll() is not None and not folder.exists()
