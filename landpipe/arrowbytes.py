@@ -55,8 +55,11 @@ def record_digests(records: pa.Table) -> np.ndarray:
     """
     digests: list[bytes] = []
     for batch in records.to_batches(max_chunksize=_CHUNK):  # as read: no copy
-        framed = frames(batch).to_numpy(zero_copy_only=False)
-        digests.extend([sha256(value).digest() for value in framed])
+        framed = frames(batch)
+        data = memoryview(framed.buffers()[2] or b"")
+        ends = np.frombuffer(framed.buffers()[1], dtype=np.int32)
+        ends = ends[framed.offset : framed.offset + len(framed) + 1].tolist()
+        digests.extend([sha256(data[a:b]).digest() for a, b in zip(ends[:-1], ends[1:])])
     whole = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
     return np.ascontiguousarray(whole[:, :DIGEST_BYTES])
 

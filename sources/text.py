@@ -321,7 +321,7 @@ def _findings(columns: dict[str, _TextColumn], decision: TextDecision) -> list[F
             checked = [] if column.plausible else _suspicious(column.texts)
         texts = [column.texts[i] for i in checked]
         implausible = [checked[i] for i in codecs.undecodable(texts, threshold)]
-        for row in column.rows(implausible).tolist():
+        for row in column.rows(implausible).tolist() if implausible else []:
             text = column.texts[column.codes[row]]
             findings.append(
                 Finding(
