@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 from hashlib import sha256
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ def record_digests(records: pa.Table) -> np.ndarray:
         data = memoryview(framed.buffers()[2] or b"")
         ends = np.frombuffer(framed.buffers()[1], dtype=np.int32)
         ends = ends[framed.offset : framed.offset + len(framed) + 1].tolist()
-        digests.extend([sha256(data[a:b]).digest() for a, b in zip(ends[:-1], ends[1:])])
+        digests.extend([sha256(data[a:b]).digest() for a, b in pairwise(ends)])
     whole = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
     return np.ascontiguousarray(whole[:, :DIGEST_BYTES])
 

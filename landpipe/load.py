@@ -326,16 +326,17 @@ def load(
                 plan = register.plan(conn, current, delivery, validation)
             # The squares around what this load writes, and around the versions it closes (an
             # unchanged parcel is in the register already, for every load around it to see).
-            closed = np.concatenate([plan.previous[plan.changed], plan.retired])
-            lock_area(
-                conn,
-                np.concatenate(
-                    [
-                        np.asarray(validation.parcels.geometry.values[~plan.same], dtype=object),
-                        register.envelopes(conn, closed),
-                    ]
-                ),
-            )
+            # A load into the empty register holds the whole table alone: no other load or
+            # revalidation reads it before this one commits, so it needs no square.
+            if dropped is None:
+                closed = np.concatenate([plan.previous[plan.changed], plan.retired])
+                written = validation.parcels.geometry.values[~plan.same]
+                lock_area(
+                    conn,
+                    np.concatenate(
+                        [np.asarray(written, dtype=object), register.envelopes(conn, closed)]
+                    ),
+                )
             result = _summary(delivery, validation)
             result.batch = _insert_batch(conn, delivery, result, started_at, options or {}, sheets)
             changes = register.merge(

@@ -632,9 +632,11 @@ def _copy_versions(
         copy.write(_COPY_HEADER)
         for start in range(0, len(rows), COPY_CHUNK):
             chunk = rows[start : start + COPY_CHUNK]
+            # Rows one after the other (a first load's) are a slice, not a copy of each column.
+            whole = chunk[-1] - chunk[0] == len(chunk) - 1
             encoded = _version_rows(
                 delivery,
-                parcels.iloc[chunk],
+                parcels.iloc[chunk[0] : chunk[-1] + 1] if whole else parcels.iloc[chunk],
                 plan,
                 chunk,
                 batch_id,

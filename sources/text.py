@@ -224,7 +224,7 @@ class _TextColumn:
     def sample(self, stride: int) -> list[str]:
         """The values of every ``stride``-th record, skipping missing ones."""
         if self.kept:
-            return self.column.iloc[::stride].dropna().tolist()
+            return pa.array(self.column.array)[::stride].drop_null().to_pylist()
         return [self.texts[code] for code in self.codes[::stride].tolist() if code >= 0]
 
     def rows(self, which: list[int]) -> np.ndarray:
