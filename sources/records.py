@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -82,8 +83,9 @@ class RecordDigests:
     fails, made here when asked for.
 
     The records go to the child as an Arrow IPC file in shared memory (``/dev/shm``) where it
-    has room, else in the temporary folder. The child and its files go when the digests are
-    taken, or with this object.
+    has room, else in the temporary folder; the child removes the file once it has it mapped,
+    and hands the digests back on its standard output. What a process killed meanwhile leaves
+    behind (a folder named after it) is removed by the next one that starts a child.
     """
 
     def __init__(self, records: pa.Table, *, child: bool | None = None) -> None:
@@ -95,7 +97,10 @@ class RecordDigests:
         if child is None:
             child = records.num_rows >= CHILD_MIN_RECORDS
         if child:
-            folder = Path(tempfile.mkdtemp(prefix="landpipe-digests-", dir=_scratch(records)))
+            scratch = _scratch(records)
+            _sweep(Path(scratch or tempfile.gettempdir()))
+            prefix = f"{_PREFIX}{os.getpid()}-"
+            folder = Path(tempfile.mkdtemp(prefix=prefix, dir=scratch))
             try:
                 self._child = _start(records, folder)
             except OSError as err:  # no room, no process: made here instead
@@ -120,12 +125,11 @@ class RecordDigests:
     def _from_child(self) -> np.ndarray | None:
         assert self._child is not None and self._done is not None
         try:
+            made = self._child.stdout.read()
             code = self._child.wait()
-            target = self._folder / "digests"
-            expected = self.records.num_rows * RECORD_HASH_BYTES
-            if code == 0 and target.is_file() and target.stat().st_size == expected:
-                made = np.fromfile(target, dtype=np.uint8)
-                return made.reshape(self.records.num_rows, RECORD_HASH_BYTES)
+            n = self.records.num_rows
+            if code == 0 and len(made) == n * RECORD_HASH_BYTES:
+                return np.frombuffer(made, dtype=np.uint8).reshape(n, RECORD_HASH_BYTES)
             errors = (self._folder / "errors").read_text(errors="replace").strip()
             log.warning(
                 "record digests made in this process: the child process ended with %s: %s",
@@ -135,6 +139,10 @@ class RecordDigests:
             return None
         finally:
             self._done()
+
+
+#: Prefix of the folders handing records to a child, followed by the parent's process id.
+_PREFIX = "landpipe-digests-"
 
 
 def _scratch(records: pa.Table) -> str | None:
@@ -148,6 +156,20 @@ def _scratch(records: pa.Table) -> str | None:
     return None
 
 
+def _sweep(scratch: Path) -> None:
+    """Remove the folders of processes that no longer run (killed while a child worked)."""
+    for folder in scratch.glob(f"{_PREFIX}*"):
+        pid = folder.name[len(_PREFIX) :].split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # runs, under another user
+            pass
+
+
 def _start(records: pa.Table, folder: Path) -> subprocess.Popen:
     """``python -m landpipe.arrowbytes`` on ``records``, written into ``folder``."""
     source = folder / "records.arrow"
@@ -155,11 +177,10 @@ def _start(records: pa.Table, folder: Path) -> subprocess.Popen:
         writer.write_table(records)
     with open(folder / "errors", "wb") as errors:
         # -P: the landpipe installed, never a folder of that name where the load runs.
-        command = [sys.executable, "-P", "-m", "landpipe.arrowbytes", str(source)]
         return subprocess.Popen(
-            [*command, str(folder / "digests")],
+            [sys.executable, "-P", "-m", "landpipe.arrowbytes", str(source)],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=errors,
         )
 
@@ -169,4 +190,6 @@ def _end(child: subprocess.Popen, folder: Path) -> None:
     if child.poll() is None:
         child.kill()
         child.wait()
+    if child.stdout is not None:
+        child.stdout.close()
     shutil.rmtree(folder, ignore_errors=True)

@@ -205,3 +205,23 @@ def test_digests_never_taken_stop_their_child_and_remove_its_files(tmp_path, mon
     del digests
     gc.collect()
     assert child.poll() is not None and not folder.exists()
+
+
+def test_folders_of_processes_that_ended_are_swept(tmp_path):
+    """A process killed while its child made digests leaves its folder behind: the next
+    process that starts a child removes it, and leaves those of running processes alone."""
+    import os
+    import subprocess
+
+    from landpipe.sources import records
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    gone = tmp_path / f"{records._PREFIX}{ended.pid}-abc"
+    mine = tmp_path / f"{records._PREFIX}{os.getpid()}-def"
+    other = tmp_path / "unrelated"
+    for folder in (gone, mine, other):
+        folder.mkdir()
+        (folder / "records.arrow").write_bytes(b"x")
+    records._sweep(tmp_path)
+    assert not gone.exists() and mine.is_dir() and other.is_dir()
