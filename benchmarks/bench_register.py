@@ -47,11 +47,15 @@ from landpipe.validate import validate
 
 #: Steps inside a load, timed where they are called: (module, function, label).
 _LOAD_STEPS = (
+    (loader, "lock_communes", "  commune locks"),
     (register, "take_empty_register", "  drop indexes (empty register)"),
     (register, "registered", "  current versions (key, hash)"),
+    (register, "plan", "  plan (compare with the current versions)"),
+    (loader, "lock_area", "  area locks"),
     (register, "merge", "  close + hash + COPY new versions"),
     (register, "rebuild", "  build indexes, keys, ANALYZE"),
     (loader, "_against_register", "  topology against the register"),
+    (loader, "_close_superseded", "  close superseded findings"),
     (loader, "_copy_findings", "  findings COPY"),
     (loader, "_copy_rejected", "  rejected records COPY"),
 )

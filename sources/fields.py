@@ -277,7 +277,7 @@ def text_column(values: pd.Series, *, nfc: bool = False) -> pd.Series | list[str
     if not len(values) or not (values.dtype == object or pd.api.types.is_string_dtype(values)):
         return series_to_text(values)
     try:
-        texts = pa.array(values, type=pa.string(), from_pandas=True)
+        texts = _one_chunk(pa.array(values, type=pa.string(), from_pandas=True))
     except (pa.ArrowInvalid, pa.ArrowTypeError):  # numbers among the texts
         return series_to_text(values)
     if texts.null_count == len(texts):
@@ -598,8 +598,13 @@ def _multipolygon_wkb(geometry: shapely.Geometry | None, srid: int | None) -> by
 def text_arrow(values: pd.Series | list) -> pa.StringArray:
     """Text values as an Arrow array; anything that is not a string is missing."""
     if isinstance(values, pd.Series) and pd.api.types.is_string_dtype(values):
-        return pa.array(values, type=pa.string(), from_pandas=True)
+        return _one_chunk(pa.array(values, type=pa.string(), from_pandas=True))
     return pa.array([v if isinstance(v, str) else None for v in values], type=pa.string())
+
+
+def _one_chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """An Arrow column of pandas (read in batches, or sliced across them) as one array."""
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def land_use_arrow(values: pd.Series | np.ndarray) -> pa.ListArray:
