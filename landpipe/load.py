@@ -107,7 +107,7 @@ def lock_communes(conn, commune_codes: list[str]) -> None:
 
     Loads and revalidations of one commune take it, so they run one after the other; work on
     different communes runs side by side. Every load takes its locks in the same order, so
-    two loads never wait for each other. One statement makes one round trip, however many
+    two loads never deadlock over them. One statement makes one round trip, however many
     the communes, which a load waits for no longer than it must while its background checks
     hold the interpreter. ``conn`` is a psycopg connection in a transaction.
     """

@@ -43,8 +43,9 @@ def _read_decoded(
     digests under way (started before the text is decoded)."""
     if source.driver in _BYTE_TEXT_DRIVERS:
         decision = text.decide(source, layer, encoding)
-        frame, findings, records = text.read_dbf_layer(source, layer, decision)
-        digests = RecordDigests(records) if digested else None
+        frame, findings, records, digests = text.read_dbf_layer(
+            source, layer, decision, digested=digested
+        )
     else:
         decision = text.TextDecision(
             text.parse_option(encoding) if encoding else "utf-8",

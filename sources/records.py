@@ -23,6 +23,7 @@ is as hard as a collision of the cut digest.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from landpipe import arrowbytes
 from landpipe.arrowbytes import DIGEST_BYTES, record_digests
 
 log = logging.getLogger(__name__)
@@ -82,10 +84,12 @@ class RecordDigests:
     child process while this one goes on when the table is large; else, or when the child
     fails, made here when asked for.
 
-    The records go to the child as an Arrow IPC file in shared memory (``/dev/shm``) where it
-    has room, else in the temporary folder; the child removes the file once it has it mapped,
-    and hands the digests back on its standard output. What a process killed meanwhile leaves
-    behind (a folder named after it) is removed by the next one that starts a child.
+    The records go to the child as an Arrow IPC file in shared memory (``/dev/shm``), only
+    where it and the machine's memory have room for them; the child removes the file once it
+    has it mapped, and hands the digests back on its standard output. The parent holds a lock
+    on its folder while it lives: a folder whose lock is free is what a process killed
+    meanwhile left behind, and the next child's start removes it (a process id would not do:
+    containers sharing ``/dev/shm`` each have their own).
     """
 
     def __init__(self, records: pa.Table, *, child: bool | None = None) -> None:
@@ -96,24 +100,29 @@ class RecordDigests:
         self._done: weakref.finalize | None = None
         if child is None:
             child = records.num_rows >= CHILD_MIN_RECORDS
-        if child:
-            scratch = _scratch(records)
-            _sweep(Path(scratch or tempfile.gettempdir()))
-            prefix = f"{_PREFIX}{os.getpid()}-"
-            folder = Path(tempfile.mkdtemp(prefix=prefix, dir=scratch))
-            try:
-                self._child = _start(records, folder)
-            except OSError as err:  # no room, no process: made here instead
-                log.warning("record digests made in this process: %s", err)
-                shutil.rmtree(folder, ignore_errors=True)
-            else:
-                self._folder = folder
-                self._done = weakref.finalize(self, _end, self._child, folder)
+        scratch = _scratch(records) if child else None
+        if scratch is None:
+            return
+        _sweep(scratch)
+        folder = lock = None
+        try:
+            folder = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=scratch))
+            lock = _locked(folder)
+            self._child = _start(records, folder)
+        except Exception as err:  # no room, no process, a table IPC cannot write: made here
+            log.warning("record digests made in this process: %s", err)
+            _end(None, folder, lock)
+        except BaseException:
+            _end(None, folder, lock)
+            raise
+        else:
+            self._folder = folder
+            self._done = weakref.finalize(self, _end, self._child, folder, lock)
 
     @property
     def in_child(self) -> bool:
         """Whether a child process makes the digests (or made them)."""
-        return self._child is not None
+        return self._folder is not None
 
     def result(self) -> np.ndarray:
         """The digests: an (n, 16) ``uint8`` array, one row per record."""
@@ -123,73 +132,106 @@ class RecordDigests:
         return self._digests
 
     def _from_child(self) -> np.ndarray | None:
-        assert self._child is not None and self._done is not None
+        """The child's digests, or None (logged) if it failed; the child and its files go."""
+        assert self._child is not None and self._done is not None and self._folder is not None
+        n = self.records.num_rows
         try:
-            made = self._child.stdout.read()
-            code = self._child.wait()
-            n = self.records.num_rows
-            if code == 0 and len(made) == n * RECORD_HASH_BYTES:
+            timeout = CHILD_TIMEOUT_S + CHILD_TIMEOUT_S * n / 1_000_000
+            made, _ = self._child.communicate(timeout=timeout)
+            if self._child.returncode == 0 and len(made) == n * RECORD_HASH_BYTES:
                 return np.frombuffer(made, dtype=np.uint8).reshape(n, RECORD_HASH_BYTES)
             errors = (self._folder / "errors").read_text(errors="replace").strip()
-            log.warning(
-                "record digests made in this process: the child process ended with %s: %s",
-                code,
-                errors[-2000:],
-            )
-            return None
+            why = f"the child process ended with {self._child.returncode}: {errors[-2000:]}"
+        except (OSError, ValueError, subprocess.TimeoutExpired) as err:
+            why = f"the child process failed: {err!r}"
         finally:
             self._done()
+            self._child = None
+        log.warning("record digests made in this process: %s", why)
+        return None
+
+    def __getstate__(self) -> dict:
+        """Pickled with its digests made (a child process and its lock stay here)."""
+        return {"records": self.records, "digests": self.result()}
+
+    def __setstate__(self, state: dict) -> None:
+        self.records, self._digests = state["records"], state["digests"]
+        self._child = self._folder = self._done = None
 
 
-#: Prefix of the folders handing records to a child, followed by the parent's process id.
+#: Seconds a child may take to digest records, and as many again per million records.
+CHILD_TIMEOUT_S = 60.0
+
+#: Prefix of the folders handing records to a child.
 _PREFIX = "landpipe-digests-"
+_SHM = Path("/dev/shm")
 
 
-def _scratch(records: pa.Table) -> str | None:
-    """Shared memory if it has room for the records twice over, else the temporary folder."""
-    shm = Path("/dev/shm")
+def _scratch(records: pa.Table) -> Path | None:
+    """Shared memory, if it and the machine's free memory have room for the records twice
+    over; else None: written to disk, the records would cost more than the child spares."""
+    needed = 2 * records.nbytes
     try:
-        if shm.is_dir() and shutil.disk_usage(shm).free > 2 * records.nbytes:
-            return str(shm)
-    except OSError:
-        pass
-    return None
+        if not (_SHM.is_dir() and shutil.disk_usage(_SHM).free > needed):
+            return None
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            fields = dict(line.split(":", 1) for line in meminfo)
+        available = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    return _SHM if available > needed else None
+
+
+def _locked(folder: Path) -> int:
+    """A lock on ``folder`` held by this process until :func:`_end` (or its death)."""
+    descriptor = os.open(folder / "lock", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return descriptor
 
 
 def _sweep(scratch: Path) -> None:
-    """Remove the folders of processes that no longer run (killed while a child worked)."""
+    """Remove the folders left by processes that ended while their child worked: those whose
+    lock no process holds."""
     for folder in scratch.glob(f"{_PREFIX}*"):
-        pid = folder.name[len(_PREFIX) :].split("-", 1)[0]
-        if not pid.isdigit():
+        try:
+            descriptor = os.open(folder / "lock", os.O_RDWR)
+        except OSError:  # being made, or not ours to open
             continue
         try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except OSError:  # runs, under another user
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its process runs
             pass
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(descriptor)
 
 
 def _start(records: pa.Table, folder: Path) -> subprocess.Popen:
-    """``python -m landpipe.arrowbytes`` on ``records``, written into ``folder``."""
+    """``landpipe/arrowbytes.py`` in a child process, on ``records`` written into ``folder``."""
     source = folder / "records.arrow"
     with pa.OSFile(str(source), "wb") as sink, pa.ipc.new_file(sink, records.schema) as writer:
         writer.write_table(records)
     with open(folder / "errors", "wb") as errors:
-        # -P: the landpipe installed, never a folder of that name where the load runs.
+        # The file this process imported, isolated from the environment and the folder it
+        # runs in (-I): it needs only numpy and pyarrow.
         return subprocess.Popen(
-            [sys.executable, "-P", "-m", "landpipe.arrowbytes", str(source)],
+            [sys.executable, "-I", arrowbytes.__file__, str(source)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=errors,
         )
 
 
-def _end(child: subprocess.Popen, folder: Path) -> None:
-    """Stop ``child`` if it still runs, and remove its files."""
-    if child.poll() is None:
-        child.kill()
-        child.wait()
-    if child.stdout is not None:
-        child.stdout.close()
-    shutil.rmtree(folder, ignore_errors=True)
+def _end(child: subprocess.Popen | None, folder: Path | None, lock: int | None) -> None:
+    """Stop ``child`` if it still runs, and remove its files and lock."""
+    if child is not None:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+    if lock is not None:
+        os.close(lock)

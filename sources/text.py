@@ -25,6 +25,7 @@ from landpipe.schemas.findings import Finding
 from landpipe.sources import encoding as codecs
 from landpipe.sources.fields import is_nfc, values_bytes
 from landpipe.sources.files import Source, declared_encoding, read_records, sample_text
+from landpipe.sources.records import RecordDigests
 
 #: Names a .cpg or --encoding may use, normalised to landpipe's encodings.
 _ALIASES = {
@@ -114,24 +115,27 @@ def decide(source: Source, layer: str, option: str | None = None) -> TextDecisio
 
 
 def read_dbf_layer(
-    source: Source, layer: str, decision: TextDecision
-) -> tuple[gpd.GeoDataFrame, list[Finding], pa.Table]:
+    source: Source, layer: str, decision: TextDecision, *, digested: bool = False
+) -> tuple[gpd.GeoDataFrame, list[Finding], pa.Table, RecordDigests | None]:
     """Read a Shapefile layer, decoding its text as ``decision`` says, to NFC.
 
-    Returns the layer, its ``ATTR_ENCODING`` findings (see :func:`encoding_findings`) and
-    the records as read (:func:`landpipe.sources.files.read_records`).
+    Returns the layer, its ``ATTR_ENCODING`` findings (see :func:`encoding_findings`), the
+    records as read (:func:`landpipe.sources.files.read_records`) and, if ``digested``, their
+    digests, under way since before the text was decoded.
     """
     if decision.encoding == "utf-8":
         try:
             frame, records = read_records(source, layer, encoding="UTF-8")
-            return (*nfc_checked(frame, decision), records)
+            digests = RecordDigests(records) if digested else None
+            return (*nfc_checked(frame, decision), records, digests)
         except pa.ArrowException:
             # Some records are not UTF-8 after all (a few names typed in TCVN3 into a UTF-8
             # file): read the bytes and decode them here, so those records become findings.
             pass
     frame, records = read_records(source, layer, encoding="latin1")
+    digests = RecordDigests(records) if digested else None
     frame = codecs.decode_frame_text(frame, decision.encoding, _text_columns(frame))
-    return frame, encoding_findings(frame, decision), records
+    return frame, encoding_findings(frame, decision), records, digests
 
 
 def _text_columns(frame: pd.DataFrame) -> list[str]:
@@ -263,7 +267,8 @@ def _arrow_plausible(column: pd.Series) -> bool:
 
 
 def nfc(frame):
-    """Text columns NFC-normalised, as Python strings (None for missing) in object columns.
+    """Text columns NFC-normalised: as Python strings (None for missing) in object columns,
+    or, Arrow text of plausible characters only (NFC already), as it is.
 
     Converting once here keeps the later passes (checks, mapping) cheap.
     """

@@ -152,11 +152,22 @@ def test_decomposed_text_is_stored_composed(kind, tmp_path):
     assert unicodedata.is_normalized("NFC", read.parcels["owner_name"][0])
 
 
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    """Shared memory for the children, here a folder of the test's own."""
+    from landpipe.sources import records
+
+    folder = tmp_path / "shm"
+    folder.mkdir()
+    monkeypatch.setattr(records, "_SHM", folder)
+    return folder
+
+
 @pytest.mark.parametrize("kind", ["gpkg", "shp"])
-def test_a_child_process_makes_the_digests_made_here(kind, tmp_path, monkeypatch):
-    """Above CHILD_MIN_RECORDS the digests are made by ``python -m landpipe.arrowbytes``
-    while the delivery is decoded: the same hashes as made in this process, and the child's
-    files are gone once they are taken."""
+def test_a_child_process_makes_the_digests_made_here(kind, tmp_path, monkeypatch, scratch, caplog):
+    """Above CHILD_MIN_RECORDS the digests are made by landpipe/arrowbytes.py in a child
+    process while the delivery is decoded: the same hashes as made in this process, and the
+    child's files are gone once they are taken."""
     from landpipe.arrowbytes import record_digests
     from landpipe.sources import records
 
@@ -166,14 +177,18 @@ def test_a_child_process_makes_the_digests_made_here(kind, tmp_path, monkeypatch
     monkeypatch.setattr(records, "CHILD_MIN_RECORDS", 1)
     there = read_delivery(path)
     assert not here.digests.in_child and there.digests.in_child
-    folder = there.digests._folder
-    assert folder.is_dir()
-    assert np.array_equal(there.record_hashes, here.record_hashes)
+    child, folder = there.digests._child, there.digests._folder
+    assert folder.parent == scratch and folder.is_dir()
+    with caplog.at_level("WARNING", logger=records.__name__):
+        assert np.array_equal(there.record_hashes, here.record_hashes)
+    assert child.returncode == 0 and caplog.text == ""  # made there, not here
     assert np.array_equal(there.digests.result(), record_digests(there.records))
-    assert not folder.exists()
+    assert list(scratch.iterdir()) == []
 
 
-def test_a_child_that_fails_leaves_the_digests_to_this_process(tmp_path, monkeypatch, caplog):
+def test_a_child_that_fails_leaves_the_digests_to_this_process(
+    tmp_path, monkeypatch, scratch, caplog
+):
     from landpipe.arrowbytes import record_digests
     from landpipe.sources import records
 
@@ -185,10 +200,29 @@ def test_a_child_that_fails_leaves_the_digests_to_this_process(tmp_path, monkeyp
     with caplog.at_level("WARNING", logger=records.__name__):
         assert np.array_equal(digests.result(), record_digests(table))
     assert "child process ended with 1" in caplog.text
-    assert not digests._folder.exists()
+    assert list(scratch.iterdir()) == []
 
 
-def test_digests_never_taken_stop_their_child_and_remove_its_files(tmp_path, monkeypatch):
+def test_records_a_child_cannot_be_handed_are_digested_here(scratch, caplog):
+    """A table whose chunks have different dictionaries is no Arrow IPC file: the digests are
+    made here, and nothing is left behind."""
+    import pyarrow as pa
+
+    from landpipe.arrowbytes import record_digests
+    from landpipe.sources import records
+
+    codes = pa.chunked_array(
+        [pa.array(["ONT", "CLN"]).dictionary_encode(), pa.array(["LUC"]).dictionary_encode()]
+    )
+    table = pa.table({"codes": codes, "n": [1, 2, 3]})
+    with caplog.at_level("WARNING", logger=records.__name__):
+        digests = records.RecordDigests(table, child=True)
+    assert not digests.in_child and "made in this process" in caplog.text
+    assert np.array_equal(digests.result(), record_digests(table))
+    assert list(scratch.iterdir()) == []
+
+
+def test_digests_never_taken_stop_their_child_and_remove_its_files(tmp_path, monkeypatch, scratch):
     import gc
 
     from landpipe.sources import records
@@ -204,24 +238,42 @@ def test_digests_never_taken_stop_their_child_and_remove_its_files(tmp_path, mon
     assert child.poll() is None and folder.is_dir()
     del digests
     gc.collect()
-    assert child.poll() is not None and not folder.exists()
+    assert child.poll() is not None and list(scratch.iterdir()) == []
 
 
-def test_folders_of_processes_that_ended_are_swept(tmp_path):
-    """A process killed while its child made digests leaves its folder behind: the next
-    process that starts a child removes it, and leaves those of running processes alone."""
-    import os
-    import subprocess
+def test_a_delivery_whose_digests_a_child_made_pickles_with_them(tmp_path, monkeypatch, scratch):
+    import pickle
 
     from landpipe.sources import records
 
-    ended = subprocess.Popen(["true"])
-    ended.wait()
-    gone = tmp_path / f"{records._PREFIX}{ended.pid}-abc"
-    mine = tmp_path / f"{records._PREFIX}{os.getpid()}-def"
-    other = tmp_path / "unrelated"
-    for folder in (gone, mine, other):
+    path = delivery_files.write("gpkg", delivery_files.truth(n_parcels=30), tmp_path / "a")
+    monkeypatch.setattr(records, "CHILD_MIN_RECORDS", 1)
+    delivery = read_delivery(path)
+    assert delivery.digests.in_child
+    again = pickle.loads(pickle.dumps(delivery))
+    assert np.array_equal(again.record_hashes, delivery.record_hashes)
+    assert list(scratch.iterdir()) == []
+
+
+def test_folders_left_by_ended_processes_are_swept(tmp_path):
+    """A process killed while its child made digests leaves its folder behind, its lock
+    free: the next process that starts a child removes it, and leaves the folders whose lock
+    is held (a process runs) or that have none yet alone."""
+    import os
+
+    from landpipe.sources import records
+
+    folders = {name: tmp_path / f"{records._PREFIX}{name}" for name in ("left", "held", "new")}
+    for folder in folders.values():
         folder.mkdir()
         (folder / "records.arrow").write_bytes(b"x")
-    records._sweep(tmp_path)
-    assert not gone.exists() and mine.is_dir() and other.is_dir()
+    os.close(os.open(folders["left"] / "lock", os.O_CREAT | os.O_RDWR))
+    held = records._locked(folders["held"])
+    other = tmp_path / "unrelated"
+    other.mkdir()
+    try:
+        records._sweep(tmp_path)
+    finally:
+        os.close(held)
+    assert not folders["left"].exists()
+    assert folders["held"].is_dir() and folders["new"].is_dir() and other.is_dir()
