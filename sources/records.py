@@ -5,12 +5,12 @@ hands it over, and the geometry's WKB) is digested (:func:`landpipe.arrowbytes.r
 and its hash is that digest keyed by the *reading context*: everything else that decides which
 parcel landpipe makes of the record (the layer's fields and their types, how GDAL read them,
 the text encoding, the field mapping, the CRS and its transformation, the options filling keys
-and scale, and :data:`READING_VERSION`; see :attr:`landpipe.sources.Delivery.reading_context`). The register keeps each version's record
-hash (``land.parcel_version.record_hash``): a delivered record whose hash is that of its key's
-current version makes the same parcel, so it is unchanged, whatever its content. Any other
-record is compared by content (``content_hash``), as before; record hashes only spare that
-work. A parcel whose geometry validation repaired keeps none: its record makes it only
-through the repair.
+and scale, and :data:`READING_VERSION`; see :attr:`landpipe.sources.Delivery.reading_context`).
+The register keeps each version's record hash (``land.parcel_version.record_hash``): a
+delivered record whose hash is that of its key's current version makes the same parcel, so it
+is unchanged, whatever its content. Any other record is compared by content
+(``content_hash``), as before; record hashes only spare that work. A parcel whose geometry
+validation repaired keeps none: its record makes it only through the repair.
 
 A record's hash is its digest (SHA-256 of the framed record, cut to 16 bytes) XOR the
 context's (cut alike). The digests need no context, so a large delivery's are made in a child
