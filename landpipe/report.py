@@ -667,7 +667,12 @@ class _MapFrame:
         onto the previous one are dropped, and so are rings that round to a point.
         """
         present = ~shapely.is_missing(geometries) & ~shapely.is_empty(geometries)
-        simple = shapely.simplify(geometries[present], 1.0 / self.scale, preserve_topology=True)
+        simple = geometries[present]
+        # What spans less than a unit each way has nothing to simplify away that rounding
+        # does not (at province scale, that is most parcels).
+        x0, y0, x1, y1 = shapely.bounds(simple).T
+        large = np.flatnonzero(np.maximum(x1 - x0, y1 - y0) * self.scale >= 1)
+        simple[large] = shapely.simplify(simple[large], 1.0 / self.scale, preserve_topology=True)
         parts = shapely.get_parts(shapely.get_parts(simple))  # collections hold multi-parts
         kinds = shapely.get_type_id(parts)
         rings = shapely.get_rings(parts[kinds == 3])
@@ -756,11 +761,15 @@ def _map(contents: _Contents) -> _Map:
 
     blocked_keys = _flagged(findings, "block")
     warned_keys = _flagged(findings, "warn") - blocked_keys
-    keys = [
-        (str(c), int(s), int(p)) for c, s, p in parcels[list(canonical.KEY)].itertuples(index=False)
-    ]
-    blocked = np.array([key in blocked_keys for key in keys], dtype=bool)
-    warned = np.array([key in warned_keys for key in keys], dtype=bool)
+    keys = pd.MultiIndex.from_arrays(
+        [
+            parcels["commune_code"].astype(str),
+            parcels["sheet_no"].astype("int64"),
+            parcels["parcel_no"].astype("int64"),
+        ]
+    )
+    blocked = keys.isin(list(blocked_keys)) if blocked_keys else np.zeros(len(keys), bool)
+    warned = keys.isin(list(warned_keys)) if warned_keys else np.zeros(len(keys), bool)
     geometries = parcels.geometry.values.to_numpy() if len(parcels) else np.array([], object)
 
     rejected_geometries = rejected.geometry.values.to_numpy()
