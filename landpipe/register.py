@@ -63,6 +63,7 @@ from landpipe.sources.fields import (
     length_prefixed,
     multipolygon_wkb,
     text_arrow,
+    values_bytes,
 )
 from landpipe.sources.records import RECORD_HASH_BYTES
 from landpipe.validate import Validation
@@ -644,7 +645,7 @@ def _copy_versions(
                 repaired=validation.repaired,
                 hashed=not freeze,
             )
-            copy.write(_buffer(encoded))
+            copy.write(values_bytes(encoded))
         copy.write(_COPY_TRAILER)
 
 
@@ -725,14 +726,6 @@ def _version_rows(
         ),
     ]
     return pc.binary_join_element_wise(*fields, b"")
-
-
-def _buffer(rows: pa.BinaryArray) -> memoryview:
-    """The bytes of all values of ``rows``, back to back."""
-    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32)[
-        rows.offset : rows.offset + len(rows) + 1
-    ]
-    return memoryview(rows.buffers()[2])[offsets[0] : offsets[-1]]
 
 
 def _microseconds_since_2000(moment: datetime) -> int:

@@ -207,15 +207,17 @@ class _TextColumn:
 
     @property
     def texts(self) -> list[str]:
-        if self._texts is None:
-            self._texts, self._codes = _listed(self.column)
-        return self._texts
+        return self._listing()[0]
 
     @property
     def codes(self) -> np.ndarray:
-        if self._codes is None:
+        return self._listing()[1]
+
+    def _listing(self) -> tuple[list[str], np.ndarray]:
+        """The texts and codes, listed the first time a kept column is asked for them."""
+        if self._texts is None:
             self._texts, self._codes = _listed(self.column)
-        return self._codes
+        return self._texts, self._codes
 
     def series(self, index: pd.Index) -> pd.Series:
         """The records' values: a kept column as it is; else Python strings (None for
