@@ -15,6 +15,7 @@ import stat
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -368,6 +369,8 @@ def read_records(
     The frame is what ``pyogrio.read_dataframe(..., use_arrow=True)`` makes of the same read.
     ``encoding`` is passed to GDAL for formats whose text carries no encoding of its own
     (Shapefile DBF, DGN); ``"latin1"`` reads the raw bytes as code points for later decoding.
+    :func:`read_table` and :func:`records_frame` are its two steps, for a caller with work to
+    start on the records before the frame is built.
 
     Raises
     ------
@@ -376,27 +379,47 @@ def read_records(
     LayerError
         The layer holds no features.
     """
+    meta, table = read_table(source, layer, encoding=encoding)
+    return records_frame(source, layer, meta, table), table
+
+
+def read_table(source: Source, layer: str, *, encoding: str | None = None) -> tuple[dict, pa.Table]:
+    """The first step of :func:`read_records`: the layer's metadata and records, as GDAL
+    hands them over."""
+    with _read_errors(source):
+        meta, table = pyogrio.read_arrow(
+            source.dataset, layer=layer, encoding=encoding, datetime_as_string=True
+        )
+    # Which text a record's bytes hold depends on how GDAL was asked to read them.
+    metadata = {**(table.schema.metadata or {}), READ_ENCODING: (encoding or "").encode()}
+    return meta, table.replace_schema_metadata(metadata)
+
+
+def records_frame(source: Source, layer: str, meta: dict, table: pa.Table) -> gpd.GeoDataFrame:
+    """The second step of :func:`read_records`: the frame of records :func:`read_table`
+    read."""
+    with _read_errors(source):
+        frame = _frame(meta, table)
+    if len(frame) == 0:
+        raise LayerError(f"{source.path}: layer {layer!r} holds no parcels")
+    if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name is None:
+        raise LayerError(f"{source.path}: layer {layer!r} has no geometry")
+    return frame
+
+
+@contextlib.contextmanager
+def _read_errors(source: Source) -> Iterator[None]:
+    """GDAL's errors reading ``source`` as :class:`SourceError`; its warnings silenced."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            meta, table = pyogrio.read_arrow(
-                source.dataset, layer=layer, encoding=encoding, datetime_as_string=True
-            )
-            frame = _frame(meta, table)
-            # Which text a record's bytes hold depends on how GDAL was asked to read them.
-            metadata = {**(table.schema.metadata or {}), READ_ENCODING: (encoding or "").encode()}
-            table = table.replace_schema_metadata(metadata)
+            yield
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError) as err:
         raise _read_error(source, err) from err
     except Exception as err:  # GDAL reports corrupt records as generic errors
         if type(err).__module__.startswith("pyogrio"):
             raise _read_error(source, err) from err
         raise
-    if len(frame) == 0:
-        raise LayerError(f"{source.path}: layer {layer!r} holds no parcels")
-    if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name is None:
-        raise LayerError(f"{source.path}: layer {layer!r} has no geometry")
-    return frame, table
 
 
 def _frame(meta: dict, table: pa.Table) -> gpd.GeoDataFrame | pd.DataFrame:

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from landpipe.schemas.findings import Finding
 from landpipe.sources import text
-from landpipe.sources.files import Source, choose_layer, read_records
+from landpipe.sources.files import Source, choose_layer, read_table, records_frame
 from landpipe.sources.records import RecordDigests
 
 #: Drivers whose text has no encoding of its own and is read as raw bytes.
@@ -51,8 +51,9 @@ def _read_decoded(
             text.parse_option(encoding) if encoding else "utf-8",
             "option" if encoding else "format",
         )
-        frame, records = read_records(source, layer)
-        digests = RecordDigests(records) if digested else None
+        meta, records = read_table(source, layer)
+        digests = RecordDigests(records) if digested else None  # under way while decoded
+        frame = records_frame(source, layer, meta, records)
         frame, findings = text.nfc_checked(frame, decision)
     return frame, decision, findings, records, digests
 
