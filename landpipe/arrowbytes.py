@@ -6,10 +6,10 @@ in a fraction of a second: a load digests a large delivery's records in such a c
 while it decodes them (:class:`landpipe.sources.records.RecordDigests`). SHA-256 holds the
 GIL for values this short, so a thread could not do the same.
 
-    python -m landpipe.arrowbytes RECORDS.arrow
+    python -m landpipe.arrowbytes RECORDS.arrow [DIGESTS]
 
 reads an Arrow IPC file, removes it once mapped, and writes the 16-byte digest of each record,
-back to back, on its standard output.
+back to back, into the file DIGESTS (made whole or not at all), or on its standard output.
 """
 
 from __future__ import annotations
@@ -147,16 +147,22 @@ def _as_json(values: pa.Array) -> pa.StringArray:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m landpipe.arrowbytes RECORDS.arrow`` (see the module)."""
-    if len(argv) != 1:
-        print("usage: python -m landpipe.arrowbytes RECORDS.arrow", file=sys.stderr)
+    """``python -m landpipe.arrowbytes RECORDS.arrow [DIGESTS]`` (see the module)."""
+    if len(argv) not in (1, 2):
+        print("usage: python -m landpipe.arrowbytes RECORDS.arrow [DIGESTS]", file=sys.stderr)
         return 2
     source = Path(argv[0])
     with pa.memory_map(str(source)) as mapped:
         source.unlink()  # mapped: its memory stays until this process ends
         digests = record_digests(pa.ipc.open_file(mapped).read_all())
-    sys.stdout.buffer.write(digests.tobytes())
-    sys.stdout.buffer.flush()
+    if len(argv) == 1:
+        sys.stdout.buffer.write(digests.tobytes())
+        sys.stdout.buffer.flush()
+        return 0
+    target = Path(argv[1])
+    part = target.with_name(f"{target.name}.part")
+    digests.tofile(part)
+    part.replace(target)  # whole, or not there
     return 0
 
 

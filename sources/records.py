@@ -85,7 +85,7 @@ class RecordDigests:
 
     The records go to the child as an Arrow IPC file in shared memory (``/dev/shm``), only
     where it and the machine's memory have room for them; the child removes the file once it
-    has it mapped, and hands the digests back on its standard output. The parent holds a lock
+    has it mapped, and hands the digests back as a file beside it. The parent holds a lock
     on its folder while it lives: a folder whose lock is free is what a process killed
     meanwhile left behind, and the next child's start removes it (a process id would not do:
     containers sharing ``/dev/shm`` each have their own).
@@ -136,11 +136,15 @@ class RecordDigests:
         n = self.records.num_rows
         try:
             timeout = CHILD_TIMEOUT_S + CHILD_TIMEOUT_S * n / 1_000_000
-            made, _ = self._child.communicate(timeout=timeout)
-            if self._child.returncode == 0 and len(made) == n * RECORD_HASH_BYTES:
-                return np.frombuffer(made, dtype=np.uint8).reshape(n, RECORD_HASH_BYTES)
+            # One wait and one read of a file: reading a pipe in 64 kB pieces took up to 0.5 s
+            # for a million records, each piece waiting for the GIL while the background
+            # topology search held it.
+            returncode = self._child.wait(timeout=timeout)
+            made = self._folder / _DIGESTS
+            if returncode == 0 and made.stat().st_size == n * RECORD_HASH_BYTES:
+                return np.fromfile(made, dtype=np.uint8).reshape(n, RECORD_HASH_BYTES)
             errors = (self._folder / "errors").read_text(errors="replace").strip()
-            why = f"the child process ended with {self._child.returncode}: {errors[-2000:]}"
+            why = f"the child process ended with {returncode}: {errors[-2000:]}"
         except (OSError, ValueError, subprocess.TimeoutExpired) as err:
             why = f"the child process failed: {err!r}"
         finally:
@@ -161,8 +165,9 @@ class RecordDigests:
 #: Seconds a child may take to digest records, and as many again per million records.
 CHILD_TIMEOUT_S = 60.0
 
-#: Prefix of the folders handing records to a child.
+#: Prefix of the folders handing records to a child, and the file of its digests in them.
 _PREFIX = "landpipe-digests-"
+_DIGESTS = "digests"
 _SHM = Path("/dev/shm")
 
 
@@ -215,9 +220,9 @@ def _start(records: pa.Table, folder: Path) -> subprocess.Popen:
         # The file this process imported, isolated from the environment and the folder it
         # runs in (-I): it needs only numpy and pyarrow.
         return subprocess.Popen(
-            [sys.executable, "-I", arrowbytes.__file__, str(source)],
+            [sys.executable, "-I", arrowbytes.__file__, str(source), str(folder / _DIGESTS)],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=errors,
         )
 

@@ -186,6 +186,30 @@ def test_a_child_process_makes_the_digests_made_here(kind, tmp_path, monkeypatch
     assert list(scratch.iterdir()) == []
 
 
+def test_arrowbytes_hands_digests_over_in_a_file_or_on_stdout(tmp_path):
+    """``python landpipe/arrowbytes.py RECORDS.arrow [DIGESTS]``: the records' digests, on
+    its standard output or in the file, and the records' file removed."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    from landpipe import arrowbytes
+
+    table = pa.table({"name": ["Lê Văn Tám", None, "Đặng Thị Hoa"], "n": [1, 2, None]})
+    expected = arrowbytes.record_digests(table).tobytes()
+    for target in (None, tmp_path / "digests"):
+        source = tmp_path / "records.arrow"
+        with pa.OSFile(str(source), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        command = [sys.executable, "-I", arrowbytes.__file__, str(source)]
+        done = subprocess.run(command + ([str(target)] if target else []), capture_output=True)
+        assert done.returncode == 0, done.stderr
+        assert (target.read_bytes() if target else done.stdout) == expected
+        assert not source.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digests"]  # no part left
+
+
 def test_a_child_that_fails_leaves_the_digests_to_this_process(
     tmp_path, monkeypatch, scratch, caplog
 ):
