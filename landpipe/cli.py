@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,7 +40,7 @@ def prepare_prefect(settings: Settings, *, verbose: bool = False) -> None:
     Prefect's run logs always reach the Prefect API (and its UI); on the terminal they are
     shown only with ``--verbose``, so that the summary and one-line errors stand out.
     """
-    os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    os.environ.setdefault("PREFECT_HOME", str(_prefect_home(settings)))
     Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -46,6 +48,38 @@ def prepare_prefect(settings: Settings, *, verbose: bool = False) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "ERROR")
+
+
+def _prefect_home(settings: Settings) -> Path:
+    """Prefect's home: as configured (``PREFECT_HOME``), else under LANDPIPE_HOME."""
+    configured = os.environ.get("PREFECT_HOME")
+    return Path(configured).expanduser() if configured else settings.home / "prefect"
+
+
+@contextlib.contextmanager
+def _prefect_api() -> Iterator[None]:
+    """Prefect's API as configured; else that of landpipe's local server, started if none
+    runs (:mod:`landpipe.prefect_server`), for this process and the ones it starts."""
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    if get_current_settings().api.url:
+        yield
+        return
+    from landpipe import prefect_server
+
+    url, started = prefect_server.api_url()
+    if started:
+        typer.echo(
+            f"landpipe: started a local Prefect server (UI at {url.removesuffix('/api')});"
+            " later commands use it, `landpipe db stop` stops it",
+            err=True,
+        )
+    os.environ["PREFECT_API_URL"] = url  # for the processes a flow starts (Dask workers)
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
 
 
 def _run_flow(flow, **parameters: Any):
@@ -57,7 +91,8 @@ def _run_flow(flow, **parameters: Any):
         Prefect itself could not run (its API server did not start or cannot be reached).
     """
     try:
-        return flow(return_state=True, **parameters)
+        with _prefect_api():
+            return flow(return_state=True, **parameters)
     except (RuntimeError, OSError) as error:
         # The flow body's own errors come back as its state; these are Prefect's, before it.
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -334,8 +369,8 @@ def db_start() -> None:
 
 @db_app.command("stop")
 def db_stop() -> None:
-    """Stop the embedded PostGIS cluster."""
-    from landpipe import cluster
+    """Stop the embedded PostGIS cluster, and landpipe's local Prefect server if it runs."""
+    from landpipe import cluster, prefect_server
 
     settings = _settings()
     try:
@@ -344,6 +379,8 @@ def db_stop() -> None:
     except LandpipeError as error:
         _fail(error)
     typer.echo("stopped" if stopped else "not running")
+    if prefect_server.stop(_prefect_home(settings)):
+        typer.echo("local Prefect server: stopped")
 
 
 @db_app.command("status")
@@ -360,6 +397,7 @@ def db_status() -> None:
         except LandpipeError as error:
             _fail(error)
         typer.echo("configured (LANDPIPE_DATABASE_URL): reachable")
+        _prefect_status(settings)
         return
     try:
         embedded = cluster.cluster_for(settings.home, settings.pg_bindir)
@@ -367,8 +405,18 @@ def db_status() -> None:
         _fail(error)
     state = cluster.status(embedded)
     typer.echo(f"embedded: {state} ({embedded.data_dir})")
+    _prefect_status(settings)
     if state != "running":
         raise typer.Exit(1)
+
+
+def _prefect_status(settings: Settings) -> None:
+    """A line on landpipe's local Prefect server, when it runs."""
+    from landpipe import prefect_server
+
+    url = prefect_server.running(_prefect_home(settings))
+    if url is not None:
+        typer.echo(f"local Prefect server: running, UI at {url.removesuffix('/api')}")
 
 
 @db_app.command("url")

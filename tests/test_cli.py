@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,75 @@ def test_unreachable_prefect_api_is_one_clear_line(cli_env, sample):
     assert result.returncode == 3
     assert result.stderr.startswith("landpipe: Prefect could not run the flow")
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.fixture
+def prefect_home(tmp_path) -> Iterator[Path]:
+    """A Prefect home of the test's own; a local server left running in it is stopped."""
+    from landpipe import prefect_server
+
+    home = tmp_path / "prefect"
+    yield home
+    prefect_server.stop(home)
+
+
+def test_without_a_prefect_api_one_local_server_serves_every_command(
+    register, cli_env, sample, tmp_path, prefect_home
+):
+    """With no Prefect API configured, the first command starts a local Prefect server and
+    leaves it running; the next ones use it (commands started together share one); one that
+    died is replaced; ``landpipe db stop`` stops it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from landpipe import prefect_server
+
+    home = prefect_home
+    env = {**cli_env, "LANDPIPE_HOME": str(tmp_path / "landpipe"), "PREFECT_HOME": str(home)}
+    del env["PREFECT_API_URL"]
+
+    def state() -> dict:
+        return json.loads((home / prefect_server.STATE).read_text())
+
+    def flow_runs(url: str) -> list[str]:
+        request = urllib.request.Request(
+            f"{url}/flow_runs/filter", data=b"{}", headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return [run["state_type"] for run in json.load(response)]
+
+    command = [str(Path(sys.executable).with_name("landpipe")), "load", str(sample), "--json"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    together = [subprocess.Popen(command, env=env, **pipes) for _ in range(2)]
+    done = [(child.wait(timeout=600), *child.communicate()) for child in together]
+    assert [code for code, _, _ in done] == [0, 0], done
+    notices = [err for _, _, err in done if "started a local Prefect server" in err]
+    assert len(notices) == 1  # one server for both
+    first = state()
+    assert f"UI at {first['url'].removesuffix('/api')})" in notices[0]
+    assert flow_runs(first["url"]) == ["COMPLETED", "COMPLETED"]
+
+    again = run_cli("load", str(sample), env=env)
+    assert again.returncode == 0 and "Prefect server" not in again.stderr
+    assert state() == first and len(flow_runs(first["url"])) == 3
+    status = run_cli("db", "status", env=env)
+    assert f"local Prefect server: running, UI at {first['url'].removesuffix('/api')}" in (
+        status.stdout
+    )
+
+    os.kill(first["pid"], signal.SIGKILL)  # a server that died is replaced
+    replaced = run_cli("load", str(sample), env=env)
+    assert replaced.returncode == 0 and "started a local Prefect server" in replaced.stderr
+    second = state()
+    assert second["pid"] != first["pid"] and len(flow_runs(second["url"])) == 4  # same runs
+
+    stopped = run_cli("db", "stop", env=env)
+    assert stopped.stdout.splitlines()[-1] == "local Prefect server: stopped"
+    assert not (home / prefect_server.STATE).exists()
+    assert not Path(f"/proc/{second['pid']}").exists() or not prefect_server._is_server(
+        second["pid"]
+    )
+    assert "Prefect" not in run_cli("db", "stop", env=env).stdout

@@ -1,0 +1,187 @@
+"""A local Prefect server kept running between landpipe commands.
+
+Without a Prefect API configured (``PREFECT_API_URL``, or the active Prefect profile), each
+Prefect flow run would start a temporary server of its own and stop it at the end: 3 to 4 s of
+every ``landpipe load``, and about as much again for a server that answers its first requests
+cold. A commune's delivery took 11 s to load so, of which the load itself took under one.
+
+So landpipe starts one local server (``prefect server start``, on 127.0.0.1 and a free port,
+without Prefect's background services, which only deployments need) the first time a command
+needs one, and leaves it running, like the embedded PostGIS cluster: later commands find it and
+use it. Its runs, logs and artifacts stay in Prefect's database under ``PREFECT_HOME`` as
+before, and its UI shows them. ``landpipe db stop`` stops it (:func:`stop`).
+
+What the server is, is kept in ``PREFECT_HOME/landpipe-server.json`` (its process id and
+address); a server that no longer answers is replaced. Starting one is serialised by a lock
+on ``PREFECT_HOME/landpipe-server.lock``, so that commands started together share one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from landpipe.errors import ConfigError
+
+#: Files in ``PREFECT_HOME``: what the running server is, the lock on starting one, its log.
+STATE = "landpipe-server.json"
+LOCK = "landpipe-server.lock"
+LOG = "landpipe-server.log"
+
+#: Seconds a new server may take to answer (its first start creates Prefect's database).
+STARTUP_TIMEOUT_S = 180.0
+
+#: The servers this process started: kept, so that they are not reaped as garbage.
+_started: list[subprocess.Popen] = []
+
+
+def home() -> Path:
+    """Prefect's home, where its database and the server's state are kept."""
+    configured = os.environ.get("PREFECT_HOME")
+    return Path(configured).expanduser() if configured else Path.home() / ".prefect"
+
+
+def api_url(where: Path | None = None) -> tuple[str, bool]:
+    """The API of the local server, started if none answers, and whether it was started.
+
+    Raises
+    ------
+    ConfigError
+        No server answered within the startup timeout (its log says why).
+    """
+    where = where or home()
+    where.mkdir(parents=True, exist_ok=True)
+    with _locked(where):
+        state = _state(where)
+        if state is not None and _answers(state["url"]):
+            return state["url"], False
+        if state is not None:
+            _end(state["pid"])
+        return _start(where), True
+
+
+def running(where: Path | None = None) -> str | None:
+    """The API of the local server if one is running and answers, else None."""
+    state = _state(where or home())
+    return state["url"] if state is not None and _answers(state["url"]) else None
+
+
+def stop(where: Path | None = None) -> bool:
+    """Stop the local server; False if none was running."""
+    where = where or home()
+    if not where.is_dir():
+        return False
+    with _locked(where):
+        state = _state(where)
+        if state is None:
+            return False
+        (where / STATE).unlink(missing_ok=True)
+        return _end(state["pid"])
+
+
+def _start(where: Path) -> str:
+    timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 0) or 0)
+    deadline = time.monotonic() + max(timeout, STARTUP_TIMEOUT_S)
+    env = {**os.environ, "PREFECT_HOME": str(where), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    for _ in range(3):  # a port taken between choosing and binding it: another one
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}/api"
+        command = [sys.executable, "-m", "prefect", "server", "start", "--no-services"]
+        command += ["--host", "127.0.0.1", "--port", str(port)]
+        with open(where / LOG, "ab") as log:
+            server = subprocess.Popen(
+                command,
+                cwd=where,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # not stopped by a Ctrl-C meant for this command
+            )
+        _started.append(server)
+        while server.poll() is None and time.monotonic() < deadline:
+            if _answers(url):
+                state = {"pid": server.pid, "url": url}
+                (where / STATE).write_text(json.dumps(state))
+                return url
+            time.sleep(0.2)
+        if server.poll() is None:  # out of time
+            _end(server.pid)
+            break
+    raise ConfigError(
+        f"the local Prefect server did not start; see {where / LOG}, or set PREFECT_API_URL"
+    )
+
+
+def _state(where: Path) -> dict | None:
+    try:
+        state = json.loads((where / STATE).read_text())
+        return {"pid": int(state["pid"]), "url": str(state["url"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _is_server(pid: int) -> bool:
+    """Whether process ``pid`` runs a Prefect server (not a process that took its id since)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"prefect" in command and b"server" in command and b"start" in command
+
+
+def _gone(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # a child of this process: reaped
+            return True
+    return not _is_server(pid)
+
+
+def _end(pid: int) -> bool:
+    """Stop the server ``pid``: asked first, killed after 20 s. False if it was not running."""
+    if not _is_server(pid):
+        return False
+    for sent, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sent)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if _gone(pid):
+                return True
+            time.sleep(0.1)
+    return _gone(pid)
+
+
+@contextlib.contextmanager
+def _locked(where: Path) -> Iterator[None]:
+    descriptor = os.open(where / LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
