@@ -53,7 +53,7 @@ def prepare_prefect(settings: Settings, *, verbose: bool = False) -> None:
 def _prefect_home(settings: Settings) -> Path:
     """Prefect's home: as configured (``PREFECT_HOME``), else under LANDPIPE_HOME."""
     configured = os.environ.get("PREFECT_HOME")
-    return Path(configured).expanduser() if configured else settings.home / "prefect"
+    return (Path(configured).expanduser() if configured else settings.home / "prefect").resolve()
 
 
 @contextlib.contextmanager
@@ -373,13 +373,20 @@ def db_stop() -> None:
     from landpipe import cluster, prefect_server
 
     settings = _settings()
+    try:  # first: whatever becomes of the cluster
+        prefect_stopped = prefect_server.stop(_prefect_home(settings))
+    except OSError as error:
+        typer.echo(f"landpipe: cannot stop the local Prefect server: {error}", err=True)
+        prefect_stopped = False
     try:
         embedded = cluster.cluster_for(settings.home, settings.pg_bindir)
         stopped = cluster.stop(embedded)
     except LandpipeError as error:
+        if prefect_stopped:
+            typer.echo("local Prefect server: stopped")
         _fail(error)
     typer.echo("stopped" if stopped else "not running")
-    if prefect_server.stop(_prefect_home(settings)):
+    if prefect_stopped:
         typer.echo("local Prefect server: stopped")
 
 

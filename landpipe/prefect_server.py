@@ -40,6 +40,9 @@ LOG = "landpipe-server.log"
 
 #: Seconds a new server may take to answer (its first start creates Prefect's database).
 STARTUP_TIMEOUT_S = 180.0
+#: Seconds a running server may take to answer before it is deemed hung and replaced (a
+#: busy one, on a machine a large load keeps busy, answers late).
+ANSWER_TIMEOUT_S = 30.0
 
 #: The servers this process started: kept, so that they are not reaped as garbage.
 _started: list[subprocess.Popen] = []
@@ -48,7 +51,7 @@ _started: list[subprocess.Popen] = []
 def home() -> Path:
     """Prefect's home, where its database and the server's state are kept."""
     configured = os.environ.get("PREFECT_HOME")
-    return Path(configured).expanduser() if configured else Path.home() / ".prefect"
+    return (Path(configured).expanduser() if configured else Path.home() / ".prefect").resolve()
 
 
 def api_url(where: Path | None = None) -> tuple[str, bool]:
@@ -59,41 +62,40 @@ def api_url(where: Path | None = None) -> tuple[str, bool]:
     ConfigError
         No server answered within the startup timeout (its log says why).
     """
-    where = where or home()
+    where = (where or home()).resolve()
     where.mkdir(parents=True, exist_ok=True)
     with _locked(where):
         state = _state(where)
-        if state is not None and _answers(state["url"]):
-            return state["url"], False
-        if state is not None:
-            _end(state["pid"])
+        if state is not None and _ours(state["pid"], where):
+            if _answers(state["url"], within=ANSWER_TIMEOUT_S):
+                return state["url"], False
+            _end(state["pid"], where)  # running, but hung
         return _start(where), True
 
 
 def running(where: Path | None = None) -> str | None:
     """The API of the local server if one is running and answers, else None."""
-    state = _state(where or home())
-    return state["url"] if state is not None and _answers(state["url"]) else None
+    where = (where or home()).resolve()
+    state = _state(where)
+    if state is None or not _ours(state["pid"], where):
+        return None
+    return state["url"] if _answers(state["url"]) else None
 
 
 def stop(where: Path | None = None) -> bool:
     """Stop the local server; False if none was running."""
-    where = where or home()
-    if not where.is_dir():
+    where = (where or home()).resolve()
+    if not (where / STATE).exists():
         return False
     with _locked(where):
         state = _state(where)
-        if state is None:
-            return False
         (where / STATE).unlink(missing_ok=True)
-        return _end(state["pid"])
+        return state is not None and _end(state["pid"], where)
 
 
 def _start(where: Path) -> str:
     timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", 0) or 0)
     deadline = time.monotonic() + max(timeout, STARTUP_TIMEOUT_S)
-    env = {**os.environ, "PREFECT_HOME": str(where), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
     for _ in range(3):  # a port taken between choosing and binding it: another one
         port = _free_port()
         url = f"http://127.0.0.1:{port}/api"
@@ -102,26 +104,42 @@ def _start(where: Path) -> str:
         with open(where / LOG, "ab") as log:
             server = subprocess.Popen(
                 command,
-                cwd=where,
-                env=env,
+                cwd=where,  # also how it is told from other processes (:func:`_ours`)
+                env=_environment(where),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # not stopped by a Ctrl-C meant for this command
             )
         _started.append(server)
-        while server.poll() is None and time.monotonic() < deadline:
-            if _answers(url):
-                state = {"pid": server.pid, "url": url}
-                (where / STATE).write_text(json.dumps(state))
-                return url
-            time.sleep(0.2)
+        # Known before it answers: a command stopped meanwhile leaves it for the next to end.
+        (where / STATE).write_text(json.dumps({"pid": server.pid, "url": url}))
+        try:
+            while server.poll() is None and time.monotonic() < deadline:
+                if _answers(url):
+                    return url
+                time.sleep(0.2)
+        except BaseException:  # interrupted: no server half started
+            _end(server.pid, where)
+            (where / STATE).unlink(missing_ok=True)
+            raise
+        (where / STATE).unlink(missing_ok=True)
         if server.poll() is None:  # out of time
-            _end(server.pid)
+            _end(server.pid, where)
             break
     raise ConfigError(
         f"the local Prefect server did not start; see {where / LOG}, or set PREFECT_API_URL"
     )
+
+
+def _environment(where: Path) -> dict[str, str]:
+    """The server's environment: this one's, less what concerns a command, not the server
+    (the database URL and its password, where Prefect's API is, how much to log)."""
+    dropped = ("PREFECT_API_", "PREFECT_LOGGING_", "LANDPIPE_")
+    env = {name: value for name, value in os.environ.items() if not name.startswith(dropped)}
+    env["PREFECT_HOME"] = str(where)
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    return env
 
 
 def _state(where: Path) -> dict | None:
@@ -132,12 +150,19 @@ def _state(where: Path) -> dict | None:
         return None
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+def _answers(url: str, within: float = 0.0) -> bool:
+    """Whether the server at ``url`` is healthy, asked until ``within`` seconds have passed."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def _free_port() -> int:
@@ -146,35 +171,39 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _is_server(pid: int) -> bool:
-    """Whether process ``pid`` runs a Prefect server (not a process that took its id since)."""
+def _ours(pid: int, where: Path) -> bool:
+    """Whether process ``pid`` is the Prefect server started for ``where``: not a process that
+    took its id since, nor the server of another home."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+        folder = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:  # gone, a zombie, or another user's
         return False
-    return b"prefect" in command and b"server" in command and b"start" in command
+    is_server = b"prefect" in command and b"server" in command and b"start" in command
+    return is_server and folder == str(where)
 
 
-def _gone(pid: int) -> bool:
+def _gone(pid: int, where: Path) -> bool:
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:  # a child of this process: reaped
             return True
-    return not _is_server(pid)
+    return not _ours(pid, where)
 
 
-def _end(pid: int) -> bool:
-    """Stop the server ``pid``: asked first, killed after 20 s. False if it was not running."""
-    if not _is_server(pid):
+def _end(pid: int, where: Path) -> bool:
+    """Stop the server ``pid`` of ``where``: asked first, killed after 20 s. False if it was
+    not running."""
+    if not _ours(pid, where):
         return False
     for sent, wait_s in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sent)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if _gone(pid):
+            if _gone(pid, where):
                 return True
             time.sleep(0.1)
-    return _gone(pid)
+    return _gone(pid, where)
 
 
 @contextlib.contextmanager

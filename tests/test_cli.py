@@ -241,6 +241,17 @@ def prefect_home(tmp_path) -> Iterator[Path]:
     prefect_server.stop(home)
 
 
+def _without_prefect_api(cli_env: dict, tmp_path: Path, prefect_home: Path) -> dict:
+    """The CLI's environment with no Prefect API, its own Prefect and landpipe homes."""
+    env = {
+        **cli_env,
+        "LANDPIPE_HOME": str(tmp_path / "landpipe"),
+        "PREFECT_HOME": str(prefect_home),
+    }
+    del env["PREFECT_API_URL"]
+    return env
+
+
 def test_without_a_prefect_api_one_local_server_serves_every_command(
     register, cli_env, sample, tmp_path, prefect_home
 ):
@@ -256,8 +267,7 @@ def test_without_a_prefect_api_one_local_server_serves_every_command(
     from landpipe import prefect_server
 
     home = prefect_home
-    env = {**cli_env, "LANDPIPE_HOME": str(tmp_path / "landpipe"), "PREFECT_HOME": str(home)}
-    del env["PREFECT_API_URL"]
+    env = _without_prefect_api(cli_env, tmp_path, home)
 
     def state() -> dict:
         return json.loads((home / prefect_server.STATE).read_text())
@@ -297,7 +307,33 @@ def test_without_a_prefect_api_one_local_server_serves_every_command(
     stopped = run_cli("db", "stop", env=env)
     assert stopped.stdout.splitlines()[-1] == "local Prefect server: stopped"
     assert not (home / prefect_server.STATE).exists()
-    assert not Path(f"/proc/{second['pid']}").exists() or not prefect_server._is_server(
-        second["pid"]
-    )
+    assert not prefect_server._ours(second["pid"], home.resolve())
     assert "Prefect" not in run_cli("db", "stop", env=env).stdout
+
+
+def test_a_command_interrupted_while_its_prefect_server_starts_leaves_none_running(
+    cli_env, sample, tmp_path, prefect_home
+):
+    """Ctrl-C while the local server starts (its first start takes seconds) stops it: no
+    server left running that no state file names."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from landpipe import prefect_server
+
+    env = _without_prefect_api(cli_env, tmp_path, prefect_home)
+    command = [str(Path(sys.executable).with_name("landpipe")), "load", str(sample)]
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    state = prefect_home / prefect_server.STATE
+    deadline = time.monotonic() + 120
+    while not state.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert state.exists(), child.communicate()
+    pid = json.loads(state.read_text())["pid"]
+    assert prefect_server._ours(pid, prefect_home.resolve())
+    child.send_signal(signal.SIGINT)
+    child.wait(timeout=120)
+    assert child.returncode != 0
+    assert not state.exists() and not prefect_server._ours(pid, prefect_home.resolve())
