@@ -232,12 +232,12 @@ def look_at_register(engine: Engine, delivery: Delivery) -> tuple[register.Look,
         return seen, none
     raw = engine.raw_connection()
     try:
-        compared = register.compare(
+        seen.delivered = register.compare(
             raw.driver_connection, seen.current, delivery, delivery.parcels, records
         )
     finally:
         raw.close()
-    return seen, compared.same
+    return seen, seen.delivered.same
 
 
 def _look(engine: Engine, sheets: list[tuple[str, int]]) -> register.Look:
@@ -316,7 +316,9 @@ def load(
                 current = look and register.still_current(conn, look, sheets)
                 if current is None:
                     current = register.registered(conn, sheets)
-            plan = register.plan(conn, current, delivery, validation)
+            # The look compared the delivery with these very versions: its comparison holds.
+            delivered = look.delivered if look is not None and current is look.current else None
+            plan = register.plan(conn, current, delivery, validation, delivered=delivered)
             if validation.unchanged is not None and np.any(validation.unchanged & ~plan.same):
                 # The register changed since validation looked: validate against it as it is.
                 unchanged = register.compare(

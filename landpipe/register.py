@@ -328,6 +328,9 @@ class Look:
     sheets: list[tuple[str, int]]
     current: Registered
     snapshot: str  # pg_snapshot, as text
+    #: How the delivery's parcels (all of them, as read) compare with ``current``: made by
+    #: :func:`landpipe.load.look_at_register`, and reused by :func:`plan`.
+    delivered: Comparison | None = None
 
 
 def look(conn, sheets: list[tuple[str, int]]) -> Look:
@@ -443,19 +446,72 @@ class Plan:
         return (self.previous >= 0) & ~self.same
 
 
-def plan(conn, current: Registered, delivery: Delivery, validation: Validation) -> Plan:
+def plan(
+    conn,
+    current: Registered,
+    delivery: Delivery,
+    validation: Validation,
+    *,
+    delivered: Comparison | None = None,
+) -> Plan:
     """Compare the accepted parcels with the current versions of the covered sheets
-    (:func:`compare`; a parcel validation repaired compares with its repaired geometry)."""
+    (:func:`compare`; a parcel validation repaired compares with its repaired geometry).
+
+    ``delivered``: how all the delivered parcels compare with ``current``, when known (the
+    look's, :attr:`Look.delivered`): only the repaired parcels are compared again.
+    """
     parcels = validation.parcels
     records = accepted_records(delivery, validation)
-    compared = compare(conn, current, delivery, parcels, records, validation.repaired)
+    if delivered is not None and len(delivered.at) == len(delivery.parcels):
+        compared = _reused(conn, current, delivery, validation, records, delivered)
+    else:
+        compared = compare(conn, current, delivery, parcels, records, validation.repaired)
+        delivered = None
     at = compared.at
     previous = np.full(len(parcels), -1, dtype=np.int64)
     previous[at >= 0] = current.version_id[at[at >= 0]]
-    delivered = current.locate(delivery.parcels, delivery)
+    if delivered is not None:
+        delivered_at = delivered.at
+    else:
+        delivered_at = current.locate(delivery.parcels, delivery)
     kept = np.zeros(len(current), dtype=bool)
-    kept[delivered[delivered >= 0]] = True
+    kept[delivered_at[delivered_at >= 0]] = True
     return Plan(records, previous, compared.same, compared.stale, current.version_id[~kept])
+
+
+def _reused(
+    conn,
+    current: Registered,
+    delivery: Delivery,
+    validation: Validation,
+    records: np.ndarray | None,
+    delivered: Comparison,
+) -> Comparison:
+    """:func:`compare` of the accepted parcels, taken from that of all delivered ones: the
+    same keys, record hashes and content, but for a geometry validation repaired, compared
+    again as repaired."""
+    parcels = validation.parcels
+    places = _places(delivery, parcels)
+    compared = Comparison(
+        delivered.at[places], delivered.same[places].copy(), delivered.stale[places].copy()
+    )
+    if validation.repaired:
+        rows = np.isin(parcels[canonical.SOURCE_ROW].to_numpy(), list(validation.repaired))
+        rows = np.flatnonzero(rows)
+        again = compare(
+            conn,
+            current,
+            delivery,
+            parcels.iloc[rows],
+            None if records is None else records[rows],
+            validation.repaired,
+        )
+        compared.at[rows], compared.same[rows], compared.stale[rows] = (
+            again.at,
+            again.same,
+            again.stale,
+        )
+    return compared
 
 
 def accepted_records(delivery: Delivery, validation: Validation) -> np.ndarray | None:

@@ -579,6 +579,38 @@ def load_as_the_flow_does(engine, path):
     return result, validation
 
 
+def test_the_load_plans_from_the_looks_comparison_as_from_its_own(register, tmp_path):
+    """The load takes the look's comparison of every delivered parcel instead of comparing
+    again (but for a geometry validation repaired, compared as repaired): the same plan as
+    comparing afresh, for unchanged, changed, repaired, rejected, added and retired parcels."""
+    from landpipe import register as registry
+
+    repaired = record(2, geometry=shift(SELF_TOUCHING, 20), DienTich=round(SELF_TOUCHING.area, 1))
+    load_file(register, write(tmp_path, [record(i) for i in (0, 1, 3, 4)] + [repaired], "1.gpkg"))
+    again = [
+        record(0),  # unchanged
+        record(1, TenChu="Lê Thị Hoa"),  # changed
+        repaired,  # delivered as invalid as before: unchanged once repaired
+        record(3, geometry=BOW_TIE, TenChu="Sai Hình"),  # rejected: its version stays
+        record(5),  # added; parcel 5 (lot 4) is retired
+    ]
+    read = read_delivery(write(tmp_path, again, "2.gpkg"))
+    look, unchanged = loader.look_at_register(register, read)
+    validation = validate(read.parcels, read.findings, unchanged=unchanged)
+    assert look.delivered is not None and validation.repaired and len(validation.rejected)
+    raw = register.raw_connection()
+    try:
+        conn = raw.driver_connection
+        reused = registry.plan(conn, look.current, read, validation, delivered=look.delivered)
+        afresh = registry.plan(conn, look.current, read, validation)
+    finally:
+        raw.close()
+    for name in ("records", "previous", "same", "stale", "retired"):
+        assert np.array_equal(getattr(reused, name), getattr(afresh, name)), name
+    assert list(reused.same) == [True, False, True, False]
+    assert len(reused.retired) == 1
+
+
 def findings_of(engine, batch):
     return rows(
         engine,
