@@ -59,7 +59,8 @@ def _prefect_home(settings: Settings) -> Path:
 @contextlib.contextmanager
 def _prefect_api() -> Iterator[None]:
     """Prefect's API as configured; else that of landpipe's local server, started if none
-    runs (:mod:`landpipe.prefect_server`), for this process and the ones it starts."""
+    runs (:mod:`landpipe.prefect_server`), for this process and the ones it starts.
+    :func:`prepare_prefect` has set ``PREFECT_HOME``."""
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
     if get_current_settings().api.url:
@@ -67,7 +68,7 @@ def _prefect_api() -> Iterator[None]:
         return
     from landpipe import prefect_server
 
-    url, started = prefect_server.api_url()
+    url, started = prefect_server.api_url(Path(os.environ["PREFECT_HOME"]).expanduser())
     if started:
         typer.echo(
             f"landpipe: started a local Prefect server (UI at {url.removesuffix('/api')});"

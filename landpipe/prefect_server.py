@@ -48,21 +48,16 @@ ANSWER_TIMEOUT_S = 30.0
 _started: list[subprocess.Popen] = []
 
 
-def home() -> Path:
-    """Prefect's home, where its database and the server's state are kept."""
-    configured = os.environ.get("PREFECT_HOME")
-    return (Path(configured).expanduser() if configured else Path.home() / ".prefect").resolve()
-
-
-def api_url(where: Path | None = None) -> tuple[str, bool]:
-    """The API of the local server, started if none answers, and whether it was started.
+def api_url(where: Path) -> tuple[str, bool]:
+    """The API of the local server of Prefect's home ``where``, started if none answers, and
+    whether it was started.
 
     Raises
     ------
     ConfigError
         No server answered within the startup timeout (its log says why).
     """
-    where = (where or home()).resolve()
+    where = where.resolve()
     where.mkdir(parents=True, exist_ok=True)
     with _locked(where):
         state = _state(where)
@@ -73,18 +68,18 @@ def api_url(where: Path | None = None) -> tuple[str, bool]:
         return _start(where), True
 
 
-def running(where: Path | None = None) -> str | None:
-    """The API of the local server if one is running and answers, else None."""
-    where = (where or home()).resolve()
+def running(where: Path) -> str | None:
+    """The API of the local server of ``where`` if one is running and answers, else None."""
+    where = where.resolve()
     state = _state(where)
     if state is None or not _ours(state["pid"], where):
         return None
     return state["url"] if _answers(state["url"]) else None
 
 
-def stop(where: Path | None = None) -> bool:
-    """Stop the local server; False if none was running."""
-    where = (where or home()).resolve()
+def stop(where: Path) -> bool:
+    """Stop the local server of ``where``; False if none was running."""
+    where = where.resolve()
     if not (where / STATE).exists():
         return False
     with _locked(where):

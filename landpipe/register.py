@@ -464,16 +464,13 @@ def plan(
     records = accepted_records(delivery, validation)
     if delivered is not None and len(delivered.at) == len(delivery.parcels):
         compared = _reused(conn, current, delivery, validation, records, delivered)
+        delivered_at = delivered.at
     else:
         compared = compare(conn, current, delivery, parcels, records, validation.repaired)
-        delivered = None
+        delivered_at = current.locate(delivery.parcels, delivery)
     at = compared.at
     previous = np.full(len(parcels), -1, dtype=np.int64)
     previous[at >= 0] = current.version_id[at[at >= 0]]
-    if delivered is not None:
-        delivered_at = delivered.at
-    else:
-        delivered_at = current.locate(delivery.parcels, delivery)
     kept = np.zeros(len(current), dtype=bool)
     kept[delivered_at[delivered_at >= 0]] = True
     return Plan(records, previous, compared.same, compared.stale, current.version_id[~kept])
@@ -496,22 +493,19 @@ def _reused(
         delivered.at[places], delivered.same[places].copy(), delivered.stale[places].copy()
     )
     if validation.repaired:
-        rows = np.isin(parcels[canonical.SOURCE_ROW].to_numpy(), list(validation.repaired))
-        rows = np.flatnonzero(rows)
-        again = compare(
-            conn,
-            current,
-            delivery,
-            parcels.iloc[rows],
-            None if records is None else records[rows],
-            validation.repaired,
-        )
-        compared.at[rows], compared.same[rows], compared.stale[rows] = (
-            again.at,
-            again.same,
-            again.stale,
-        )
+        rows = np.flatnonzero(_repaired(validation))
+        records = None if records is None else records[rows]
+        again = compare(conn, current, delivery, parcels.iloc[rows], records, validation.repaired)
+        compared.at[rows] = again.at
+        compared.same[rows] = again.same
+        compared.stale[rows] = again.stale
     return compared
+
+
+def _repaired(validation: Validation) -> np.ndarray:
+    """Which accepted parcels have a geometry validation repaired."""
+    rows = validation.parcels[canonical.SOURCE_ROW].to_numpy()
+    return np.isin(rows, list(validation.repaired))
 
 
 def accepted_records(delivery: Delivery, validation: Validation) -> np.ndarray | None:
@@ -525,9 +519,8 @@ def accepted_records(delivery: Delivery, validation: Validation) -> np.ndarray |
         return None
     records = delivery.record_hashes[_places(delivery, validation.parcels)]
     if validation.repaired:
-        rows = validation.parcels[canonical.SOURCE_ROW].to_numpy()
         records = records.copy()  # not the delivery's own
-        records[np.isin(rows, list(validation.repaired))] = 0
+        records[_repaired(validation)] = 0
     return records
 
 

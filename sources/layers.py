@@ -9,8 +9,8 @@ import pyarrow as pa
 
 from landpipe.schemas.findings import Finding
 from landpipe.sources import text
-from landpipe.sources.files import Source, choose_layer, read_table, records_frame
-from landpipe.sources.records import RecordDigests
+from landpipe.sources.files import Source, choose_layer
+from landpipe.sources.records import RecordDigests, read_digested
 
 #: Drivers whose text has no encoding of its own and is read as raw bytes.
 _BYTE_TEXT_DRIVERS = {"ESRI Shapefile"}
@@ -51,9 +51,7 @@ def _read_decoded(
             text.parse_option(encoding) if encoding else "utf-8",
             "option" if encoding else "format",
         )
-        meta, records = read_table(source, layer)
-        digests = RecordDigests(records) if digested else None  # under way while decoded
-        frame = records_frame(source, layer, meta, records)
+        frame, records, digests = read_digested(source, layer, digested=digested)
         frame, findings = text.nfc_checked(frame, decision)
     return frame, decision, findings, records, digests
 

@@ -36,11 +36,13 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import pyarrow as pa
 
 from landpipe import arrowbytes
 from landpipe.arrowbytes import DIGEST_BYTES, record_digests
+from landpipe.sources.files import Source, read_table, records_frame
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,16 @@ def record_hashes(
     made = digests.result() if digests is not None else record_digests(records)
     key = np.frombuffer(context[:RECORD_HASH_BYTES], dtype=np.uint8)
     return np.bitwise_xor(made, key)
+
+
+def read_digested(
+    source: Source, layer: str, *, encoding: str | None = None, digested: bool = False
+) -> tuple[gpd.GeoDataFrame, pa.Table, RecordDigests | None]:
+    """:func:`landpipe.sources.files.read_records`, and, if ``digested``, the records'
+    digests, under way before the frame is built."""
+    meta, records = read_table(source, layer, encoding=encoding)
+    digests = RecordDigests(records) if digested else None
+    return records_frame(source, layer, meta, records), records, digests
 
 
 class RecordDigests:
@@ -229,12 +241,9 @@ def _start(records: pa.Table, folder: Path) -> subprocess.Popen:
 
 def _end(child: subprocess.Popen | None, folder: Path | None, lock: int | None) -> None:
     """Stop ``child`` if it still runs, and remove its files and lock."""
-    if child is not None:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
+    if child is not None and child.poll() is None:
+        child.kill()
+        child.wait()
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
     if lock is not None:

@@ -24,14 +24,8 @@ from landpipe.errors import SourceError
 from landpipe.schemas.findings import Finding
 from landpipe.sources import encoding as codecs
 from landpipe.sources.fields import is_nfc, values_bytes
-from landpipe.sources.files import (
-    Source,
-    declared_encoding,
-    read_table,
-    records_frame,
-    sample_text,
-)
-from landpipe.sources.records import RecordDigests
+from landpipe.sources.files import Source, declared_encoding, sample_text
+from landpipe.sources.records import RecordDigests, read_digested
 
 #: Names a .cpg or --encoding may use, normalised to landpipe's encodings.
 _ALIASES = {
@@ -131,17 +125,15 @@ def read_dbf_layer(
     """
     if decision.encoding == "utf-8":
         try:
-            meta, records = read_table(source, layer, encoding="UTF-8")
-            digests = RecordDigests(records) if digested else None
-            frame = records_frame(source, layer, meta, records)
+            frame, records, digests = read_digested(
+                source, layer, encoding="UTF-8", digested=digested
+            )
             return (*nfc_checked(frame, decision), records, digests)
         except pa.ArrowException:
             # Some records are not UTF-8 after all (a few names typed in TCVN3 into a UTF-8
             # file): read the bytes and decode them here, so those records become findings.
             pass
-    meta, records = read_table(source, layer, encoding="latin1")
-    digests = RecordDigests(records) if digested else None
-    frame = records_frame(source, layer, meta, records)
+    frame, records, digests = read_digested(source, layer, encoding="latin1", digested=digested)
     frame = codecs.decode_frame_text(frame, decision.encoding, _text_columns(frame))
     return frame, encoding_findings(frame, decision), records, digests
 
