@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 SAMPLE := samples/phu_thuy_22924/thua_dat_22924.shp
 
-.PHONY: setup system-packages demo test lint bench clean
+.PHONY: setup system-packages demo test notebook lint bench clean
 
 ## setup: install PostgreSQL + PostGIS (if missing) and landpipe into .venv
 setup: system-packages $(VENV)/.installed
@@ -45,6 +45,11 @@ demo: setup
 ## test: run the test suite against a real PostGIS and a real Prefect server
 test: setup
 	$(BIN)/python -m pytest -q
+
+## notebook: Jupyter Lab on notebooks/, on the same register (installs Jupyter into .venv)
+notebook: setup
+	$(BIN)/python -m pip install -q -e '.[notebooks]'
+	$(BIN)/jupyter lab $$([ "$$(id -u)" -eq 0 ] && echo --allow-root) notebooks/
 
 ## bench: the benchmarks' peers (ogr2ogr from gdal-bin) and a run of each at 100,000 parcels
 bench: setup
