@@ -322,6 +322,98 @@ def _report_lines(summary: dict[str, Any]) -> list[str]:
     return [f"  report: {report['html']}", f"          {report['gpkg']}"]
 
 
+@app.command("parcel")
+def parcel_command(
+    commune: Annotated[str, typer.Argument(help="Commune code (5 digits).")],
+    sheet: Annotated[int, typer.Argument(min=1, help="Map sheet number.")],
+    parcel: Annotated[int, typer.Argument(min=1, help="Parcel number on the sheet.")],
+    as_json: JsonOption = False,
+) -> None:
+    """What a certificate needs of a current parcel: its data, whether it is ready for a
+    certificate (and why not), the findings in force, the certificates issued on it, its
+    neighbours and the coordinate table of its vertices (X northing, Y easting, VN-2000).
+
+    Exits 1 when the key has no current parcel.
+    """
+    from landpipe.db import make_engine
+    from landpipe.extract import parcel_extract
+    from landpipe.migrate import ensure_current
+
+    _check_commune_codes([commune])
+    settings = _settings()
+    try:
+        engine = make_engine(settings)
+        try:
+            ensure_current(engine, upgrade_if_needed=settings.database_url is None)
+            extract = parcel_extract(engine, commune, sheet, parcel)
+        finally:
+            engine.dispose()
+    except LandpipeError as error:
+        _fail(error)
+    if as_json:
+        typer.echo(json.dumps(extract, ensure_ascii=False))
+    if not extract["found"]:
+        retired = extract["retired"]
+        typer.echo(
+            f"landpipe: no current parcel {commune}/{sheet}/{parcel}"
+            + (
+                f" (retired by batch {retired['batch']} at {retired['at']})"
+                if retired and retired["batch"] is not None
+                else ""
+            ),
+            err=True,
+        )
+        raise typer.Exit(1)
+    if not as_json:
+        typer.echo(format_extract(extract))
+
+
+def format_extract(extract: dict[str, Any]) -> str:
+    """The text of ``landpipe parcel``."""
+    p = extract["parcel"]
+    key = f"{p['commune_code']}/{p['sheet_no']}/{p['parcel_no']}"
+    place = ", ".join(
+        name for name in (p["commune_name"], p["district_name"], p["province_name"]) if name
+    )
+    ready = "yes" if extract["ready"] else "no (" + "; ".join(extract["not_ready_because"]) + ")"
+    lines = [
+        f"parcel {key} (sheet {p['sheet_no']}, parcel {p['parcel_no']}):"
+        f" {place or p['commune_code']}",
+        f"  area {p['area_m2']} m² (declared {p['declared_area_m2'] or '-'},"
+        f" legal {p['legal_area_m2'] or '-'}); land use {', '.join(p['land_use_codes']) or '-'}",
+        f"  owner {p['owner_name'] or '-'}; address {p['address'] or '-'}",
+        f"  current since {p['current_since']} (batch {p['batch_id']}, version {p['version_id']})",
+        f"  ready for a certificate: {ready}",
+    ]
+    for c in extract["certificates"]:
+        on = "this version" if c["on_current_version"] else "an earlier version"
+        lines.append(f"  certificate {c['serial']} to {c['holder']} on {c['issued_on']} ({on})")
+    if extract["findings"]:
+        lines.append("  findings in force:")
+        lines += [
+            f"    {f['rule_code']:<24} {f['severity']:<7} {f['message']} (batch {f['batch_id']})"
+            for f in extract["findings"]
+        ]
+    neighbours = [
+        (
+            f"{n['sheet_no']}/{n['parcel_no']}"
+            if n["commune_code"] == p["commune_code"]
+            else f"{n['commune_code']}/{n['sheet_no']}/{n['parcel_no']}"
+        )
+        + f" ({n['shared_m']} m)"
+        for n in extract["neighbours"]
+    ]
+    lines.append(f"  neighbours (sheet/parcel, shared boundary): {', '.join(neighbours) or '-'}")
+    lines.append("  vertices (VN-2000, metres; X northing, Y easting):")
+    lines.append(f"    {'no':>4} {'X':>12} {'Y':>12} {'to next':>9}")
+    for v in extract["vertices"]:
+        hole = "" if v["ring"] == 0 else f"  (hole {v['ring']})"
+        lines.append(
+            f"    {v['vertex_no']:>4} {v['x_m']:>12} {v['y_m']:>12} {v['to_next_m']:>9}{hole}"
+        )
+    return "\n".join(lines)
+
+
 @app.command("rules")
 def rules_command() -> None:
     """Print the validation rule catalogue."""

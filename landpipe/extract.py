@@ -1,0 +1,135 @@
+"""What a district land office needs from the register to issue a certificate on one parcel.
+
+A cadastral extract (*trích lục bản đồ địa chính*, TT 25/2014 Phụ lục 13) and the parcel
+diagram of a certificate (TT 10/2024 Phụ lục 03) hold the parcel's key and place, area, land
+use, user and address, a coordinate table of its vertices with the length of each edge, and the
+numbers of its neighbours (``shared/DOMAIN.md``). :func:`parcel_extract` gathers those for the
+current version of a parcel, with what decides whether a certificate can be issued on it now:
+whether it is in ``land.parcel_ready``, the findings in force on it, and the certificates
+already issued on it. The coordinate table and the neighbours are the SQL functions
+``land.parcel_vertices`` and ``land.parcel_neighbours`` (``sql/110_parcel_diagram.sql``), which
+district offices can call themselves.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+_PARCEL = """
+SELECT d.commune_code, d.sheet_no, d.parcel_no, d.commune_name, d.district_code,
+       d.district_name, province.name AS province_name, d.area_m2, d.declared_area_m2,
+       d.legal_area_m2, d.land_use_codes, d.owner_name, d.address, d.id AS version_id,
+       date_trunc('second', d.loaded_at) AS current_since, d.batch_id, d.blocked,
+       EXISTS (SELECT FROM land.parcel_ready r WHERE r.id = d.id) AS ready,
+       ARRAY(SELECT code FROM unnest(d.land_use_codes) AS code
+             WHERE code NOT IN (SELECT u.code FROM land.land_use_code u)) AS unknown_land_use
+FROM land.parcel_detail d
+LEFT JOIN land.admin_unit district ON district.code = d.district_code
+LEFT JOIN land.admin_unit province ON province.code = district.parent_code
+WHERE (d.commune_code, d.sheet_no, d.parcel_no) = (:commune, :sheet, :parcel)
+"""
+#: Findings in force on the current version: made on it or later, not closed since, naming
+#: the parcel as theirs or as the other parcel of a pair (as ``land.parcel_detail`` reads them).
+_FINDINGS = """
+SELECT f.rule_code, f.severity, f.message, f.batch_id
+FROM land.finding f
+WHERE f.closed_by_batch_id IS NULL AND f.batch_id >= :batch
+  AND ((f.commune_code, f.sheet_no, f.parcel_no) = (:commune, :sheet, :parcel)
+       OR (f.other_commune_code, f.other_sheet_no, f.other_parcel_no)
+          = (:commune, :sheet, :parcel))
+ORDER BY CASE f.severity WHEN 'reject' THEN 0 WHEN 'block' THEN 1 ELSE 2 END, f.id
+"""
+_CERTIFICATES = """
+SELECT serial, holder, issued_on, parcel_version_id = :version AS on_current_version
+FROM land.certificate
+WHERE (commune_code, sheet_no, parcel_no) = (:commune, :sheet, :parcel)
+ORDER BY issued_on, serial
+"""
+_VERTICES = """
+SELECT vertex_no, part, ring, x_m, y_m, to_next_m
+FROM land.parcel_vertices(:commune, :sheet, :parcel)
+"""
+_NEIGHBOURS = """
+SELECT commune_code, sheet_no, parcel_no, shared_m
+FROM land.parcel_neighbours(:commune, :sheet, :parcel)
+"""
+#: The latest version of a key that has none current: when and by which batch it was retired.
+_RETIRED = """
+SELECT valid_to, retired_batch_id FROM land.parcel_version
+WHERE (commune_code, sheet_no, parcel_no) = (:commune, :sheet, :parcel)
+ORDER BY valid_from DESC LIMIT 1
+"""
+
+
+def parcel_extract(engine: Engine, commune: str, sheet: int, parcel: int) -> dict[str, Any]:
+    """The extract of the current parcel ``commune``/``sheet``/``parcel``, as JSON-able values
+    (areas and coordinates as decimal strings, as the register holds them).
+
+    ``"found"`` is False when the key has no current parcel; ``"retired"`` then says when and
+    by which batch its last version was retired, if it ever had one.
+    """
+    key = {"commune": commune, "sheet": sheet, "parcel": parcel}
+    with engine.connect() as connection:
+        # One snapshot for the parcel, its findings, certificates and diagram.
+        connection.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        row = connection.execute(sa.text(_PARCEL), key).mappings().first()
+        if row is None:
+            retired = connection.execute(sa.text(_RETIRED), key).mappings().first()
+            return {
+                "found": False,
+                "key": key,
+                "retired": None
+                if retired is None
+                else _json({"at": retired["valid_to"], "batch": retired["retired_batch_id"]}),
+            }
+        parcel_row = dict(row)
+        findings = connection.execute(
+            sa.text(_FINDINGS), {**key, "batch": parcel_row["batch_id"]}
+        ).mappings()
+        findings = [dict(f) for f in findings]
+        certificates = connection.execute(
+            sa.text(_CERTIFICATES), {**key, "version": parcel_row["version_id"]}
+        ).mappings()
+        certificates = [dict(c) for c in certificates]
+        vertices = [dict(v) for v in connection.execute(sa.text(_VERTICES), key).mappings()]
+        neighbours = [dict(n) for n in connection.execute(sa.text(_NEIGHBOURS), key).mappings()]
+    reasons = []
+    if parcel_row["blocked"]:
+        reasons.append("an open block finding")
+    if not parcel_row["owner_name"]:
+        reasons.append("no owner")
+    if not parcel_row["land_use_codes"]:
+        reasons.append("no land-use code")
+    if parcel_row["unknown_land_use"]:
+        reasons.append("unknown land-use code " + ", ".join(parcel_row["unknown_land_use"]))
+    return _json(
+        {
+            "found": True,
+            "key": key,
+            "parcel": {k: v for k, v in parcel_row.items() if k not in ("ready", "blocked")},
+            "ready": parcel_row["ready"],
+            "not_ready_because": reasons,
+            "findings": findings,
+            "certificates": certificates,
+            "neighbours": neighbours,
+            "vertices": vertices,
+        }
+    )
+
+
+def _json(value: Any) -> Any:
+    """``value`` with decimals, dates and times as strings, as JSON carries them."""
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value

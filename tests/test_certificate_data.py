@@ -1,0 +1,140 @@
+"""What a certificate's parcel diagram needs from the register (sql/110_parcel_diagram.sql):
+the coordinate table of a parcel's vertices with its edge lengths, and its neighbours."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+from shapely.geometry import Polygon, box
+
+from tests.conftest import run_cli
+from tests.parcels import X0, Y0, lot, record
+from tests.test_load import load_file, write
+from tests.test_register import load_as_the_flow_does, rows
+
+#: An L-shaped lot, counter-clockwise from its south-east corner: its north-west corner is
+#: (X0, Y0 + 20), the fourth vertex given.
+L_SHAPE = Polygon(
+    [
+        (X0 + 20, Y0),
+        (X0 + 20, Y0 + 10),
+        (X0 + 10, Y0 + 20),
+        (X0, Y0 + 20),
+        (X0, Y0),
+    ]
+)
+
+
+def vertices(engine, sheet: int, parcel: int):
+    return rows(
+        engine,
+        "SELECT vertex_no, part, ring, x_m, y_m, to_next_m"
+        " FROM land.parcel_vertices('22924', :sheet, :parcel)",
+        sheet=sheet,
+        parcel=parcel,
+    )
+
+
+def neighbours(engine, sheet: int, parcel: int):
+    return rows(
+        engine,
+        "SELECT commune_code, sheet_no, parcel_no, shared_m"
+        " FROM land.parcel_neighbours('22924', :sheet, :parcel)",
+        sheet=sheet,
+        parcel=parcel,
+    )
+
+
+def d(value: float) -> Decimal:
+    return Decimal(f"{value:.2f}")
+
+
+def test_the_coordinate_table_runs_clockwise_from_the_north_west_with_x_the_northing(
+    register, tmp_path
+):
+    load_file(register, write(tmp_path, [record(0, geometry=L_SHAPE)], "d.gpkg"))
+    table = vertices(register, 5, 1)
+    diagonal = d(200**0.5)
+    # X is the northing, Y the easting; clockwise from the north-west corner.
+    assert table == [
+        (1, 1, 0, d(Y0 + 20), d(X0), d(10)),
+        (2, 1, 0, d(Y0 + 20), d(X0 + 10), diagonal),
+        (3, 1, 0, d(Y0 + 10), d(X0 + 20), d(10)),
+        (4, 1, 0, d(Y0), d(X0 + 20), d(20)),
+        (5, 1, 0, d(Y0), d(X0), d(20)),
+    ]
+    assert sum(row[5] for row in table) == d(L_SHAPE.length)
+    assert vertices(register, 5, 2) == []  # no such parcel
+
+
+def test_holes_are_numbered_after_their_outer_ring_and_a_changed_parcel_shows_its_new_shape(
+    register, tmp_path
+):
+    holed = Polygon(
+        box(X0, Y0, X0 + 30, Y0 + 30).exterior.coords,
+        [box(X0 + 10, Y0 + 10, X0 + 20, Y0 + 20).exterior.coords],
+    )
+    load_file(register, write(tmp_path, [record(0, geometry=holed)], "d1.gpkg"))
+    table = vertices(register, 5, 1)
+    assert [row[:3] for row in table] == [(n, 1, 0) for n in range(1, 5)] + [
+        (n, 1, 1) for n in range(5, 9)
+    ]
+    assert table[0][3:5] == (d(Y0 + 30), d(X0))  # the outer ring's north-west corner first
+    assert {row[5] for row in table} == {d(30), d(10)}
+
+    load_file(register, write(tmp_path, [record(0, geometry=lot(0))], "d2.gpkg"))
+    assert [(row[3], row[4]) for row in vertices(register, 5, 1)] == [
+        (d(Y0 + 10), d(X0)),
+        (d(Y0 + 10), d(X0 + 10)),
+        (d(Y0), d(X0 + 10)),
+        (d(Y0), d(X0)),
+    ]
+
+
+def test_neighbours_share_a_stretch_of_boundary_whatever_their_sheet(register, tmp_path):
+    records = [record(i) for i in range(3)]
+    # North of lot 1, on sheet 6: shares 10 m with lot 1 (parcel 2), only corners with 0 and 2.
+    records.append(
+        record(1, SoHieuToBanDo=6, SoThuTuThua=1, geometry=box(X0 + 10, Y0 + 10, X0 + 20, Y0 + 20))
+    )
+    # Touching lot 2 at one corner only.
+    records.append(record(9, SoThuTuThua=9, geometry=box(X0 + 30, Y0 + 10, X0 + 40, Y0 + 20)))
+    load_file(register, write(tmp_path, records, "d.gpkg"))
+    assert neighbours(register, 5, 2) == [
+        ("22924", 5, 1, d(10)),
+        ("22924", 5, 3, d(10)),
+        ("22924", 6, 1, d(10)),
+    ]
+    assert neighbours(register, 5, 3) == [("22924", 5, 2, d(10))]
+    assert neighbours(register, 5, 9) == []
+
+
+def test_the_parcel_command_shows_what_a_certificate_needs(register, cli_env, tmp_path):
+    records = [
+        record(0, geometry=L_SHAPE, DienTich=350.0),
+        record(2, KyHieuMucDichSuDung="XYZ"),
+        record(3),
+    ]
+    load_as_the_flow_does(register, write(tmp_path, records, "d1.gpkg"))
+    load_as_the_flow_does(register, write(tmp_path, records[:2], "d2.gpkg"))  # 4 retired
+
+    shown = run_cli("parcel", "22924", "5", "1", env=cli_env)
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert "parcel 22924/5/1 (sheet 5, parcel 1): Phường Phú Thủy" in text
+    assert "ready for a certificate: yes" in text
+    assert "neighbours (sheet/parcel, shared boundary): 5/3 (10.00 m)\n" in text
+    assert f"   1   {Y0 + 20:.2f}    {X0:.2f}     10.00" in text
+
+    data = json.loads(run_cli("parcel", "22924", "5", "3", "--json", env=cli_env).stdout)
+    assert data["ready"] is False
+    assert data["not_ready_because"] == ["an open block finding", "unknown land-use code XYZ"]
+    assert [f["rule_code"] for f in data["findings"]] == ["ATTR_LAND_USE_UNKNOWN"]
+    assert [v["vertex_no"] for v in data["vertices"]] == [1, 2, 3, 4]
+    assert data["parcel"]["owner_name"] == "Nguyễn Văn An"
+
+    gone = run_cli("parcel", "22924", "5", "4", env=cli_env)
+    assert gone.returncode == 1
+    assert gone.stderr.startswith("landpipe: no current parcel 22924/5/4 (retired by batch 2 at ")
+    assert run_cli("parcel", "2292", "5", "1", env=cli_env).returncode == 2
