@@ -351,7 +351,12 @@ def load(
                 []
                 if dropped is not None
                 else _against_register(
-                    conn, validation.parcels, sheets, changed=~plan.same, valid=True
+                    conn,
+                    validation.parcels,
+                    sheets,
+                    changed=~plan.same,
+                    valid=True,
+                    untouched=plan.untouched,
                 )
             )
             # The caller's validation stays as it was (a retried load adds them once).
@@ -392,10 +397,13 @@ def load(
         raw.close()
 
 
-#: Open topology findings of earlier batches that this batch made afresh where they remain:
-#: those that name a parcel whose version it replaced (changed or retired; but a gap next to
-#: a retired parcel stays, as the hole is still there), and gaps that one of its new or
-#: changed parcels lines (a gap finding names only two of the parcels lining it).
+#: Open findings of earlier batches that this batch superseded: every finding on a parcel
+#: whose version it replaced (changed or retired): the new version was checked afresh, and a
+#: retired parcel is gone; but a gap next to a retired parcel stays (the hole is still there),
+#: and a certificate's flag stays until reviewed. And the topology findings that name such a
+#: parcel as the other one of a pair, and gaps that one of its new or changed parcels lines
+#: (a gap finding names only two of the parcels lining it), which it made afresh where they
+#: remain.
 _SUPERSEDED = """
 WITH replaced AS (
     SELECT v.commune_code, v.sheet_no, v.parcel_no, v.id = ANY(%(retired)s) AS retired
@@ -404,13 +412,14 @@ WITH replaced AS (
     SELECT f.id FROM replaced r
     JOIN land.finding f ON (f.commune_code, f.sheet_no, f.parcel_no)
                          = (r.commune_code, r.sheet_no, r.parcel_no)
-    WHERE f.closed_by_batch_id IS NULL AND NOT (r.retired AND f.rule_code = %(gap)s)
+    WHERE f.closed_by_batch_id IS NULL AND f.rule_code <> %(certificate)s
+      AND NOT (r.retired AND f.rule_code = %(gap)s)
     UNION
     SELECT f.id FROM replaced r
     JOIN land.finding f ON (f.other_commune_code, f.other_sheet_no, f.other_parcel_no)
                          = (r.commune_code, r.sheet_no, r.parcel_no)
     WHERE f.closed_by_batch_id IS NULL AND f.other_parcel_no IS NOT NULL
-      AND NOT (r.retired AND f.rule_code = %(gap)s)
+      AND f.rule_code = ANY(%(rules)s) AND NOT (r.retired AND f.rule_code = %(gap)s)
     UNION
     SELECT f.id FROM land.parcel_version n
     JOIN land.finding f ON f.rule_code = %(gap)s AND ST_DWithin(f.location, n.geom, %(lining)s)
@@ -418,20 +427,21 @@ WITH replaced AS (
 )
 UPDATE land.finding f SET closed_by_batch_id = %(batch)s
 FROM superseded s
-WHERE f.id = s.id AND f.batch_id < %(batch)s AND f.rule_code = ANY(%(rules)s)
+WHERE f.id = s.id AND f.batch_id < %(batch)s
 """
 
 
 def _close_superseded(conn, batch_id: int, changed: np.ndarray, retired: np.ndarray) -> int:
-    """Close the open topology findings of earlier batches that this batch made afresh (see
+    """Close the open findings of earlier batches that this batch superseded (see
     :data:`_SUPERSEDED`); returns how many.
 
-    The load checked the topology of every added and changed parcel again, against the
-    delivery and the register around it, and made every overlap, gap and sliver that involves
-    one, and the edge mismatches of those parcels. So an overlap that a re-delivery fixed no
-    longer blocks the unchanged neighbour it named, without waiting for a revalidation. The
-    findings of a retired parcel concern a parcel that is gone. An unchanged neighbour's own
-    edge mismatch (a warning) stays until a revalidation.
+    The load validated every added and changed parcel afresh, its topology against the
+    delivery and the register around it included, and made every overlap, gap and sliver
+    that involves one, and the edge mismatches of those parcels. So the findings of the
+    versions it replaced no longer hold, and an overlap that a re-delivery fixed no longer
+    blocks the unchanged neighbour it named, without waiting for a revalidation. The findings
+    of a retired parcel concern a parcel that is gone. An unchanged neighbour's own edge
+    mismatch (a warning) stays until a revalidation.
     """
     return conn.execute(
         _SUPERSEDED,
@@ -440,6 +450,7 @@ def _close_superseded(conn, batch_id: int, changed: np.ndarray, retired: np.ndar
             "retired": retired.tolist(),
             "batch": batch_id,
             "gap": topology.GAP,
+            "certificate": "CERT_CHANGED",
             "lining": topology.LINING_M,
             "rules": list(topology.RULES),
         },
@@ -453,12 +464,14 @@ def _against_register(
     *,
     changed: np.ndarray | None = None,
     valid: bool = False,
+    untouched: np.ndarray | None = None,
 ) -> list[Finding]:
     """Overlaps and gaps between the delivery and the current parcels around it.
 
     The current parcels of the sheets the delivery covers are replaced by it (kept, changed
-    or retired), so they are no neighbours. With ``changed`` (a boolean mask over
-    ``parcels``), only the findings that involve a changed parcel: an unchanged one was
+    or retired), so they are no neighbours, but for those it leaves ``untouched`` (ids: their
+    record was rejected, or their sheet had no accepted record). With ``changed`` (a boolean
+    mask over ``parcels``), only the findings that involve a changed parcel: an unchanged one was
     checked against its neighbours when it was loaded, and each neighbour loaded since was
     checked against it. ``valid``: the geometries of ``parcels`` are known to be valid.
     """
@@ -470,12 +483,14 @@ def _against_register(
     rows = conn.execute(
         # NOT IN a subquery is a hashed lookup whatever the statistics say.
         "SELECT p.commune_code, p.sheet_no, p.parcel_no, ST_AsBinary(p.geom) FROM land.parcel p"
-        " WHERE (p.commune_code, p.sheet_no)"
-        "   NOT IN (SELECT * FROM unnest(%s::text[], %s::integer[]))"
+        " WHERE ((p.commune_code, p.sheet_no)"
+        "         NOT IN (SELECT * FROM unnest(%s::text[], %s::integer[]))"
+        "        OR p.id = ANY(%s::bigint[]))"
         "   AND p.geom && ST_Expand(ST_MakeEnvelope(%s, %s, %s, %s, 9218), %s)",
         [
             [commune for commune, _ in sheets],
             [sheet for _, sheet in sheets],
+            [] if untouched is None else untouched.tolist(),
             float(xmin),
             float(ymin),
             float(xmax),

@@ -13,15 +13,18 @@ are compared by content hash (:func:`content_hashes`, the same bytes as
   current version is closed and a new one opened, linked by ``previous_version_id``;
 - a key with the same content is **unchanged**: nothing is written;
 - a current parcel of a covered sheet whose key the delivery no longer has is **retired**.
-  A key the delivery carries but whose record was rejected is neither changed nor retired.
+  A key the delivery carries but whose record was rejected is neither changed nor retired,
+  and a sheet none of whose records was accepted retires nothing: a delivery that could not
+  be used changes nothing.
 
 Only what changes is written. The versions to close are closed by one ``UPDATE`` by id, and
 the new versions are streamed straight into ``land.parcel_version`` with one binary ``COPY``,
 encoded column by column with Arrow (geometries as extended WKB bytes), never row by row.
 
-Retired parcels are linked to the added parcels that cover their area (``land.parcel_lineage``):
-splits and merges. A changed or retired parcel that holds a certificate gets a ``CERT_CHANGED``
-finding, which blocks it until reviewed.
+Retired parcels, and changed ones whose geometry changed, are linked to the new parcels that
+cover their area (``land.parcel_lineage``): splits and merges, also those that keep a parcel's
+number. A changed or retired parcel that holds a certificate, and a key added again that held
+one, gets a ``CERT_CHANGED`` finding, which blocks it until reviewed.
 
 The first load into an empty register (a province's initial load) takes the table whole
 (:func:`take_empty_register`): it drops the secondary indexes of ``land.parcel_version`` and the
@@ -428,7 +431,12 @@ class Plan:
         Whether each accepted parcel is the same as its current version by content, not by
         record hash: the version's record hash is made anew (:func:`merge`).
     retired
-        Ids of the current versions of covered sheets whose key the delivery no longer has.
+        Ids of the current versions of covered sheets whose key the delivery no longer has,
+        in the sheets where it has an accepted parcel.
+    untouched
+        Ids of the current versions of covered sheets that stay current without being
+        delivered again: their key's record was rejected, or their sheet has no accepted
+        parcel. They are the delivery's neighbours in the register like any other parcel.
     """
 
     records: np.ndarray | None
@@ -436,6 +444,7 @@ class Plan:
     same: np.ndarray
     stale: np.ndarray
     retired: np.ndarray
+    untouched: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     @property
     def added(self) -> np.ndarray:
@@ -471,9 +480,23 @@ def plan(
     at = compared.at
     previous = np.full(len(parcels), -1, dtype=np.int64)
     previous[at >= 0] = current.version_id[at[at >= 0]]
-    kept = np.zeros(len(current), dtype=bool)
-    kept[delivered_at[delivered_at >= 0]] = True
-    return Plan(records, previous, compared.same, compared.stale, current.version_id[~kept])
+    delivered = np.zeros(len(current), dtype=bool)  # the key is in the delivery
+    delivered[delivered_at[delivered_at >= 0]] = True
+    replaced = np.zeros(len(current), dtype=bool)  # an accepted parcel stands for it
+    replaced[at[at >= 0]] = True
+    # A sheet is delivered anew where the delivery has an accepted parcel: a sheet whose
+    # records were all rejected (or a delivery with none accepted) retires nothing.
+    keys = _delivery_keys(delivery, parcels, current.sheets) if len(current) else at
+    accepted_sheets = np.unique(keys[keys >= 0] >> 32)
+    anew = np.isin(current.key >> 32, accepted_sheets)
+    return Plan(
+        records,
+        previous,
+        compared.same,
+        compared.stale,
+        retired=current.version_id[~delivered & anew],
+        untouched=current.version_id[~replaced & ~(~delivered & anew)],
+    )
 
 
 def _reused(
@@ -656,10 +679,10 @@ def merge(
             " WHERE v.id = u.id",
             [plan.previous[stale].tolist(), [bytes(h) for h in plan.records[stale]], content],
         )
-    if changes.retired and changes.added:
-        _record_lineage(conn, batch_id, plan.retired)
+    if (changes.retired or changes.changed) and (changes.added or changes.changed):
+        _record_lineage(conn, batch_id, plan.retired, plan.previous[changed])
     changes.certificates_flagged = _flag_certificates(
-        conn, batch_id, plan.previous[changed], plan.retired
+        conn, batch_id, plan.previous[changed], plan.retired, added=changes.added > 0 and not freeze
     )
     return changes
 
@@ -853,34 +876,50 @@ def _numeric_tenths(tenths: np.ndarray) -> pa.BinaryArray:
 # --------------------------------------------------------------------------- consequences
 
 
-def _record_lineage(conn, batch_id: int, retired: np.ndarray) -> None:
-    """Link each retired parcel to the added parcels that cover part of its area."""
+def _record_lineage(conn, batch_id: int, retired: np.ndarray, changed: np.ndarray) -> None:
+    """Link the parcels a split or merge replaced to the new parcels that cover part of their
+    area: retired parcels, and changed ones whose geometry changed (a split or merge may keep
+    a parcel's number), to the versions this batch added or changed. A changed parcel's own
+    new version is linked to it as its next version (``previous_version_id``), not here."""
     conn.execute(
         """
+        WITH parent AS (
+            SELECT r.id, r.geom FROM land.parcel_version r WHERE r.id = ANY(%(retired)s)
+            UNION ALL
+            SELECT r.id, r.geom FROM land.parcel_version r
+            JOIN land.parcel_version s
+              ON (s.commune_code, s.sheet_no, s.parcel_no) = (r.commune_code, r.sheet_no,
+                                                              r.parcel_no)
+             AND s.valid_to IS NULL
+            WHERE r.id = ANY(%(changed)s) AND NOT ST_OrderingEquals(r.geom, s.geom)
+        )
         INSERT INTO land.parcel_lineage (parent_version_id, child_version_id, batch_id,
                                          shared_area_m2)
         SELECT r.id, n.id, %(batch)s, round(shared.area::numeric, 1)
-        FROM land.parcel_version r
+        FROM parent r
         JOIN land.parcel_version n
-          ON n.batch_id = %(batch)s AND n.change = 'added' AND n.valid_to IS NULL
-         AND n.geom && r.geom
+          ON n.batch_id = %(batch)s AND n.valid_to IS NULL AND n.geom && r.geom
+         AND n.previous_version_id IS DISTINCT FROM r.id
         CROSS JOIN LATERAL (SELECT ST_Area(ST_Intersection(r.geom, n.geom)) AS area) shared
-        WHERE r.id = ANY(%(retired)s)
-          AND shared.area > %(min_area)s
+        WHERE shared.area > %(min_area)s
           AND shared.area > %(min_share)s * least(ST_Area(r.geom), ST_Area(n.geom))
         """,
         {
             "batch": batch_id,
             "retired": retired.tolist(),
+            "changed": changed.tolist(),
             "min_area": LINEAGE_MIN_AREA_M2,
             "min_share": LINEAGE_MIN_SHARE,
         },
     )
 
 
-def _flag_certificates(conn, batch_id: int, changed: np.ndarray, retired: np.ndarray) -> int:
-    """A ``CERT_CHANGED`` finding for each certified parcel this batch changed or retired."""
-    if not len(changed) and not len(retired):
+def _flag_certificates(
+    conn, batch_id: int, changed: np.ndarray, retired: np.ndarray, *, added: bool
+) -> int:
+    """A ``CERT_CHANGED`` finding for each certified parcel this batch changed or retired,
+    and, when it ``added`` parcels, for each key it added again that held a certificate."""
+    if not len(changed) and not len(retired) and not added:
         return 0
     severity = schemas.rules()["CERT_CHANGED"].severity
     return conn.execute(
@@ -895,9 +934,11 @@ def _flag_certificates(conn, batch_id: int, changed: np.ndarray, retired: np.nda
                jsonb_build_object('certificate', cert.serial, 'change', how.what,
                                   'certified_version_id', cert.parcel_version_id),
                ST_PointOnSurface(v.geom)
-        FROM (SELECT unnest(%(changed)s::bigint[]) AS old_id, 'changed' AS what
-              UNION ALL SELECT unnest(%(retired)s::bigint[]), 'retired') how
-        JOIN land.parcel_version v ON v.id = how.old_id
+        FROM (SELECT unnest(%(changed)s::bigint[]) AS version_id, 'changed' AS what
+              UNION ALL SELECT unnest(%(retired)s::bigint[]), 'retired'
+              UNION ALL SELECT n.id, 'added again' FROM land.parcel_version n
+                        WHERE %(added)s AND n.batch_id = %(batch)s AND n.change = 'added') how
+        JOIN land.parcel_version v ON v.id = how.version_id
         JOIN land.certificate cert
           ON (cert.commune_code, cert.sheet_no, cert.parcel_no)
            = (v.commune_code, v.sheet_no, v.parcel_no)
@@ -907,5 +948,6 @@ def _flag_certificates(conn, batch_id: int, changed: np.ndarray, retired: np.nda
             "severity": severity,
             "changed": changed.tolist(),
             "retired": retired.tolist(),
+            "added": added,
         },
     ).rowcount

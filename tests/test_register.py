@@ -1083,3 +1083,117 @@ def test_records_read_otherwise_are_compared_by_content_then_matched_by_record(r
     )
     assert result.changes == {"added": 0, "changed": 0, "unchanged": 3, "retired": 0}
     assert list(validation.unchanged) == [True] * 3
+
+
+# --------------------------------------------------------------------------- what a delivery leaves
+
+
+def test_a_sheet_with_no_accepted_record_is_not_delivered_anew(register, tmp_path):
+    # Sheet 5: parcels 1-6; sheet 6: parcel 1.
+    load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
+    # Nothing usable: a rejected delivery retires nothing and changes nothing.
+    broken, _ = load_as_the_flow_does(
+        register, write(tmp_path, [record(0, geometry=BOW_TIE)], "d2.gpkg")
+    )
+    assert broken.status == "rejected"
+    assert broken.changes == {"added": 0, "changed": 0, "unchanged": 0, "retired": 0}
+    assert len(current(register)) == 7
+    # Sheet 5 has accepted records, so its absent parcels retire; sheet 6's only record was
+    # rejected, so its parcel stays.
+    mixed = [record(0), record(1), record(20, SoHieuToBanDo=6, SoThuTuThua=1, geometry=BOW_TIE)]
+    result, _ = load_as_the_flow_does(register, write(tmp_path, mixed, "d3.gpkg"))
+    assert result.changes == {"added": 0, "changed": 0, "unchanged": 2, "retired": 4}
+    assert [(s, p) for s, p, *_ in current(register)] == [(5, 1), (5, 2), (6, 1)]
+
+
+def test_a_changed_parcel_is_checked_against_a_kept_version_whose_record_was_rejected(
+    register, tmp_path
+):
+    first = [record(i) for i in range(4)]
+    first[1]["geometry"] = box(X0 + 10, Y0, X0 + 24, Y0 + 10)  # 4 m into parcel 3
+    first[1]["DienTich"] = 140.0
+    one = load_file(register, write(tmp_path, first, "d1.gpkg"))
+    assert ("TOPO_OVERLAP", 2, 3) in findings_of(register, one.batch)
+    # Parcel 2 changes owner; parcel 3's record is broken, so its registered version stays,
+    # and still lies under parcel 2.
+    second = [dict(r) for r in first]
+    second[1]["TenChu"] = "Lê Thị Hoa"
+    second[2]["geometry"] = shift(BOW_TIE, 20)
+    two, _ = load_as_the_flow_does(register, write(tmp_path, second, "d2.gpkg"))
+    assert two.changes == {"added": 0, "changed": 1, "unchanged": 2, "retired": 0}
+    assert ("TOPO_OVERLAP", 2, 3) in findings_of(register, two.batch)
+    assert blocked_parcels(register) == [2, 3]
+
+
+def test_a_split_or_merge_that_keeps_a_parcel_number_has_its_lineage(register, tmp_path):
+    load_file(register, write(tmp_path, [record(i) for i in range(6)], "d1.gpkg"))
+    # Parcel 2 is split: its west half keeps the number, the east half is new parcel 7.
+    # Parcel 5 is merged into parcel 4, which keeps its number. Parcel 1 changes owner only.
+    second = [
+        record(0, TenChu="Lê Thị Hoa"),
+        record(1, geometry=half(1, 0), DienTich=50.0),
+        record(1, SoThuTuThua=7, geometry=half(1, 1), DienTich=50.0),
+        record(2),
+        record(3, geometry=both(3, 4), DienTich=200.0),
+        record(5),
+    ]
+    result = load_file(register, write(tmp_path, second, "d2.gpkg"))
+    assert result.changes == {"added": 1, "changed": 3, "unchanged": 2, "retired": 1}
+    lineage = rows(
+        register,
+        """
+        SELECT p.parcel_no, c.parcel_no, l.shared_area_m2 FROM land.parcel_lineage l
+        JOIN land.parcel_version p ON p.id = l.parent_version_id
+        JOIN land.parcel_version c ON c.id = l.child_version_id ORDER BY 1, 2""",
+    )
+    assert lineage == [(2, 7, 50.0), (5, 4, 100.0)]
+    assert rows(
+        register, "SELECT parcel_no, how FROM land.parcel_ancestry('22924', 5, 7) ORDER BY 1"
+    ) == [(2, "split/merge"), (7, "current")]
+    assert rows(
+        register,
+        "SELECT parcel_no, how FROM land.parcel_ancestry('22924', 5, 4) ORDER BY generation, 1",
+    ) == [(4, "current"), (4, "earlier version"), (5, "split/merge")]
+
+
+def test_a_certified_key_retired_then_added_again_is_flagged_again(register, tmp_path):
+    load_file(register, write(tmp_path, [record(i) for i in range(4)], "d1.gpkg"))
+    with register.begin() as connection:
+        connection.execute(
+            sa.text("""
+            INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no,
+                                          parcel_version_id, holder, issued_on)
+            SELECT 'CS 000004', commune_code, sheet_no, parcel_no, id, owner_name, '2026-05-01'
+            FROM land.parcel WHERE sheet_no = 5 AND parcel_no = 4""")
+        )
+    gone = load_file(register, write(tmp_path, [record(i) for i in range(3)], "d2.gpkg"))
+    assert gone.issues.get("CERT_CHANGED") == 1
+    back = [record(i) for i in range(3)] + [record(3, TenChu="Người Khác")]
+    again = load_file(register, write(tmp_path, back, "d3.gpkg"))
+    assert again.changes["added"] == 1 and again.issues.get("CERT_CHANGED") == 1
+    assert rows(
+        register,
+        "SELECT detail->>'change' FROM land.finding WHERE batch_id = :b"
+        " AND rule_code = 'CERT_CHANGED'",
+        b=again.batch,
+    ) == [("added again",)]
+    assert 4 in blocked_parcels(register)
+    assert (4,) not in rows(register, "SELECT parcel_no FROM land.parcel_ready")
+
+
+def test_the_findings_of_a_replaced_or_retired_version_are_closed(register, tmp_path):
+    first = [record(0, DienTich=150.0, KyHieuMucDichSuDung="XYZ"), record(1), record(2)]
+    one = load_file(register, write(tmp_path, first, "d1.gpkg"))
+    made = rows(
+        register,
+        "SELECT rule_code, parcel_no FROM land.finding WHERE batch_id = :b ORDER BY 1",
+        b=one.batch,
+    )
+    assert made == [("ATTR_AREA_MISMATCH", 1), ("ATTR_LAND_USE_UNKNOWN", 1)]
+    # Parcel 1 comes back corrected, parcel 3 is gone.
+    two, _ = load_as_the_flow_does(register, write(tmp_path, [record(0), record(1)], "d2.gpkg"))
+    assert two.changes == {"added": 0, "changed": 1, "unchanged": 1, "retired": 1}
+    assert two.closed == 2
+    assert (
+        scalar(register, "SELECT count(*) FROM land.finding WHERE closed_by_batch_id IS NULL") == 0
+    )
