@@ -80,7 +80,9 @@ def scan_step(inbox: str, quiet_seconds: float) -> Scan:
 
 @task(name="check", cache_policy=NO_CACHE, **ON_CONNECTION_LOSS)
 def check_step(settings: Settings, sha256: str) -> tuple[int, str] | None:
-    """A batch of this content, a loaded one first, else the earliest: (id, status), or None."""
+    """A batch of this content read as the inbox reads it (with no option), a loaded one
+    first, else the earliest: (id, status), or None. A batch of a load given options (a
+    technician's, on the command line) says nothing of how the inbox's load would go."""
     engine = make_engine(settings)
     try:
         ensure_current(engine, upgrade_if_needed=settings.database_url is None)
@@ -88,6 +90,7 @@ def check_step(settings: Settings, sha256: str) -> tuple[int, str] | None:
             row = connection.execute(
                 sa.text(
                     "SELECT id, status FROM land.batch WHERE source_sha256 = :sha"
+                    " AND jsonb_strip_nulls(options) = '{}'::jsonb"
                     " ORDER BY status <> 'loaded', id LIMIT 1"
                 ),
                 {"sha": sha256},

@@ -331,7 +331,7 @@ def load_delivery(
             batch = refuse_step(settings, path, error, started_at, options)
             summary = LoadResult(
                 batch=batch,
-                status="rejected",
+                status="failed",  # as land.batch records a delivery refused as a whole
                 source=path,
                 error=str(error),
                 error_kind=type(error).__name__,

@@ -299,10 +299,13 @@ def load(
         conn = raw.driver_connection
         with conn.transaction():
             lock_communes(conn, _commune_codes(delivery))
+            # The same file read the same way: read otherwise (another encoding, mapping,
+            # CRS or option), it is compared with the register as any delivery is.
             earlier = conn.execute(
                 "SELECT id FROM land.batch WHERE source_sha256 = %s AND status = 'loaded'"
+                " AND source_layer IS NOT DISTINCT FROM %s AND reading_context = %s"
                 " ORDER BY id LIMIT 1",
-                [delivery.source.sha256],
+                [delivery.source.sha256, delivery.layer, delivery.reading_context],
             ).fetchone()
             if earlier:
                 result = _summary(delivery, validation)
@@ -363,7 +366,7 @@ def load(
             validation = Validation(
                 validation.parcels,
                 validation.rejected,
-                [*validation.findings, *register_findings],
+                [*_of_this_batch(validation, plan), *register_findings],
                 validation.repaired,
                 validation.unchanged,
             )
@@ -395,6 +398,19 @@ def load(
         return result
     finally:
         raw.close()
+
+
+def _of_this_batch(validation: Validation, plan: register.Plan) -> list[Finding]:
+    """The findings of ``validation`` this batch makes: not those of its own on a parcel the
+    register holds unchanged (validated again because validation repaired its geometry, or
+    without a look at the register), which stay those of the batch that loaded it. The
+    topology findings that name one involve a parcel the batch adds or changes."""
+    findings = validation.findings
+    if not plan.same.any():
+        return list(findings)
+    rows = validation.parcels[canonical.SOURCE_ROW].to_numpy()
+    unchanged = set(rows[plan.same].tolist())
+    return [f for f in findings if f.rule_code in topology.RULES or f.source_row not in unchanged]
 
 
 #: Open findings of earlier batches that this batch superseded: every finding on a parcel
@@ -540,9 +556,9 @@ def _insert_batch(
         INSERT INTO land.batch (source_path, source_sha256, source_format, options, source_layer,
             commune_code, crs_read, crs_how, field_mapping, field_mapping_how, text_encoding,
             text_encoding_how, text_encoding_confidence, text_encoding_declared, linework,
-            covered_sheets, started_at, finished_at, status, n_read, n_loaded, n_repaired,
-            n_rejected)
-        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+            covered_sheets, reading_context, started_at, finished_at, status, n_read, n_loaded,
+            n_repaired, n_rejected)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
             clock_timestamp(), %s, %s, %s, %s, %s)
         RETURNING id
         """,
@@ -563,6 +579,7 @@ def _insert_batch(
             delivery.text.declared,
             delivery.linework,
             Jsonb([list(pair) for pair in sheets]),
+            delivery.reading_context,
             started_at,
             result.status,
             result.read,

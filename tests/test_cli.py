@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -337,3 +338,40 @@ def test_a_command_interrupted_while_its_prefect_server_starts_leaves_none_runni
     child.wait(timeout=120)
     assert child.returncode != 0
     assert not state.exists() and not prefect_server._ours(pid, prefect_home.resolve())
+
+
+def test_the_same_file_read_otherwise_is_loaded_again_and_the_inbox_ignores_option_refusals(
+    register, cli_env, tmp_path
+):
+    path = tmp_path / "thua_dat_22924.shp"
+    synth.write_delivery(synth.generate_delivery("22924", n_parcels=60, faults=False), path)
+    # Read in the wrong encoding, the names are garbled...
+    wrong, _ = load_json(path, cli_env, "--encoding", "vni", "--no-report")
+    assert wrong["status"] == "loaded" and wrong["issues"].get("ATTR_ENCODING")
+    # ...and the same file read as it is written is compared with the register, not
+    # taken for the same load: the names come right.
+    right, _ = load_json(path, cli_env, "--no-report")
+    assert right["status"] == "loaded" and right["batch"] != wrong["batch"]
+    assert right["changes"]["changed"] == 60
+    again, _ = load_json(path, cli_env, "--no-report")
+    assert (again["status"], again["batch"]) == ("unchanged", right["batch"])
+    with register.connect() as connection:
+        owners = set(connection.execute(sa.text("SELECT owner_name FROM land.parcel")).scalars())
+    assert owners == set(synth.generate_delivery("22924", n_parcels=60, faults=False)["TenChu"])
+
+    # A delivery refused because of a wrong option on the command line...
+    other = tmp_path / "other" / "thua_dat_22924.shp"
+    synth.write_delivery(
+        synth.generate_delivery("22924", n_parcels=40, seed=5, faults=False), other
+    )
+    refused, result = load_json(other, cli_env, "--crs", "EPSG:4326", "--no-report")
+    assert (result.returncode, refused["status"]) == (12, "failed")
+    # ...is loaded by the inbox, which reads it with no option.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for part in other.parent.iterdir():
+        shutil.copy2(part, inbox / part.name)
+    result = run_cli("inbox", str(inbox), "--quiet-seconds", "0", "--json", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    (outcome,) = json.loads(result.stdout)["deliveries"]
+    assert outcome["status"] == "loaded"

@@ -666,6 +666,8 @@ def test_a_repaired_parcel_delivered_again_is_unchanged(register, tmp_path):
     assert list(validation.unchanged) == [True, False]
     assert result.changes == {"added": 0, "changed": 0, "unchanged": 2, "retired": 0}
     assert result.repaired == 1
+    # Its findings stay those of the batch that loaded it: no second GEOM_REPAIRED.
+    assert findings_of(register, result.batch) == [] and result.issues == {}
     assert (
         scalar(register, "SELECT count(*) FROM land.parcel_version WHERE record_hash IS NULL") == 1
     )
