@@ -434,12 +434,31 @@ def sample_command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 20261127,
     faults: Annotated[bool, typer.Option(help="Inject the realistic faults.")] = True,
 ) -> None:
-    """Write a synthetic survey delivery (the sample delivery by default)."""
+    """Write a synthetic survey delivery (the sample delivery by default).
+
+    Exits 2 on a wrong argument: a commune the generator cannot place inside its district,
+    no parcel, or a file type it does not write.
+    """
     from landpipe import synth
 
-    frame = synth.generate_delivery(commune, n_parcels=parcels, seed=seed, faults=faults)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    written = synth.write_delivery(frame, out)
+    placeable = synth.placeable_communes()
+    if commune not in placeable:
+        typer.echo(
+            f"landpipe: --commune {commune!r}: the sample generator places only these communes"
+            f" inside their district: {', '.join(placeable)}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        frame = synth.generate_delivery(commune, n_parcels=parcels, seed=seed, faults=faults)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        written = synth.write_delivery(frame, out)
+    except ValueError as error:
+        typer.echo(f"landpipe: {error}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as error:
+        typer.echo(f"landpipe: cannot write {out}: {error.strerror or error}", err=True)
+        raise typer.Exit(3) from None
     typer.echo(f"wrote {len(frame)} parcels to {written}")
 
 

@@ -175,7 +175,8 @@ def load_mapping(path: str | Path) -> dict[str, str]:
     try:
         mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as err:
-        raise FieldError(f"--mapping {path}: cannot be read ({err})") from err
+        reason = " ".join(str(err).split())  # a YAML parser's message spans lines
+        raise FieldError(f"--mapping {path}: cannot be read ({reason})") from err
     if isinstance(mapping, dict) and isinstance(mapping.get("fields"), dict):
         mapping = mapping["fields"]
     if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):

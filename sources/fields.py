@@ -380,11 +380,17 @@ def map_fields(
     fields = [name for name in frame.columns if name != frame.geometry.name]
     detected = match_fields(fields)
     if mapping:
-        unknown = {c: f for c, f in mapping.items() if f not in fields or c not in _CONVERTERS}
-        if unknown:
+        not_canonical = [c for c in mapping if c not in _CONVERTERS]
+        if not_canonical:
             raise FieldError(
-                f"the field mapping names what the layer lacks: {unknown}; delivered fields: "
-                f"{', '.join(fields)}; canonical fields: {', '.join(_CONVERTERS)}"
+                f"the field mapping maps onto no canonical field: {', '.join(not_canonical)};"
+                f" canonical fields: {', '.join(_CONVERTERS)}"
+            )
+        missing = {c: f for c, f in mapping.items() if f not in fields}
+        if missing:
+            raise FieldError(
+                f"the field mapping names fields the layer lacks: {missing}; delivered fields: "
+                f"{', '.join(fields)}"
             )
         taken = set(mapping.values())
         detected = {c: f for c, f in detected.items() if f not in taken} | mapping

@@ -375,3 +375,20 @@ def test_the_same_file_read_otherwise_is_loaded_again_and_the_inbox_ignores_opti
     assert result.returncode == 0, result.stderr
     (outcome,) = json.loads(result.stdout)["deliveries"]
     assert outcome["status"] == "loaded"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["x.txt"], "cannot tell the driver from"),
+        (["x.shp", "--parcels", "0"], "n_parcels must be at least 1, got 0"),
+        (["x.shp", "--commune", "1"], "the sample generator places only these communes"),
+        (["x.shp", "--commune", "22927"], "the sample generator places only these communes"),
+    ],
+)
+def test_sample_refuses_a_wrong_argument_in_one_line(cli_env, tmp_path, arguments, message):
+    result = run_cli("sample", str(tmp_path / arguments[0]), *arguments[1:], env=cli_env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("landpipe: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from shapely.geometry import box
 
 from landpipe.errors import FieldError
+from landpipe.sources import load_mapping
 from landpipe.sources.fields import (
     attribute_json,
     attribute_records,
@@ -213,8 +214,21 @@ def test_mapping_option_wins_over_detection():
     frame = _frame(MaXa=["22924"], SoTo=["3"], SoThua=[7], ThuaMoi=[9])
     parcels, mapping = map_fields(frame, mapping={"parcel_no": "ThuaMoi"})
     assert mapping["parcel_no"] == "ThuaMoi" and parcels.parcel_no.iloc[0] == 9
-    with pytest.raises(FieldError, match="names what the layer lacks"):
+    with pytest.raises(
+        FieldError, match=r"names fields the layer lacks: \{'parcel_no': 'Nothing'\}"
+    ):
         map_fields(frame, mapping={"parcel_no": "Nothing"})
+    # A delivered field that is there, mapped onto a name that is no canonical field.
+    with pytest.raises(FieldError, match="maps onto no canonical field: chu_su_dung;"):
+        map_fields(frame, mapping={"chu_su_dung": "ThuaMoi"})
+
+
+def test_a_mapping_file_that_is_no_yaml_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("commune_code: [MaXa\n  bad: : :", encoding="utf-8")
+    with pytest.raises(FieldError) as raised:
+        load_mapping(bad)
+    assert "\n" not in str(raised.value) and "cannot be read (while parsing" in str(raised.value)
 
 
 @given(
