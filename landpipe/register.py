@@ -308,15 +308,18 @@ def registered(conn, sheets: list[tuple[str, int]]) -> Registered:
     return Registered(sheets, key[order], version_id, record_hash)
 
 
-#: Whether a batch that may have changed parcels of some communes committed after a snapshot.
+#: Whether a batch that may have changed parcels of some communes, or an edit of the register
+#: outside a load (``land.register_edit``, of any commune), committed after a snapshot.
 _CHANGED_SINCE = """
 SELECT EXISTS (
     SELECT FROM land.batch b
     WHERE b.kind <> 'revalidation'
-      AND NOT pg_visible_in_snapshot(b.xact, %s::pg_snapshot)
+      AND NOT pg_visible_in_snapshot(b.xact, %(snapshot)s::pg_snapshot)
       AND (b.covered_sheets IS NULL
            OR EXISTS (SELECT FROM jsonb_array_elements(b.covered_sheets) s
-                      WHERE s ->> 0 = ANY(%s::text[]))))
+                      WHERE s ->> 0 = ANY(%(communes)s::text[]))))
+    OR EXISTS (SELECT FROM land.register_edit e
+               WHERE NOT pg_visible_in_snapshot(e.xact, %(snapshot)s::pg_snapshot))
 """
 
 
@@ -359,7 +362,9 @@ def still_current(conn, seen: Look, sheets: list[tuple[str, int]]) -> Registered
     if seen.sheets != sheets:
         return None
     communes = sorted({commune for commune, _ in sheets})
-    changed = conn.execute(_CHANGED_SINCE, [seen.snapshot, communes]).fetchone()[0]
+    changed = conn.execute(
+        _CHANGED_SINCE, {"snapshot": seen.snapshot, "communes": communes}
+    ).fetchone()[0]
     return None if changed else seen.current
 
 

@@ -622,11 +622,41 @@ def land_use_arrow(values: pd.Series | np.ndarray) -> pa.ListArray:
 
 
 def area_tenths(values: pd.Series | np.ndarray) -> np.ndarray:
-    """Areas in tenths of m², as ``numeric(14, 1)`` stores them (NaN where unknown, and where
-    not a number the register can hold: not finite, or :data:`MAX_AREA_M2` or more)."""
-    tenths = np.rint(np.asarray(values, dtype="float64") * 10)
+    """Areas in tenths of m², as PostgreSQL stores a float in ``numeric(14, 1)`` (NaN where
+    unknown, and where not a number the register can hold: not finite, or
+    :data:`MAX_AREA_M2` or more).
+
+    PostgreSQL takes the float's 15 significant digits (``%.15g``), then rounds to one decimal,
+    halves away from zero: 100.05 m² is 100.1, as written, although the float nearest 100.05
+    lies below it and ``round(x, 1)`` would give 100.0. So are 12.25 (12.3, not 12.2 to even)
+    and -0.25 (-0.3).
+    """
+    x = np.asarray(values, dtype="float64")
+    with np.errstate(invalid="ignore", over="ignore"):
+        tenths = np.rint(x * 10)
+        # Only a float within a hair of a half tenth can round otherwise.
+        half = np.abs(x * 10 - np.floor(x * 10) - 0.5) <= 1e-9 * np.maximum(1, np.abs(x * 10))
+        tenths[half] = _tenths_as_numeric(x[half])
     tenths[~(np.abs(tenths) < MAX_AREA_M2 * 10)] = np.nan
     return tenths
+
+
+def _tenths_as_numeric(x: np.ndarray) -> np.ndarray:
+    """:func:`area_tenths` of finite ``x`` the slow way: the 15 significant digits of each, as
+    an integer, rounded to tenths, halves away from zero."""
+    magnitude = np.abs(x)
+    exponent = np.zeros(magnitude.shape, dtype=np.int64)
+    nonzero = magnitude > 0
+    exponent[nonzero] = np.floor(np.log10(magnitude[nonzero])).astype(np.int64)
+    exponent = np.clip(exponent, -20, 20)  # beyond, the tenths are 0 or too large anyway
+    digits = np.rint(magnitude * 10.0 ** (14 - exponent))
+    exponent[digits >= 1e15] += 1  # 9.99...95 rounded up to the next power of ten
+    digits = np.rint(magnitude * 10.0 ** (14 - exponent))
+    drop = 13 - exponent
+    scale = 10 ** np.clip(drop, 0, 18)
+    whole = np.clip(digits, 0, 2**62).astype(np.int64)
+    rounded = np.where(drop > 18, 0, (whole + scale // 2) // scale) * 10.0 ** np.clip(-drop, 0, 20)
+    return np.where(x < 0, -rounded, rounded)
 
 
 #: Parcels hashed at a time: the content of a chunk stays in the CPU's caches.

@@ -49,8 +49,9 @@ log = logging.getLogger(__name__)
 #: Bump when landpipe makes a different parcel of the same record under the same context
 #: (a change in field mapping, text or geometry handling), or hashes records otherwise:
 #: record hashes made before then no longer match, and each re-delivered record is compared
-#: by content once more. 2: digests XOR the context's, made in a child process.
-READING_VERSION = 2
+#: by content once more. 2: digests XOR the context's, made in a child process. 3: areas
+#: rounded to tenths as PostgreSQL rounds them (100.05 is 100.1, not 100.0).
+READING_VERSION = 3
 
 #: Bytes of a record hash.
 RECORD_HASH_BYTES = DIGEST_BYTES

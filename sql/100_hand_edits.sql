@@ -25,3 +25,28 @@ CREATE TRIGGER parcel_version_content_edited
 -- Registers upgraded while the record hash had a trigger of its own.
 DROP TRIGGER IF EXISTS parcel_version_record_edited ON land.parcel_version;
 DROP FUNCTION IF EXISTS land.forget_record_hash();
+
+-- Transactions that wrote land.parcel_version other than through a load (a technician's edit
+-- in QGIS or psql, a script): a load that looked at the register before one of them committed
+-- reads the current versions again instead of using what it saw (register.still_current),
+-- as it does after another batch. Loads mark their own writes with landpipe.loading.
+CREATE TABLE IF NOT EXISTS land.register_edit (
+    xact xid8 PRIMARY KEY,
+    at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE land.register_edit IS 'Transactions that wrote land.parcel_version outside a load (hand edits), one row each';
+CREATE OR REPLACE FUNCTION land.note_register_edit() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('landpipe.loading', true) IS DISTINCT FROM 'on' THEN
+        INSERT INTO land.register_edit (xact) VALUES (pg_current_xact_id())
+        ON CONFLICT (xact) DO NOTHING;
+    END IF;
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS parcel_version_written ON land.parcel_version;
+CREATE TRIGGER parcel_version_written
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON land.parcel_version
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION land.note_register_edit();

@@ -1199,3 +1199,63 @@ def test_the_findings_of_a_replaced_or_retired_version_are_closed(register, tmp_
     assert (
         scalar(register, "SELECT count(*) FROM land.finding WHERE closed_by_batch_id IS NULL") == 0
     )
+
+
+def test_a_hand_edit_made_after_the_look_is_compared_as_it_now_is(register, tmp_path):
+    first = [record(i) for i in range(3)]
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    read = read_delivery(write(tmp_path, [*first, record(3)], "d2.gpkg"))
+    look, unchanged = loader.look_at_register(register, read)
+    assert list(unchanged) == [True, True, True, False]
+    edits = scalar(register, "SELECT count(*) FROM land.register_edit")
+    # While the delivery is validated, a technician corrects parcel 1's owner by hand.
+    with register.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE land.parcel_version SET owner_name = 'Trần Văn Bình'"
+                " WHERE valid_to IS NULL AND parcel_no = 1"
+            )
+        )
+    validation = validate(read.parcels, read.findings, unchanged=unchanged)
+    result = loader.load(register, read, validation, started_at=datetime.now(UTC), look=look)
+    # The load does not take what it saw before the edit: parcel 1 differs from the register.
+    assert result.changes == {"added": 1, "changed": 1, "unchanged": 2, "retired": 0}
+    assert [owner for *_, owner, _, _ in current(register)] == ["Nguyễn Văn An"] * 4
+    # The edit is one; the loads themselves are none.
+    assert scalar(register, "SELECT count(*) FROM land.register_edit") == edits + 1
+
+
+def test_areas_are_rounded_as_postgresql_rounds_them(register, tmp_path):
+    from landpipe.sources.fields import area_tenths
+
+    rng = np.random.default_rng(7)
+    values = np.concatenate(
+        [
+            [100.05, 12.25, -0.25, 0.05, 9.95, 99.95, 2.675, 999_999_999_999.95],
+            [
+                round(v, int(k))
+                for v, k in zip(
+                    rng.uniform(0, 5e4, 20_000), rng.integers(0, 4, 20_000), strict=True
+                )
+            ],
+            rng.uniform(-1e6, 1e6, 5_000),
+        ]
+    )
+    with register.connect() as connection:
+        stored = connection.execute(
+            sa.text(
+                "SELECT array_agg((v::numeric(14, 1) * 10)::float8 ORDER BY i)"
+                " FROM unnest(CAST(:v AS float8[])) WITH ORDINALITY AS u (v, i)"
+            ),
+            {"v": values.tolist()},
+        ).scalar()
+    assert np.array_equal(area_tenths(values), np.array(stored))
+    # As loaded: a declared area of 12.25 m² is 12.3, and compares unchanged with itself.
+    records = [record(0, DienTich=12.25), record(1, DienTich=100.05)]
+    load_file(register, write(tmp_path, records, "d1.gpkg"))
+    assert rows(register, "SELECT declared_area_m2::text FROM land.parcel ORDER BY parcel_no") == [
+        ("12.3",),
+        ("100.1",),
+    ]
+    again, _ = load_as_the_flow_does(register, write(tmp_path, records, "d2.gpkg"))
+    assert again.changes["unchanged"] == 2
