@@ -300,6 +300,7 @@ def load(
         with conn.transaction():
             # Its writes are a load's, not edits (land.register_edit).
             conn.execute("SET LOCAL landpipe.loading = 'on'")
+            register.no_jit(conn)
             lock_communes(conn, _commune_codes(delivery))
             # The same file read the same way: read otherwise (another encoding, mapping,
             # CRS or option), it is compared with the register as any delivery is.

@@ -23,7 +23,7 @@ from landpipe import synth
 from landpipe.sources import read_delivery
 from landpipe.validate import validate
 from tests.conftest import REPO
-from tests.parcels import BOW_TIE, SELF_TOUCHING, X0, Y0, lot, record
+from tests.parcels import BOW_TIE, SELF_TOUCHING, X0, Y0, delivery, lot, record
 from tests.test_load import load_file, write
 
 
@@ -1259,3 +1259,25 @@ def test_areas_are_rounded_as_postgresql_rounds_them(register, tmp_path):
     ]
     again, _ = load_as_the_flow_does(register, write(tmp_path, records, "d2.gpkg"))
     assert again.changes["unchanged"] == 2
+
+
+def test_a_redelivery_in_another_crs_is_unchanged_where_only_reprojection_moved_it(
+    register, tmp_path
+):
+    records = [record(i) for i in range(5)]
+    load_file(register, write(tmp_path, records, "d1.gpkg"))
+    again = [dict(r) for r in records]
+    again[1]["TenChu"] = "Lê Thị Hoa"  # changed
+    again[2]["geometry"] = shift(again[2]["geometry"], 0.05)  # moved by 5 cm: changed
+    # The province's GeoJSON, in WGS 84: every vertex comes back within a fraction of a mm.
+    path = tmp_path / "d2.geojson"
+    delivery(again).to_crs(4326).to_file(path)
+    result, _ = load_as_the_flow_does(register, path)
+    assert result.changes == {"added": 0, "changed": 2, "unchanged": 3, "retired": 0}
+    assert [
+        p
+        for (p,) in rows(
+            register,
+            "SELECT parcel_no FROM land.parcel_version WHERE valid_to IS NOT NULL ORDER BY 1",
+        )
+    ] == [2, 3]
