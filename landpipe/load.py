@@ -499,17 +499,18 @@ def _against_register(
     params = topology.catalogue_params()
     gap_width = params["gap_max_width_m"]
     xmin, ymin, xmax, ymax = parcels.total_bounds
+    kept = [] if untouched is None else untouched.tolist()
     rows = conn.execute(
         # NOT IN a subquery is a hashed lookup whatever the statistics say.
         "SELECT p.commune_code, p.sheet_no, p.parcel_no, ST_AsBinary(p.geom) FROM land.parcel p"
         " WHERE ((p.commune_code, p.sheet_no)"
         "         NOT IN (SELECT * FROM unnest(%s::text[], %s::integer[]))"
-        "        OR p.id = ANY(%s::bigint[]))"
-        "   AND p.geom && ST_Expand(ST_MakeEnvelope(%s, %s, %s, %s, 9218), %s)",
+        + (" OR p.id = ANY(%s::bigint[]))" if kept else " OR false)")
+        + "   AND p.geom && ST_Expand(ST_MakeEnvelope(%s, %s, %s, %s, 9218), %s)",
         [
             [commune for commune, _ in sheets],
             [sheet for _, sheet in sheets],
-            [] if untouched is None else untouched.tolist(),
+            *([kept] if kept else []),
             float(xmin),
             float(ymin),
             float(xmax),

@@ -42,6 +42,7 @@ committed after that look's snapshot (:func:`still_current`), and reads them aga
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -733,12 +734,14 @@ def merge(
     # waited for it, dates its changes after that one's.
     moment = conn.execute("SELECT clock_timestamp()").fetchone()[0]
     closed = np.concatenate([plan.previous[changed], plan.retired])
+    reshaped = np.empty(0, dtype=np.int64)
     if len(closed):
-        conn.execute(
+        shapes = conn.execute(
             "UPDATE land.parcel_version SET valid_to = %s, retired_batch_id = %s"
-            " WHERE id = ANY(%s)",
+            " WHERE id = ANY(%s) RETURNING id, md5(ST_AsBinary(geom, 'NDR'))",
             [moment, batch_id, closed.tolist()],
-        )
+        ).fetchall()
+        reshaped = _reshaped(validation, plan, dict(shapes))
     written = np.flatnonzero(added | changed)
     if len(written):
         _copy_versions(conn, delivery, validation, plan, written, batch_id, moment, freeze=freeze)
@@ -751,8 +754,8 @@ def merge(
             " WHERE v.id = u.id",
             [plan.previous[stale].tolist(), [bytes(h) for h in plan.records[stale]], content],
         )
-    if (changes.retired or changes.changed) and (changes.added or changes.changed):
-        _record_lineage(conn, batch_id, plan.retired, plan.previous[changed])
+    if (changes.retired or len(reshaped)) and (changes.added or changes.changed):
+        _record_lineage(conn, batch_id, np.concatenate([plan.retired, reshaped]))
     changes.certificates_flagged = _flag_certificates(
         conn, batch_id, plan.previous[changed], plan.retired, added=changes.added > 0 and not freeze
     )
@@ -948,22 +951,30 @@ def _numeric_tenths(tenths: np.ndarray) -> pa.BinaryArray:
 # --------------------------------------------------------------------------- consequences
 
 
-def _record_lineage(conn, batch_id: int, retired: np.ndarray, changed: np.ndarray) -> None:
-    """Link the parcels a split or merge replaced to the new parcels that cover part of their
-    area: retired parcels, and changed ones whose geometry changed (a split or merge may keep
-    a parcel's number), to the versions this batch added or changed. A changed parcel's own
-    new version is linked to it as its next version (``previous_version_id``), not here."""
+def _reshaped(validation: Validation, plan: Plan, closed: dict[int, str]) -> np.ndarray:
+    """Ids of the versions of changed parcels whose geometry changed: ``closed`` holds the MD5
+    of each closed version's WKB as the register stores it."""
+    rows = np.flatnonzero(plan.changed)
+    if not len(rows):
+        return np.empty(0, dtype=np.int64)
+    ids = plan.previous[rows]
+    delivered = multipolygon_wkb(np.asarray(validation.parcels.geometry.values[rows], dtype=object))
+    moved = [
+        closed[int(i)] != hashlib.md5(wkb).hexdigest()
+        for i, wkb in zip(ids, delivered.to_pylist(), strict=True)
+    ]
+    return ids[np.asarray(moved, dtype=bool)]
+
+
+def _record_lineage(conn, batch_id: int, parents: np.ndarray) -> None:
+    """Link the parcels a split or merge replaced (``parents``: versions retired, or of changed
+    parcels whose geometry changed, as a split or merge may keep a parcel's number) to the
+    versions this batch added or changed that cover part of their area. A changed parcel's
+    own new version is linked to it as its next version (``previous_version_id``), not here."""
     conn.execute(
         """
         WITH parent AS MATERIALIZED (  -- few or none: each looks for its children by index
-            SELECT r.id, r.geom FROM land.parcel_version r WHERE r.id = ANY(%(retired)s)
-            UNION ALL
-            SELECT r.id, r.geom FROM land.parcel_version r
-            JOIN land.parcel_version s
-              ON (s.commune_code, s.sheet_no, s.parcel_no) = (r.commune_code, r.sheet_no,
-                                                              r.parcel_no)
-             AND s.valid_to IS NULL
-            WHERE r.id = ANY(%(changed)s) AND NOT ST_OrderingEquals(r.geom, s.geom)
+            SELECT r.id, r.geom FROM land.parcel_version r WHERE r.id = ANY(%(parents)s)
         )
         INSERT INTO land.parcel_lineage (parent_version_id, child_version_id, batch_id,
                                          shared_area_m2)
@@ -984,8 +995,7 @@ def _record_lineage(conn, batch_id: int, retired: np.ndarray, changed: np.ndarra
         """,
         {
             "batch": batch_id,
-            "retired": retired.tolist(),
-            "changed": changed.tolist(),
+            "parents": parents.tolist(),
             "min_area": LINEAGE_MIN_AREA_M2,
             "min_share": LINEAGE_MIN_SHARE,
         },
