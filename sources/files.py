@@ -327,9 +327,15 @@ def choose_layer(source: Source, layer: str | None = None) -> ParcelLayer:
     if layer is not None:
         if layer not in names:
             raise LayerError(f"{source.path}: no layer {layer!r}; layers: {', '.join(names)}")
+        if kinds[layer] in POINTS:
+            raise LayerError(f"{source.path}: layer {layer!r} holds points, not parcels")
         linework = kinds[layer] in LINES
         return ParcelLayer(layer, linework, points[0] if linework and len(points) == 1 else None)
     if len(names) == 1:
+        if kinds[names[0]] in POINTS:  # labels, or survey points: no parcel is drawn
+            raise LayerError(
+                f"{source.path}: holds no parcel layer: its only layer ({names[0]}) holds points"
+            )
         return ParcelLayer(names[0], kinds[names[0]] in LINES)
     parcel_layers = []
     for name, geometry_type in layers:

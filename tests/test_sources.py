@@ -58,6 +58,17 @@ def test_parcel_layer_is_chosen_by_content(tmp_path, sample_frame):
         read_delivery(path, layer="x")
 
 
+def test_a_layer_of_points_is_no_parcel_layer(tmp_path):
+    points = delivery([record(i) for i in range(3)])
+    points["geometry"] = shapely.point_on_surface(points.geometry.values)
+    path = tmp_path / "diem.shp"
+    points.to_file(path)
+    with pytest.raises(LayerError, match=r"holds no parcel layer: its only layer \(diem\) holds"):
+        read_delivery(path)
+    with pytest.raises(LayerError, match="layer 'diem' holds points, not parcels"):
+        read_delivery(path, layer="diem")
+
+
 def test_crs_is_inferred_only_when_one_system_fits(tmp_path):
     path = tmp_path / "no_prj.shp"
     delivery([record(i) for i in range(3)], crs=None).to_file(path)
