@@ -404,16 +404,30 @@ def load(
 
 
 def _of_this_batch(validation: Validation, plan: register.Plan) -> list[Finding]:
-    """The findings of ``validation`` this batch makes: not those of its own on a parcel the
-    register holds unchanged (validated again because validation repaired its geometry, or
-    without a look at the register), which stay those of the batch that loaded it. The
-    topology findings that name one involve a parcel the batch adds or changes."""
+    """The findings of ``validation`` this batch makes: none on parcels the register holds
+    unchanged (validated again because validation repaired their geometry, or without a look
+    at the register), whose findings stay those of the batch that loaded them; so a topology
+    finding only when a parcel it names is one the batch adds or changes."""
     findings = validation.findings
     if not plan.same.any():
         return list(findings)
-    rows = validation.parcels[canonical.SOURCE_ROW].to_numpy()
+    parcels = validation.parcels
+    rows = parcels[canonical.SOURCE_ROW].to_numpy()
     unchanged = set(rows[plan.same].tolist())
-    return [f for f in findings if f.rule_code in topology.RULES or f.source_row not in unchanged]
+    same = parcels.loc[plan.same, ["commune_code", "sheet_no", "parcel_no"]]
+    kept = {(str(c), int(s), int(p)) for c, s, p in same.itertuples(index=False)}
+
+    def made_here(finding: Finding) -> bool:
+        if finding.rule_code not in topology.RULES:
+            return finding.source_row not in unchanged
+        named = [(finding.commune_code, finding.sheet_no, finding.parcel_no)]
+        if finding.other_parcel_no is not None:
+            named.append(
+                (finding.other_commune_code, finding.other_sheet_no, finding.other_parcel_no)
+            )
+        return not all(key in kept for key in named)
+
+    return [f for f in findings if made_here(f)]
 
 
 #: Open findings of earlier batches that this batch superseded: every finding on a parcel

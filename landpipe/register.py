@@ -237,6 +237,13 @@ def compare(
     stale = np.zeros(len(parcels), dtype=bool)
     if records is not None:
         stale[need] = same[need] & records[need].any(axis=1)
+    legacy = need[~same[need] & _rounded_otherwise(parcels.iloc[need])]
+    if len(legacy):
+        # Areas on a half tenth, which versions loaded before landpipe rounded as PostgreSQL
+        # does hold rounded to even: the same, rounded as then, is no change.
+        delivered = content_hashes(parcels.iloc[legacy], legacy_rounding=True)
+        stored = stored_content(conn, current, current.version_id[at[legacy]])
+        same[legacy] = [bytes(d) == h for d, h in zip(delivered, stored, strict=True)]
     near = need[~same[need]]
     if len(near) and not delivery.crs.crs.equals(storage_crs()):
         # Reprojected: the same parcel comes back moved by fractions of a millimetre.
@@ -256,6 +263,16 @@ FROM land.parcel_version WHERE id = ANY(%s)
 """
 
 
+def _rounded_otherwise(parcels: pd.DataFrame) -> np.ndarray:
+    """Whether a declared or legal area of each parcel is rounded otherwise by
+    :func:`area_tenths`' ``legacy`` rounding."""
+    differs = np.zeros(len(parcels), dtype=bool)
+    for column in ("declared_area_m2", "legal_area_m2"):
+        now, then = area_tenths(parcels[column]), area_tenths(parcels[column], legacy=True)
+        differs |= (now != then) & ~np.isnan(now)
+    return differs
+
+
 def _same_within_tolerance(conn, parcels: gpd.GeoDataFrame, version_ids: np.ndarray) -> np.ndarray:
     """Whether each of ``parcels`` (reprojected into the storage CRS) is its version
     ``version_ids``: the same land-use codes, areas (to the tenth), owner and address, and
@@ -270,8 +287,10 @@ def _same_within_tolerance(conn, parcels: gpd.GeoDataFrame, version_ids: np.ndar
     same = np.asarray(
         shapely.equals_exact(delivered, geometry, tolerance=REPROJECTED_TOLERANCE_M), dtype=bool
     )
-    declared = area_tenths(parcels["declared_area_m2"])
-    legal = area_tenths(parcels["legal_area_m2"])
+    declared, legal = (
+        [area_tenths(parcels[column], legacy=legacy) for legacy in (False, True)]
+        for column in ("declared_area_m2", "legal_area_m2")
+    )
     codes = parcels["land_use_codes"].tolist()
     owners = parcels["owner_name"].tolist()
     addresses = parcels["address"].tolist()
@@ -279,8 +298,8 @@ def _same_within_tolerance(conn, parcels: gpd.GeoDataFrame, version_ids: np.ndar
         _, stored_codes, stored_declared, stored_legal, owner, address = stored[k]
         same[k] = (
             list(codes[k] or []) == list(stored_codes or [])
-            and _tenths(stored_declared) == _tenths(declared[k])
-            and _tenths(stored_legal) == _tenths(legal[k])
+            and _tenths(stored_declared) in {_tenths(rounded[k]) for rounded in declared}
+            and _tenths(stored_legal) in {_tenths(rounded[k]) for rounded in legal}
             and _text(owners[k]) == owner
             and _text(addresses[k]) == address
         )
@@ -378,8 +397,9 @@ SELECT EXISTS (
       AND (b.covered_sheets IS NULL
            OR EXISTS (SELECT FROM jsonb_array_elements(b.covered_sheets) s
                       WHERE s ->> 0 = ANY(%(communes)s::text[]))))
-    OR EXISTS (SELECT FROM land.register_edit e
-               WHERE NOT pg_visible_in_snapshot(e.xact, %(snapshot)s::pg_snapshot))
+    OR EXISTS (SELECT FROM land.register_edit e  -- by its key: edits since the snapshot
+               WHERE e.xact >= pg_snapshot_xmin(%(snapshot)s::pg_snapshot)
+                 AND NOT pg_visible_in_snapshot(e.xact, %(snapshot)s::pg_snapshot))
 """
 
 

@@ -7,6 +7,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from hashlib import sha256
 from typing import Any
 
@@ -621,7 +622,7 @@ def land_use_arrow(values: pd.Series | np.ndarray) -> pa.ListArray:
     return codes
 
 
-def area_tenths(values: pd.Series | np.ndarray) -> np.ndarray:
+def area_tenths(values: pd.Series | np.ndarray, *, legacy: bool = False) -> np.ndarray:
     """Areas in tenths of m², as PostgreSQL stores a float in ``numeric(14, 1)`` (NaN where
     unknown, and where not a number the register can hold: not finite, or
     :data:`MAX_AREA_M2` or more).
@@ -629,41 +630,33 @@ def area_tenths(values: pd.Series | np.ndarray) -> np.ndarray:
     PostgreSQL takes the float's 15 significant digits (``%.15g``), then rounds to one decimal,
     halves away from zero: 100.05 m² is 100.1, as written, although the float nearest 100.05
     lies below it and ``round(x, 1)`` would give 100.0. So are 12.25 (12.3, not 12.2 to even)
-    and -0.25 (-0.3).
+    and -0.25 (-0.3). ``legacy``: as landpipe rounded before (the float times ten, halves to
+    even), which the areas of versions loaded then hold.
     """
     x = np.asarray(values, dtype="float64")
     with np.errstate(invalid="ignore", over="ignore"):
         tenths = np.rint(x * 10)
-        # Only a float within a hair of a half tenth can round otherwise.
-        half = np.abs(x * 10 - np.floor(x * 10) - 0.5) <= 1e-9 * np.maximum(1, np.abs(x * 10))
-        tenths[half] = _tenths_as_numeric(x[half])
+        if not legacy:
+            # Only a float within a hair of a half tenth can round otherwise.
+            scaled = x * 10
+            half = np.abs(scaled - np.floor(scaled) - 0.5) <= 1e-9 * np.maximum(1, np.abs(scaled))
+            half &= np.abs(x) < MAX_AREA_M2
+            tenths[half] = [_tenths_as_numeric(v) for v in x[half].tolist()]
     tenths[~(np.abs(tenths) < MAX_AREA_M2 * 10)] = np.nan
     return tenths
 
 
-def _tenths_as_numeric(x: np.ndarray) -> np.ndarray:
-    """:func:`area_tenths` of finite ``x`` the slow way: the 15 significant digits of each, as
-    an integer, rounded to tenths, halves away from zero."""
-    magnitude = np.abs(x)
-    exponent = np.zeros(magnitude.shape, dtype=np.int64)
-    nonzero = magnitude > 0
-    exponent[nonzero] = np.floor(np.log10(magnitude[nonzero])).astype(np.int64)
-    exponent = np.clip(exponent, -20, 20)  # beyond, the tenths are 0 or too large anyway
-    digits = np.rint(magnitude * 10.0 ** (14 - exponent))
-    exponent[digits >= 1e15] += 1  # 9.99...95 rounded up to the next power of ten
-    digits = np.rint(magnitude * 10.0 ** (14 - exponent))
-    drop = 13 - exponent
-    scale = 10 ** np.clip(drop, 0, 18)
-    whole = np.clip(digits, 0, 2**62).astype(np.int64)
-    rounded = np.where(drop > 18, 0, (whole + scale // 2) // scale) * 10.0 ** np.clip(-drop, 0, 20)
-    return np.where(x < 0, -rounded, rounded)
+def _tenths_as_numeric(value: float) -> float:
+    """One area in tenths of m², the way PostgreSQL casts a float to ``numeric(14, 1)``."""
+    decimal = Decimal(f"{value:.15g}").quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    return float(decimal * 10)
 
 
 #: Parcels hashed at a time: the content of a chunk stays in the CPU's caches.
 HASH_CHUNK = 100_000
 
 
-def content_hashes(parcels: gpd.GeoDataFrame) -> np.ndarray:
+def content_hashes(parcels: gpd.GeoDataFrame, *, legacy_rounding: bool = False) -> np.ndarray:
     """SHA-256 of what makes a parcel changed when it is delivered again: one 32-byte row
     per parcel, an (n, 32) ``uint8`` array.
 
@@ -671,12 +664,13 @@ def content_hashes(parcels: gpd.GeoDataFrame) -> np.ndarray:
     codes, the declared and legal areas (in tenths of m²), the owner and the address, each
     field length-prefixed. ``land.parcel_content_hash`` in ``sql/030_parcel.sql`` computes
     the same bytes from a stored version, so two parcels have the same hash exactly when the
-    register would call them the same.
+    register would call them the same. ``legacy_rounding``: areas rounded as versions loaded
+    before landpipe rounded as PostgreSQL does hold them (:func:`area_tenths`).
     """
     geometries = np.asarray(parcels.geometry.values)
     codes = land_use_arrow(parcels["land_use_codes"])
-    declared = _tenths_field(area_tenths(parcels["declared_area_m2"]))
-    legal = _tenths_field(area_tenths(parcels["legal_area_m2"]))
+    declared = _tenths_field(area_tenths(parcels["declared_area_m2"], legacy=legacy_rounding))
+    legal = _tenths_field(area_tenths(parcels["legal_area_m2"], legacy=legacy_rounding))
     owner, address = text_arrow(parcels["owner_name"]), text_arrow(parcels["address"])
     digests: list[bytes] = []
     with collector_paused():

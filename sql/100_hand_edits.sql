@@ -35,8 +35,9 @@ CREATE TABLE IF NOT EXISTS land.register_edit (
     at   timestamptz NOT NULL DEFAULT now()
 );
 COMMENT ON TABLE land.register_edit IS 'Transactions that wrote land.parcel_version outside a load (hand edits), one row each';
+-- SECURITY DEFINER: an editor's role needs no right on land.register_edit to edit parcels.
 CREATE OR REPLACE FUNCTION land.note_register_edit() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF current_setting('landpipe.loading', true) IS DISTINCT FROM 'on' THEN
         INSERT INTO land.register_edit (xact) VALUES (pg_current_xact_id())

@@ -5,9 +5,10 @@
 -- The vertices of a current parcel, in the storage CRS (VN-2000), as a coordinate table: X is
 -- the northing and Y the easting, as Vietnamese surveyors write them, in metres to the
 -- centimetre; to_next_m is the length of the edge to the next vertex of the ring (the last
--- vertex's edge closes the ring). Numbered 1..n over the whole parcel: each outer ring
--- clockwise from its vertex nearest the north-west corner of its bounding box, its holes
--- after it; `part` and `ring` (0: the outer ring, 1..: holes) say where each vertex lies.
+-- vertex's edge closes the ring; a point repeated in a row counts once). Numbered 1..n over
+-- the whole parcel: each outer ring clockwise from its vertex nearest the north-west corner
+-- of its bounding box, its holes (counter-clockwise) after it; `part` and `ring` (0: the
+-- outer ring, 1..: holes) say where each vertex lies.
 CREATE OR REPLACE FUNCTION land.parcel_vertices(commune text, sheet integer, parcel integer)
 RETURNS TABLE (vertex_no integer, part integer, ring integer, x_m numeric, y_m numeric,
                to_next_m numeric)
@@ -15,7 +16,7 @@ LANGUAGE sql STABLE AS $$
     WITH rings AS (
         SELECT d.path[1] AS part, r.path[1] AS ring, ST_ExteriorRing(r.geom) AS geom
         FROM land.parcel_version v
-        CROSS JOIN LATERAL ST_Dump(ST_ForcePolygonCW(v.geom)) d
+        CROSS JOIN LATERAL ST_Dump(ST_ForcePolygonCW(ST_RemoveRepeatedPoints(v.geom))) d
         CROSS JOIN LATERAL ST_DumpRings(d.geom) r
         WHERE v.commune_code = commune AND v.sheet_no = sheet AND v.parcel_no = parcel
           AND v.valid_to IS NULL
@@ -29,9 +30,11 @@ LANGUAGE sql STABLE AS $$
         CROSS JOIN LATERAL ST_DumpPoints(r.geom) p
         WHERE p.path[1] < ST_NPoints(r.geom)
     ), started AS (
-        -- Where each ring's numbering starts: its vertex nearest the corner (the first such).
+        -- Where each ring's numbering starts: its vertex nearest the corner (of two as near,
+        -- the northern, then the western one), wherever the ring was stored to start.
         SELECT p.*, first_value(p.i) OVER (PARTITION BY p.part, p.ring
-                                          ORDER BY p.from_corner, p.i) AS start
+                                          ORDER BY p.from_corner, ST_Y(p.geom) DESC,
+                                                   ST_X(p.geom)) AS start
         FROM points p
     )
     SELECT (row_number() OVER (ORDER BY s.part, s.ring, mod(s.i - s.start + s.n, s.n)))::integer,
@@ -44,18 +47,26 @@ $$;
 COMMENT ON FUNCTION land.parcel_vertices(text, integer, integer) IS 'Coordinate table of a current parcel for its certificate diagram: vertex number, X (northing), Y (easting) in VN-2000 to the cm, length of the edge to the next vertex: SELECT * FROM land.parcel_vertices(''22924'', 3, 118)';
 
 -- The current parcels that share a stretch of boundary with a current parcel (a corner is not
--- enough), longest shared boundary first: the neighbours a parcel diagram names.
-CREATE OR REPLACE FUNCTION land.parcel_neighbours(commune text, sheet integer, parcel integer)
+-- enough), longest shared boundary first: the neighbours a parcel diagram names. Boundaries
+-- drawn a little apart still meet: the parcel is snapped onto the neighbour where within
+-- tolerance_m of it (the TOPO_EDGE_MISMATCH tolerance by default, 5 cm), and a neighbour
+-- shares more than that.
+DROP FUNCTION IF EXISTS land.parcel_neighbours(text, integer, integer);
+CREATE OR REPLACE FUNCTION land.parcel_neighbours(commune text, sheet integer, parcel integer,
+                                                  tolerance_m double precision DEFAULT 0.05)
 RETURNS TABLE (commune_code text, sheet_no integer, parcel_no integer, shared_m numeric)
 LANGUAGE sql STABLE AS $$
     SELECT n.commune_code, n.sheet_no, n.parcel_no, round(shared.length::numeric, 2)
     FROM land.parcel_version p
-    JOIN land.parcel_version n ON n.valid_to IS NULL AND n.geom && p.geom AND n.id <> p.id
-    CROSS JOIN LATERAL (
-        SELECT ST_Length(ST_Intersection(ST_Boundary(p.geom), ST_Boundary(n.geom))) AS length
+    JOIN land.parcel_version n
+      ON n.valid_to IS NULL AND n.geom && ST_Expand(p.geom, tolerance_m) AND n.id <> p.id
+    CROSS JOIN LATERAL (  -- the parcel snapped onto the neighbour, where within tolerance
+        SELECT ST_Length(ST_Intersection(ST_Boundary(ST_Snap(p.geom, n.geom, tolerance_m)),
+                                         ST_Boundary(n.geom))) AS length
     ) shared
     WHERE p.commune_code = commune AND p.sheet_no = sheet AND p.parcel_no = parcel
-      AND p.valid_to IS NULL AND shared.length > 0
+      AND p.valid_to IS NULL AND ST_DWithin(p.geom, n.geom, tolerance_m)
+      AND shared.length > tolerance_m
     ORDER BY shared.length DESC, n.commune_code, n.sheet_no, n.parcel_no
 $$;
-COMMENT ON FUNCTION land.parcel_neighbours(text, integer, integer) IS 'Current parcels sharing a stretch of boundary with a current parcel, with its length in m: SELECT * FROM land.parcel_neighbours(''22924'', 3, 118)';
+COMMENT ON FUNCTION land.parcel_neighbours(text, integer, integer, double precision) IS 'Current parcels sharing a stretch of boundary with a current parcel (within tolerance_m, 5 cm by default), with its length in m: SELECT * FROM land.parcel_neighbours(''22924'', 3, 118)';

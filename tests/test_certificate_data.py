@@ -11,7 +11,7 @@ from shapely.geometry import Polygon, box
 from tests.conftest import run_cli
 from tests.parcels import X0, Y0, lot, record
 from tests.test_load import load_file, write
-from tests.test_register import load_as_the_flow_does, rows
+from tests.test_register import load_as_the_flow_does, rows, shift
 
 #: An L-shaped lot, counter-clockwise from its south-east corner: its north-west corner is
 #: (X0, Y0 + 20), the fourth vertex given.
@@ -138,3 +138,32 @@ def test_the_parcel_command_shows_what_a_certificate_needs(register, cli_env, tm
     assert gone.returncode == 1
     assert gone.stderr.startswith("landpipe: no current parcel 22924/5/4 (retired by batch 2 at ")
     assert run_cli("parcel", "2292", "5", "1", env=cli_env).returncode == 2
+
+
+def test_a_point_repeated_counts_once_and_the_start_is_where_the_ring_is_not(register, tmp_path):
+    doubled = Polygon(
+        [(X0, Y0), (X0 + 10, Y0), (X0 + 10, Y0), (X0 + 10, Y0 + 10), (X0, Y0 + 10), (X0, Y0 + 10)]
+    )
+    # A diamond: its west and north corners are as near the north-west corner of its box.
+    diamond = [(X0 + 50, Y0), (X0 + 60, Y0 + 10), (X0 + 50, Y0 + 20), (X0 + 40, Y0 + 10)]
+    records = [
+        record(0, geometry=doubled),
+        record(1, SoThuTuThua=2, geometry=Polygon(diamond)),
+        record(2, SoThuTuThua=3, geometry=shift(Polygon(diamond[2:] + diamond[:2]), 100)),
+    ]
+    load_file(register, write(tmp_path, records, "d.gpkg"))
+    assert [row[5] for row in vertices(register, 5, 1)] == [d(10)] * 4
+    first, moved = vertices(register, 5, 2), vertices(register, 5, 3)
+    assert first[0][3:5] == (d(Y0 + 20), d(X0 + 50))  # the northern one
+    assert [row[3] for row in first] == [row[3] for row in moved]
+
+
+def test_boundaries_drawn_a_little_apart_still_make_neighbours(register, tmp_path):
+    records = [
+        record(0),
+        record(1, geometry=box(X0 + 10, Y0, X0 + 20.001, Y0 + 10)),  # 1 mm over parcel 3
+        record(2, geometry=box(X0 + 20, Y0, X0 + 30, Y0 + 10)),
+        record(3, geometry=box(X0 + 30.001, Y0, X0 + 40, Y0 + 10)),  # 1 mm short of it
+    ]
+    load_file(register, write(tmp_path, records, "d.gpkg"))
+    assert [row[2:] for row in neighbours(register, 5, 3)] == [(2, d(10)), (4, d(10))]

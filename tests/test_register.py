@@ -1232,6 +1232,9 @@ def test_areas_are_rounded_as_postgresql_rounds_them(register, tmp_path):
     values = np.concatenate(
         [
             [100.05, 12.25, -0.25, 0.05, 9.95, 99.95, 2.675, 999_999_999_999.95],
+            # Within a hair of a half tenth, at full precision.
+            [0.049999999999999947, 368.24999999999949, 9411284.7499999944],
+            (rng.integers(0, 10**7, 20_000) + 0.5) / 10 * (1 + rng.normal(0, 1e-14, 20_000)),
             [
                 round(v, int(k))
                 for v, k in zip(
@@ -1281,3 +1284,72 @@ def test_a_redelivery_in_another_crs_is_unchanged_where_only_reprojection_moved_
             "SELECT parcel_no FROM land.parcel_version WHERE valid_to IS NOT NULL ORDER BY 1",
         )
     ] == [2, 3]
+
+
+def test_a_redelivery_that_changes_nothing_makes_no_topology_finding_again(register, tmp_path):
+    # Parcel 1 is repaired by validation (so checked again at each delivery) and overlaps
+    # parcel 2 by 2 m.
+    records = [
+        record(0, geometry=SELF_TOUCHING, DienTich=round(SELF_TOUCHING.area, 1)),
+        record(1, geometry=box(X0 + 18, Y0, X0 + 38, Y0 + 20), DienTich=400.0),
+        record(9, geometry=box(X0 + 100, Y0, X0 + 110, Y0 + 10)),
+    ]
+    one, _ = load_as_the_flow_does(register, write(tmp_path, records, "d1.gpkg"))
+    assert ("TOPO_OVERLAP", 1, 2) in findings_of(register, one.batch)
+    for name in ("d2.gpkg", "d3.gpkg"):
+        again, _ = load_as_the_flow_does(register, write(tmp_path, records, name))
+        assert again.changes == {"added": 0, "changed": 0, "unchanged": 3, "retired": 0}
+        assert findings_of(register, again.batch) == []
+    assert (
+        scalar(register, "SELECT count(*) FROM land.finding WHERE rule_code = 'TOPO_OVERLAP'") == 1
+    )
+
+
+def test_an_area_loaded_with_the_old_rounding_is_no_change(register, tmp_path):
+    records = [record(0, DienTich=12.25), record(1)]
+    load_file(register, write(tmp_path, records, "d1.gpkg"))
+    # As landpipe stored 12.25 before it rounded as PostgreSQL does: 12.2, to even.
+    with register.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE land.parcel_version SET declared_area_m2 = 12.2 WHERE parcel_no = 1")
+        )
+    again, _ = load_as_the_flow_does(register, write(tmp_path, records, "d2.gpkg"))
+    assert again.changes == {"added": 0, "changed": 0, "unchanged": 2, "retired": 0}
+    path = tmp_path / "d3.geojson"  # reprojected: compared within the tolerance
+    delivery(records).to_crs(4326).to_file(path)
+    third, _ = load_as_the_flow_does(register, path)
+    assert third.changes == {"added": 0, "changed": 0, "unchanged": 2, "retired": 0}
+    # Another area is a change, stored rounded as PostgreSQL rounds.
+    records[0]["DienTich"] = 12.35
+    fourth, _ = load_as_the_flow_does(register, write(tmp_path, records, "d4.gpkg"))
+    assert fourth.changes["changed"] == 1
+    assert rows(register, "SELECT declared_area_m2::text FROM land.parcel WHERE parcel_no = 1") == [
+        ("12.4",)
+    ]
+
+
+def test_an_editor_role_with_no_right_on_the_edit_log_can_edit_parcels(register, tmp_path):
+    load_file(register, write(tmp_path, [record(0)], "d1.gpkg"))
+    with register.begin() as connection:
+        connection.execute(sa.text("DROP ROLE IF EXISTS landpipe_test_editor"))
+        connection.execute(sa.text("CREATE ROLE landpipe_test_editor"))
+        connection.execute(sa.text("GRANT USAGE ON SCHEMA land TO landpipe_test_editor"))
+        connection.execute(
+            sa.text("GRANT SELECT, UPDATE ON land.parcel_version TO landpipe_test_editor")
+        )
+    try:
+        with register.begin() as connection:
+            edits = connection.execute(sa.text("SELECT count(*) FROM land.register_edit")).scalar()
+            connection.execute(sa.text("SET LOCAL ROLE landpipe_test_editor"))
+            connection.execute(
+                sa.text("UPDATE land.parcel_version SET owner_name = 'Trần Văn Bình'")
+            )
+            connection.execute(sa.text("RESET ROLE"))
+            assert (
+                connection.execute(sa.text("SELECT count(*) FROM land.register_edit")).scalar()
+                == edits + 1
+            )
+    finally:
+        with register.begin() as connection:
+            connection.execute(sa.text("DROP OWNED BY landpipe_test_editor"))
+            connection.execute(sa.text("DROP ROLE landpipe_test_editor"))
