@@ -408,26 +408,34 @@ def _of_this_batch(validation: Validation, plan: register.Plan) -> list[Finding]
     unchanged (validated again because validation repaired their geometry, or without a look
     at the register), whose findings stay those of the batch that loaded them; so a topology
     finding only when a parcel it names is one the batch adds or changes."""
-    findings = validation.findings
-    if not plan.same.any():
-        return list(findings)
+    findings = list(validation.findings)
+    if not findings or not plan.same.any():
+        return findings
     parcels = validation.parcels
-    rows = parcels[canonical.SOURCE_ROW].to_numpy()
-    unchanged = set(rows[plan.same].tolist())
-    same = parcels.loc[plan.same, ["commune_code", "sheet_no", "parcel_no"]]
-    kept = {(str(c), int(s), int(p)) for c, s, p in same.itertuples(index=False)}
-
-    def made_here(finding: Finding) -> bool:
-        if finding.rule_code not in topology.RULES:
-            return finding.source_row not in unchanged
-        named = [(finding.commune_code, finding.sheet_no, finding.parcel_no)]
-        if finding.other_parcel_no is not None:
-            named.append(
-                (finding.other_commune_code, finding.other_sheet_no, finding.other_parcel_no)
+    topological = np.array([f.rule_code in topology.RULES for f in findings])
+    source = np.array([-1 if f.source_row is None else f.source_row for f in findings])
+    mine = topological | ~np.isin(source, parcels[canonical.SOURCE_ROW].to_numpy()[plan.same])
+    if topological.any():
+        # The keys of unchanged parcels among those the topology findings name (a few).
+        named = [
+            key
+            for f in np.asarray(findings, dtype=object)[topological]
+            for key in (
+                (f.commune_code, f.sheet_no, f.parcel_no),
+                (f.other_commune_code, f.other_sheet_no, f.other_parcel_no),
             )
-        return not all(key in kept for key in named)
-
-    return [f for f in findings if made_here(f)]
+            if key[2] is not None
+        ]
+        same = parcels.loc[plan.same, ["commune_code", "sheet_no", "parcel_no"]]
+        same = same[same["parcel_no"].isin([number for *_, number in named])]
+        kept = {(str(c), int(s), int(p)) for c, s, p in same.itertuples(index=False)}
+        for i in np.flatnonzero(topological):
+            f = findings[i]
+            keys = [(f.commune_code, f.sheet_no, f.parcel_no)]
+            if f.other_parcel_no is not None:
+                keys.append((f.other_commune_code, f.other_sheet_no, f.other_parcel_no))
+            mine[i] = not all(key in kept for key in keys)
+    return [f for f, made in zip(findings, mine, strict=True) if made]
 
 
 #: Open findings of earlier batches that this batch superseded: every finding on a parcel
