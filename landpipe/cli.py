@@ -391,7 +391,8 @@ def format_extract(extract: dict[str, Any]) -> str:
     if extract["findings"]:
         lines.append("  findings in force:")
         lines += [
-            f"    {f['rule_code']:<24} {f['severity']:<7} {f['message']} (batch {f['batch_id']})"
+            f"    {f['rule_code']:<24} {f['severity']:<7} {f['message']} (batch {f['batch_id']}"
+            + (", on a record of it that was not loaded)" if f["rejected_record"] else ")")
             for f in extract["findings"]
         ]
     neighbours = [

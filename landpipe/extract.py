@@ -35,8 +35,14 @@ WHERE (d.commune_code, d.sheet_no, d.parcel_no) = (:commune, :sheet, :parcel)
 """
 #: Findings in force on the current version: made on it or later, not closed since, naming
 #: the parcel as theirs or as the other parcel of a pair (as ``land.parcel_detail`` reads them).
+#: ``rejected_record``: the finding is on a delivered record of the key that was not loaded
+#: (the parcel's registered version stayed).
 _FINDINGS = """
-SELECT f.rule_code, f.severity, f.message, f.batch_id
+SELECT f.rule_code, f.severity, f.message, f.batch_id,
+       f.source_row IS NOT NULL
+       AND EXISTS (SELECT FROM land.rejected_record r
+                   WHERE r.batch_id = f.batch_id AND r.source_row = f.source_row)
+       AS rejected_record
 FROM land.finding f
 WHERE f.closed_by_batch_id IS NULL AND f.batch_id >= :batch
   AND ((f.commune_code, f.sheet_no, f.parcel_no) = (:commune, :sheet, :parcel)

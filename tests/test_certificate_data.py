@@ -9,7 +9,7 @@ from decimal import Decimal
 from shapely.geometry import Polygon, box
 
 from tests.conftest import run_cli
-from tests.parcels import X0, Y0, lot, record
+from tests.parcels import BOW_TIE, X0, Y0, lot, record
 from tests.test_load import load_file, write
 from tests.test_register import load_as_the_flow_does, rows, shift
 
@@ -133,6 +133,15 @@ def test_the_parcel_command_shows_what_a_certificate_needs(register, cli_env, tm
     assert [f["rule_code"] for f in data["findings"]] == ["ATTR_LAND_USE_UNKNOWN"]
     assert [v["vertex_no"] for v in data["vertices"]] == [1, 2, 3, 4]
     assert data["parcel"]["owner_name"] == "Nguyễn Văn An"
+
+    # A record of parcel 1 delivered broken: its registered version stays, and its findings
+    # say they are on a record that was not loaded.
+    broken = [dict(records[0], geometry=BOW_TIE), *records[1:2]]
+    load_as_the_flow_does(register, write(tmp_path, broken, "d3.gpkg"))
+    shown = run_cli("parcel", "22924", "5", "1", env=cli_env)
+    assert ", on a record of it that was not loaded)" in shown.stdout
+    data = json.loads(run_cli("parcel", "22924", "5", "1", "--json", env=cli_env).stdout)
+    assert {f["rule_code"] for f in data["findings"] if f["rejected_record"]} == {"GEOM_INVALID"}
 
     gone = run_cli("parcel", "22924", "5", "4", env=cli_env)
     assert gone.returncode == 1
