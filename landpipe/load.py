@@ -415,27 +415,24 @@ def _of_this_batch(validation: Validation, plan: register.Plan) -> list[Finding]
     topological = np.array([f.rule_code in topology.RULES for f in findings])
     source = np.array([-1 if f.source_row is None else f.source_row for f in findings])
     mine = topological | ~np.isin(source, parcels[canonical.SOURCE_ROW].to_numpy()[plan.same])
-    if topological.any():
+    named = {i: _named_keys(findings[i]) for i in np.flatnonzero(topological)}
+    if named:
         # The keys of unchanged parcels among those the topology findings name (a few).
-        named = [
-            key
-            for f in np.asarray(findings, dtype=object)[topological]
-            for key in (
-                (f.commune_code, f.sheet_no, f.parcel_no),
-                (f.other_commune_code, f.other_sheet_no, f.other_parcel_no),
-            )
-            if key[2] is not None
-        ]
+        numbers = [number for keys in named.values() for *_, number in keys]
         same = parcels.loc[plan.same, ["commune_code", "sheet_no", "parcel_no"]]
-        same = same[same["parcel_no"].isin([number for *_, number in named])]
+        same = same[same["parcel_no"].isin(numbers)]
         kept = {(str(c), int(s), int(p)) for c, s, p in same.itertuples(index=False)}
-        for i in np.flatnonzero(topological):
-            f = findings[i]
-            keys = [(f.commune_code, f.sheet_no, f.parcel_no)]
-            if f.other_parcel_no is not None:
-                keys.append((f.other_commune_code, f.other_sheet_no, f.other_parcel_no))
+        for i, keys in named.items():
             mine[i] = not all(key in kept for key in keys)
     return [f for f, made in zip(findings, mine, strict=True) if made]
+
+
+def _named_keys(finding: Finding) -> list[tuple[str | None, int | None, int | None]]:
+    """The keys of the parcel a finding is on and, for a pair, of the other one."""
+    keys = [(finding.commune_code, finding.sheet_no, finding.parcel_no)]
+    if finding.other_parcel_no is not None:
+        keys.append((finding.other_commune_code, finding.other_sheet_no, finding.other_parcel_no))
+    return keys
 
 
 #: Open findings of earlier batches that this batch superseded: every finding on a parcel

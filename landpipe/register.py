@@ -237,17 +237,15 @@ def compare(
     stale = np.zeros(len(parcels), dtype=bool)
     if records is not None:
         stale[need] = same[need] & records[need].any(axis=1)
-    legacy = need[~same[need] & _rounded_otherwise(parcels.iloc[need])]
-    if len(legacy):
-        # Areas on a half tenth, which versions loaded before landpipe rounded as PostgreSQL
-        # does hold rounded to even: the same, rounded as then, is no change.
-        delivered = content_hashes(parcels.iloc[legacy], legacy_rounding=True)
-        stored = stored_content(conn, current, current.version_id[at[legacy]])
-        same[legacy] = [bytes(d) == h for d, h in zip(delivered, stored, strict=True)]
-    near = need[~same[need]]
-    if len(near) and not delivery.crs.crs.equals(storage_crs()):
-        # Reprojected: the same parcel comes back moved by fractions of a millimetre.
-        same[near] = _same_within_tolerance(conn, parcels.iloc[near], current.version_id[at[near]])
+    again = need[~same[need]]
+    if len(again):
+        same[again] = _same_otherwise(
+            conn,
+            current,
+            parcels.iloc[again],
+            current.version_id[at[again]],
+            reprojected=not delivery.crs.crs.equals(storage_crs()),
+        )
     return Comparison(at, same, stale)
 
 
@@ -256,11 +254,52 @@ def compare(
 #: vertices by up to about 0.1 mm; surveyed coordinates are kept to the millimetre.
 REPROJECTED_TOLERANCE_M = 0.001
 
-_STORED_VALUES = """
-SELECT id, ST_AsBinary(geom), land_use_codes, declared_area_m2, legal_area_m2, owner_name,
-       address
-FROM land.parcel_version WHERE id = ANY(%s)
-"""
+
+def _same_otherwise(
+    conn, current: Registered, parcels: gpd.GeoDataFrame, version_ids: np.ndarray, *, reprojected
+) -> np.ndarray:
+    """Whether each of ``parcels``, whose content hash is not that of its version
+    ``version_ids``, is the same all the same:
+
+    - with an area on a half tenth, which versions loaded before landpipe rounded as
+      PostgreSQL does hold rounded to even (:func:`area_tenths`' ``legacy``);
+    - ``reprojected`` into the storage CRS, moved by fractions of a millimetre: its vertices
+      those of the version, in the same order, each within :data:`REPROJECTED_TOLERANCE_M`.
+
+    Either way compared by content hash, as any parcel: with the version's geometry for one
+    within the tolerance, and its areas rounded the old way where that rounds otherwise.
+    """
+    same = np.zeros(len(parcels), dtype=bool)
+    legacy = _rounded_otherwise(parcels)
+    rows = np.arange(len(parcels)) if reprojected else np.flatnonzero(legacy)
+    if not len(rows):
+        return same
+    candidates = parcels.iloc[rows].copy()
+    if reprojected:
+        stored = dict(
+            conn.execute(
+                "SELECT id, ST_AsBinary(geom) FROM land.parcel_version WHERE id = ANY(%s)",
+                [version_ids[rows].tolist()],
+            ).fetchall()
+        )
+        geometry = shapely.from_wkb([bytes(stored[int(i)]) for i in version_ids[rows]])
+        delivered = np.asarray(candidates.geometry.values, dtype=object)
+        polygon = shapely.get_type_id(delivered) == 3
+        delivered[polygon] = shapely.multipolygons(delivered[polygon].reshape(-1, 1).tolist())
+        close = shapely.equals_exact(delivered, geometry, tolerance=REPROJECTED_TOLERANCE_M)
+        rows, candidates = rows[close], candidates[close]
+        candidates[candidates.geometry.name] = geometry[close]
+    stored_hashes = stored_content(conn, current, version_ids[rows])
+    for legacy_rounding in (False, True):
+        hashes = content_hashes(candidates, legacy_rounding=legacy_rounding)
+        same[rows] |= [bytes(h) == stored for h, stored in zip(hashes, stored_hashes, strict=True)]
+        # Then only those whose areas round otherwise the old way.
+        keep = legacy[rows] & ~same[rows]
+        rows, candidates = rows[keep], candidates[keep]
+        stored_hashes = [h for h, k in zip(stored_hashes, keep, strict=True) if k]
+        if not len(rows):
+            break
+    return same
 
 
 def _rounded_otherwise(parcels: pd.DataFrame) -> np.ndarray:
@@ -271,50 +310,6 @@ def _rounded_otherwise(parcels: pd.DataFrame) -> np.ndarray:
         now, then = area_tenths(parcels[column]), area_tenths(parcels[column], legacy=True)
         differs |= (now != then) & ~np.isnan(now)
     return differs
-
-
-def _same_within_tolerance(conn, parcels: gpd.GeoDataFrame, version_ids: np.ndarray) -> np.ndarray:
-    """Whether each of ``parcels`` (reprojected into the storage CRS) is its version
-    ``version_ids``: the same land-use codes, areas (to the tenth), owner and address, and
-    the same vertices in the same order, each within :data:`REPROJECTED_TOLERANCE_M`."""
-    rows = {int(row[0]): row[1:] for row in conn.execute(_STORED_VALUES, [version_ids.tolist()])}
-    stored = [rows[int(i)] for i in version_ids]
-    geometry = shapely.from_wkb([bytes(row[0]) for row in stored])
-    delivered = np.asarray(parcels.geometry.values, dtype=object)
-    polygon = shapely.get_type_id(delivered) == 3
-    delivered = delivered.copy()
-    delivered[polygon] = shapely.multipolygons(delivered[polygon].reshape(-1, 1).tolist())
-    same = np.asarray(
-        shapely.equals_exact(delivered, geometry, tolerance=REPROJECTED_TOLERANCE_M), dtype=bool
-    )
-    declared, legal = (
-        [area_tenths(parcels[column], legacy=legacy) for legacy in (False, True)]
-        for column in ("declared_area_m2", "legal_area_m2")
-    )
-    codes = parcels["land_use_codes"].tolist()
-    owners = parcels["owner_name"].tolist()
-    addresses = parcels["address"].tolist()
-    for k in np.flatnonzero(same):
-        _, stored_codes, stored_declared, stored_legal, owner, address = stored[k]
-        same[k] = (
-            list(codes[k] or []) == list(stored_codes or [])
-            and _tenths(stored_declared) in {_tenths(rounded[k]) for rounded in declared}
-            and _tenths(stored_legal) in {_tenths(rounded[k]) for rounded in legal}
-            and _text(owners[k]) == owner
-            and _text(addresses[k]) == address
-        )
-    return same
-
-
-def _tenths(value) -> int | None:
-    """An area in tenths of m² (stored ``numeric`` or :func:`area_tenths`'s float), or None."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return int(value * 10) if not isinstance(value, float) else int(value)
-
-
-def _text(value) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 def delivered_content(
@@ -579,16 +574,17 @@ def plan(
     replaced[at[at >= 0]] = True
     # A sheet is delivered anew where the delivery has an accepted parcel: a sheet whose
     # records were all rejected (or a delivery with none accepted) retires nothing.
-    keys = _delivery_keys(delivery, parcels, current.sheets) if len(current) else at
-    accepted_sheets = np.unique(keys[keys >= 0] >> 32)
-    anew = np.isin(current.key >> 32, accepted_sheets)
+    retiring = np.zeros(len(current), dtype=bool)
+    if len(current):
+        keys = _delivery_keys(delivery, parcels, current.sheets)
+        retiring = ~delivered & np.isin(current.key >> 32, np.unique(keys[keys >= 0] >> 32))
     return Plan(
         records,
         previous,
         compared.same,
         compared.stale,
-        retired=current.version_id[~delivered & anew],
-        untouched=current.version_id[~replaced & ~(~delivered & anew)],
+        retired=current.version_id[retiring],
+        untouched=current.version_id[~replaced & ~retiring],
     )
 
 

@@ -54,6 +54,19 @@ def current(engine):
     )
 
 
+def certify(engine, serial: str, *, parcel_no: int, sheet_no: int = 5) -> None:
+    """Issue certificate ``serial`` on the current version of a parcel, to its owner."""
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("""
+            INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no,
+                                          parcel_version_id, holder, issued_on)
+            SELECT :serial, commune_code, sheet_no, parcel_no, id, owner_name, '2026-05-01'
+            FROM land.parcel WHERE sheet_no = :sheet AND parcel_no = :parcel"""),
+            {"serial": serial, "sheet": sheet_no, "parcel": parcel_no},
+        )
+
+
 def first_delivery():
     """Sheet 5: six lots, parcels 1-6; sheet 6: one lot, far east."""
     return [record(i) for i in range(6)] + [record(20, SoHieuToBanDo=6, SoThuTuThua=1)]
@@ -144,14 +157,7 @@ def test_a_rejected_record_keeps_its_current_version(register, tmp_path):
 
 def test_a_certified_parcel_that_changes_is_flagged_and_its_history_kept(register, tmp_path):
     load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
-    with register.begin() as connection:
-        connection.execute(
-            sa.text("""
-            INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no,
-                                          parcel_version_id, holder, issued_on)
-            SELECT 'CS 123456', commune_code, sheet_no, parcel_no, id, owner_name, '2026-05-01'
-            FROM land.parcel WHERE sheet_no = 5 AND parcel_no = 2""")
-        )
+    certify(register, "CS 123456", parcel_no=2)
     ready_before = rows(register, "SELECT parcel_no FROM land.parcel_ready WHERE sheet_no = 5")
     assert (2,) in ready_before
     result = load_file(register, write(tmp_path, second_delivery(), "d2.gpkg"))
@@ -1160,14 +1166,7 @@ def test_a_split_or_merge_that_keeps_a_parcel_number_has_its_lineage(register, t
 
 def test_a_certified_key_retired_then_added_again_is_flagged_again(register, tmp_path):
     load_file(register, write(tmp_path, [record(i) for i in range(4)], "d1.gpkg"))
-    with register.begin() as connection:
-        connection.execute(
-            sa.text("""
-            INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no,
-                                          parcel_version_id, holder, issued_on)
-            SELECT 'CS 000004', commune_code, sheet_no, parcel_no, id, owner_name, '2026-05-01'
-            FROM land.parcel WHERE sheet_no = 5 AND parcel_no = 4""")
-        )
+    certify(register, "CS 000004", parcel_no=4)
     gone = load_file(register, write(tmp_path, [record(i) for i in range(3)], "d2.gpkg"))
     assert gone.issues.get("CERT_CHANGED") == 1
     back = [record(i) for i in range(3)] + [record(3, TenChu="Người Khác")]
