@@ -114,11 +114,11 @@ def _flow_summary(state, what: str) -> dict[str, Any]:
     return summary
 
 
-def _check_commune_codes(codes: list[str]) -> None:
-    """Exit 2 (a usage error) on a --commune that is not a 5-digit code."""
+def _check_commune_codes(codes: list[str], name: str = "--commune") -> None:
+    """Exit 2 (a usage error) on a commune code (given as ``name``) that is not 5 digits."""
     for code in codes:
         if not (code.isdigit() and len(code) == 5):
-            typer.echo(f"landpipe: --commune {code!r} is not a 5-digit commune code", err=True)
+            typer.echo(f"landpipe: {name} {code!r} is not a 5-digit commune code", err=True)
             raise typer.Exit(2)
 
 
@@ -329,17 +329,17 @@ def parcel_command(
     parcel: Annotated[int, typer.Argument(min=1, help="Parcel number on the sheet.")],
     as_json: JsonOption = False,
 ) -> None:
-    """What a certificate needs of a current parcel: its data, whether it is ready for a
-    certificate (and why not), the findings in force, the certificates issued on it, its
-    neighbours and the coordinate table of its vertices (X northing, Y easting, VN-2000).
+    """Show what a certificate needs of a current parcel.
 
-    Exits 1 when the key has no current parcel.
+    Its data, whether it is ready for a certificate (and why not), the findings in force, the
+    certificates issued on it, its neighbours and the coordinate table of its vertices (X
+    northing, Y easting, VN-2000). Exits 1 when the key has no current parcel.
     """
     from landpipe.db import make_engine
     from landpipe.extract import parcel_extract
     from landpipe.migrate import ensure_current
 
-    _check_commune_codes([commune])
+    _check_commune_codes([commune], "COMMUNE")
     settings = _settings()
     try:
         engine = make_engine(settings)
