@@ -113,10 +113,12 @@ _CURRENT_RECORD = np.dtype(
 #: Columns of a new version, in the order of the binary ``COPY``: the fixed-width ones first.
 _VERSION_COLUMNS = (
     "batch_id, sheet_no, parcel_no, valid_from, commune_code, change, previous_version_id,"
-    " land_use_codes, declared_area_m2, legal_area_m2, owner_name, address, attributes,"
+    " land_use_codes, declared_area_m2, legal_area_m2, area_m2, owner_name, address, attributes,"
     " content_hash, record_hash, geom"
 )
-_VERSION_FIELDS = 16
+_VERSION_FIELDS = 17
+#: The trigger computing ``area_m2`` for writes other than a load's (sql/030_parcel.sql).
+_AREA_TRIGGER = "parcel_version_area"
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, header extension
 _COPY_TRAILER = b"\xff\xff"
@@ -683,7 +685,8 @@ def register_is_empty(engine) -> bool:
 def take_empty_register(conn) -> Rebuild | None:
     """Lock ``land.parcel_version`` and, if it is empty and ours to alter, drop its
     secondary indexes and the foreign keys from and to it for :func:`rebuild` to make again,
-    and empty it anew (``TRUNCATE``); else None.
+    switch off its ``area_m2`` trigger until then (the load writes the areas), and empty it
+    anew (``TRUNCATE``); else None.
 
     Call it before the transaction touches ``land.parcel_version``: a load that finds the
     table locked waits for this one, and none holds the table while waiting for a lock.
@@ -703,6 +706,8 @@ def take_empty_register(conn) -> Rebuild | None:
             conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
         for _, name in dropped.indexes:
             conn.execute(f"DROP INDEX {name}")
+        # The COPY carries every version's area_m2: no need to ask each row whether to compute it.
+        conn.execute(f"ALTER TABLE land.parcel_version DISABLE TRIGGER {_AREA_TRIGGER}")
         # Emptied in this transaction, the table gets new files: the COPY may freeze its
         # rows (no later pass rewrites them to mark them committed), and where the server
         # keeps no WAL for replicas (wal_level = minimal, as the embedded cluster) the COPY
@@ -714,6 +719,7 @@ def take_empty_register(conn) -> Rebuild | None:
 def rebuild(conn, dropped: Rebuild) -> None:
     """Build the indexes and validate the foreign keys :func:`take_empty_register` dropped,
     then gather the table's statistics for the planner."""
+    conn.execute(f"ALTER TABLE land.parcel_version ENABLE TRIGGER {_AREA_TRIGGER}")
     for statement, _ in dropped.indexes:
         conn.execute(statement)
     for table, name, definition in dropped.foreign_keys:
@@ -854,6 +860,7 @@ def _version_rows(
     fixed["parcel_no"] = parcels["parcel_no"].to_numpy(dtype=np.int64)
     fixed["from_length"], fixed["valid_from"] = 8, valid_from
     previous = plan.previous[rows]
+    geometry = np.asarray(parcels.geometry.values)
     if hashed:
         content = delivered_content(delivery, parcels, np.arange(n), repaired)
         content_field = length_prefixed(pa.array(content, pa.binary()))
@@ -881,6 +888,8 @@ def _version_rows(
         length_prefixed(_text_array(land_use_arrow(parcels["land_use_codes"]))),
         _numeric_tenths(area_tenths(parcels["declared_area_m2"])),
         _numeric_tenths(area_tenths(parcels["legal_area_m2"])),
+        # round(ST_Area(geom)::numeric, 1), as the trigger computes it for other writers.
+        _numeric_tenths(area_tenths(shapely.area(geometry))),
         length_prefixed(text_arrow(parcels["owner_name"])),
         length_prefixed(text_arrow(parcels["address"])),
         length_prefixed(
@@ -890,9 +899,7 @@ def _version_rows(
         ),
         content_field,
         records_field,
-        length_prefixed(
-            multipolygon_wkb(np.asarray(parcels.geometry.values), canonical.STORAGE_EPSG)
-        ),
+        length_prefixed(multipolygon_wkb(geometry, canonical.STORAGE_EPSG)),
     ]
     return pc.binary_join_element_wise(*fields, b"")
 

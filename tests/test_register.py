@@ -972,6 +972,9 @@ def secondary_objects(engine):
         SELECT 'constraint', conrelid::regclass || ' ' || conname || ' '
                              || pg_get_constraintdef(oid) FROM pg_constraint
         WHERE 'land.parcel_version'::regclass IN (conrelid, confrelid)
+        UNION ALL
+        SELECT 'trigger', tgname || ' ' || tgenabled::text FROM pg_trigger
+        WHERE tgrelid = 'land.parcel_version'::regclass AND NOT tgisinternal
         ORDER BY 1, 2""",
     )
 
@@ -983,6 +986,61 @@ def test_first_load_into_an_empty_register_builds_the_same_indexes_and_keys(regi
     load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
     assert secondary_objects(register) == before
     assert scalar(register, "SELECT count(*) FROM land.parcel") == 7
+
+
+def test_every_version_has_the_area_postgis_computes_of_its_geometry(register, tmp_path):
+    """The loader writes area_m2 (first load and later ones, parcels repaired by validation
+    included); a write other than a load's gets it from the trigger, a value set by hand
+    included."""
+    rng = np.random.default_rng(5)
+    odd = [  # many vertices, holes, several parts, coordinates to the micrometre
+        Polygon([(X0 + 40 + 7 * np.cos(a), Y0 + 7 * np.sin(a)) for a in np.linspace(0, 6.2, 97)]),
+        box(X0 + 60, Y0, X0 + 75.123456, Y0 + 9.987654).difference(
+            box(X0 + 62, Y0 + 2, X0 + 64.05, Y0 + 4.05)
+        ),
+        MultiPolygon([box(X0 + 80, Y0, X0 + 81.25, Y0 + 1), box(X0 + 83, Y0, X0 + 84, Y0 + 2.5)]),
+        Polygon(np.c_[X0 + 90 + rng.uniform(0, 9, 3), Y0 + rng.uniform(0, 9, 3)]),
+    ]
+    first = [record(i) for i in range(3)]
+    first += [record(10 + i, geometry=g) for i, g in enumerate(odd)]
+    first.append(record(20, geometry=SELF_TOUCHING))  # repaired by validation
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    # 3 changed, 14 and the repaired 21 retired, 22 added, the others unchanged.
+    second = [
+        *first[:2],
+        record(2, geometry=half(2, 0)),
+        *first[3:-2],
+        record(21, geometry=lot(30, 3.3)),
+    ]
+    load_file(register, write(tmp_path, second, "d2.gpkg"))
+    with register.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE land.parcel_version SET geom = ST_Multi(ST_Buffer(geom, 0.37))"
+                " WHERE parcel_no = 1 AND valid_to IS NULL"
+            )
+        )
+        connection.execute(
+            sa.text("UPDATE land.parcel_version SET area_m2 = 1 WHERE parcel_no = 2")
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO land.parcel_version (commune_code, sheet_no, parcel_no, batch_id,"
+                " valid_from, change, geom, area_m2)"
+                " SELECT commune_code, sheet_no, 99, batch_id, now(), 'added',"
+                " ST_Multi(ST_Translate(geom, 0, 500)), 0 FROM land.parcel WHERE parcel_no = 11"
+            )
+        )
+    assert scalar(register, "SELECT count(*) FROM land.parcel_version") == 11
+    assert (
+        rows(
+            register,
+            "SELECT parcel_no, valid_to IS NULL, area_m2::text FROM land.parcel_version"
+            " WHERE area_m2 IS DISTINCT FROM round(ST_Area(geom)::numeric, 1)",
+        )
+        == []
+    )
+    assert scalar(register, "SELECT area_m2 FROM land.parcel WHERE parcel_no = 1") > 100
 
 
 def test_first_load_by_a_role_that_owns_only_parcel_version_takes_the_ordinary_path(
