@@ -360,12 +360,21 @@ def parcel_command(
                 f" (retired by batch {retired['batch']} at {retired['at']})"
                 if retired and retired["batch"] is not None
                 else ""
+            )
+            + "".join(
+                f"; delivered in batch {r['batch_id']} (row {r['source_row']}) and not loaded:"
+                f" {', '.join(r['rule_codes'])}"
+                for r in extract["rejected"][:1]
             ),
             err=True,
         )
         raise typer.Exit(1)
     if not as_json:
         typer.echo(format_extract(extract))
+
+
+#: The key columns of a record, as ``land.unloaded_neighbours`` names them.
+KEY_FIELDS = ("commune_code", "sheet_no", "parcel_no")
 
 
 def format_extract(extract: dict[str, Any]) -> str:
@@ -379,8 +388,16 @@ def format_extract(extract: dict[str, Any]) -> str:
     lines = [
         f"parcel {key} (sheet {p['sheet_no']}, parcel {p['parcel_no']}):"
         f" {place or p['commune_code']}",
-        f"  area {p['area_m2']} m² (declared {p['declared_area_m2'] or '-'},"
-        f" legal {p['legal_area_m2'] or '-'}); land use {', '.join(p['land_use_codes']) or '-'}",
+        f"  area {p['area_m2']} m² on the map (declared {p['declared_area_m2'] or '-'},"
+        f" legal {p['legal_area_m2'] or '-'})",
+        "  land use "
+        + (
+            "; ".join(
+                f"{code} {name}" if name != code else code
+                for code, name in zip(p["land_use_codes"], p["land_use_names"], strict=True)
+            )
+            or "-"
+        ),
         f"  owner {p['owner_name'] or '-'}; address {p['address'] or '-'}",
         f"  current since {p['current_since']} (batch {p['batch_id']}, version {p['version_id']})",
         f"  ready for a certificate: {ready}",
@@ -405,10 +422,20 @@ def format_extract(extract: dict[str, Any]) -> str:
         for n in extract["neighbours"]
     ]
     lines.append(f"  neighbours (sheet/parcel, shared boundary): {', '.join(neighbours) or '-'}")
+    for n in extract["unloaded_neighbours"]:
+        delivered = "/".join(str(n[k]) if n[k] is not None else "?" for k in KEY_FIELDS)
+        lines.append(
+            f"  not in the register: a record delivered as {delivered} (batch {n['batch_id']},"
+            f" row {n['source_row']}; not loaded: {', '.join(n['rule_codes'])}) shares"
+            f" {n['shared_m']} m"
+        )
     lines.append("  vertices (VN-2000, metres; X northing, Y easting):")
     lines.append(f"    {'no':>4} {'X':>12} {'Y':>12} {'to next':>9}")
+    parts = len({v["part"] for v in extract["vertices"]})
     for v in extract["vertices"]:
-        hole = "" if v["ring"] == 0 else f"  (hole {v['ring']})"
+        where = [f"part {v['part']}"] if parts > 1 else []
+        where += [f"hole {v['ring']}"] if v["ring"] else []
+        hole = f"  ({', '.join(where)})" if where else ""
         lines.append(
             f"    {v['vertex_no']:>4} {v['x_m']:>12} {v['y_m']:>12} {v['to_next_m']:>9}{hole}"
         )

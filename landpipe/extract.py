@@ -26,6 +26,9 @@ SELECT d.commune_code, d.sheet_no, d.parcel_no, d.commune_name, d.district_code,
        d.legal_area_m2, d.land_use_codes, d.owner_name, d.address, d.id AS version_id,
        date_trunc('second', d.loaded_at) AS current_since, d.batch_id, d.blocked,
        EXISTS (SELECT FROM land.parcel_ready r WHERE r.id = d.id) AS ready,
+       ARRAY(SELECT coalesce(u.name_vi, c.code)
+             FROM unnest(d.land_use_codes) WITH ORDINALITY AS c (code, n)
+             LEFT JOIN land.land_use_code u ON u.code = c.code ORDER BY c.n) AS land_use_names,
        ARRAY(SELECT code FROM unnest(d.land_use_codes) AS code
              WHERE code NOT IN (SELECT u.code FROM land.land_use_code u)) AS unknown_land_use
 FROM land.parcel_detail d
@@ -64,6 +67,18 @@ _NEIGHBOURS = """
 SELECT commune_code, sheet_no, parcel_no, shared_m
 FROM land.parcel_neighbours(:commune, :sheet, :parcel)
 """
+_UNLOADED_NEIGHBOURS = """
+SELECT batch_id, source_row, rule_codes, commune_code, sheet_no, parcel_no, shared_m
+FROM land.unloaded_neighbours(:commune, :sheet, :parcel)
+"""
+#: Delivered records of a key that were not loaded, latest first.
+_REJECTED = """
+SELECT r.batch_id, r.source_row, r.rule_codes,
+       EXISTS (SELECT FROM land.unloaded_record u WHERE u.id = r.id) AS standing
+FROM land.rejected_record r
+WHERE (r.commune_code, r.sheet_no, r.parcel_no) = (:commune, :sheet, :parcel)
+ORDER BY r.batch_id DESC, r.source_row
+"""
 #: The latest version of a key that has none current: when and by which batch it was retired.
 _RETIRED = """
 SELECT valid_to, retired_batch_id FROM land.parcel_version
@@ -77,22 +92,30 @@ def parcel_extract(engine: Engine, commune: str, sheet: int, parcel: int) -> dic
     (areas and coordinates as decimal strings, as the register holds them).
 
     ``"found"`` is False when the key has no current parcel; ``"retired"`` then says when and
-    by which batch its last version was retired, if it ever had one.
+    by which batch its last version was retired, if it ever had one. ``"rejected"`` lists the
+    delivered records of the key that were not loaded (batch, row, rules; ``standing``: the
+    record still stands for a parcel the register lacks, see ``land.unloaded_record``).
+    Times are in Vietnam's time (UTC+7).
     """
     key = {"commune": commune, "sheet": sheet, "parcel": parcel}
     with engine.connect() as connection:
         # One snapshot for the parcel, its findings, certificates and diagram.
         connection.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        connection.execute(sa.text("SET LOCAL TIME ZONE 'Asia/Ho_Chi_Minh'"))
         row = connection.execute(sa.text(_PARCEL), key).mappings().first()
+        rejected = [dict(r) for r in connection.execute(sa.text(_REJECTED), key).mappings()]
         if row is None:
             retired = connection.execute(sa.text(_RETIRED), key).mappings().first()
-            return {
-                "found": False,
-                "key": key,
-                "retired": None
-                if retired is None
-                else _json({"at": retired["valid_to"], "batch": retired["retired_batch_id"]}),
-            }
+            return _json(
+                {
+                    "found": False,
+                    "key": key,
+                    "retired": None
+                    if retired is None
+                    else {"at": retired["valid_to"], "batch": retired["retired_batch_id"]},
+                    "rejected": rejected,
+                }
+            )
         parcel_row = dict(row)
         findings = connection.execute(
             sa.text(_FINDINGS), {**key, "batch": parcel_row["batch_id"]}
@@ -104,6 +127,9 @@ def parcel_extract(engine: Engine, commune: str, sheet: int, parcel: int) -> dic
         certificates = [dict(c) for c in certificates]
         vertices = [dict(v) for v in connection.execute(sa.text(_VERTICES), key).mappings()]
         neighbours = [dict(n) for n in connection.execute(sa.text(_NEIGHBOURS), key).mappings()]
+        unloaded = [
+            dict(n) for n in connection.execute(sa.text(_UNLOADED_NEIGHBOURS), key).mappings()
+        ]
     reasons = []
     if parcel_row["blocked"]:
         reasons.append("an open block finding")
@@ -113,6 +139,15 @@ def parcel_extract(engine: Engine, commune: str, sheet: int, parcel: int) -> dic
         reasons.append("no land-use code")
     if parcel_row["unknown_land_use"]:
         reasons.append("unknown land-use code " + ", ".join(parcel_row["unknown_land_use"]))
+    issued = [c["serial"] for c in certificates if c["on_current_version"]]
+    if issued:
+        reasons.append("certificate " + ", ".join(issued) + " issued on this version")
+    if unloaded:
+        reasons.append(
+            "a neighbouring delivered record was not loaded ("
+            + "; ".join(f"batch {n['batch_id']} row {n['source_row']}" for n in unloaded)
+            + "): the diagram cannot name it"
+        )
     return _json(
         {
             "found": True,
@@ -123,6 +158,8 @@ def parcel_extract(engine: Engine, commune: str, sheet: int, parcel: int) -> dic
             "findings": findings,
             "certificates": certificates,
             "neighbours": neighbours,
+            "unloaded_neighbours": unloaded,
+            "rejected": rejected,
             "vertices": vertices,
         }
     )

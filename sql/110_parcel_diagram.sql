@@ -46,6 +46,15 @@ LANGUAGE sql STABLE AS $$
 $$;
 COMMENT ON FUNCTION land.parcel_vertices(text, integer, integer) IS 'Coordinate table of a current parcel for its certificate diagram: vertex number, X (northing), Y (easting) in VN-2000 to the cm, length of the edge to the next vertex: SELECT * FROM land.parcel_vertices(''22924'', 3, 118)';
 
+-- The length of boundary two parcels share: the first snapped onto the second where within
+-- tolerance_m of it (boundaries drawn a little apart still meet).
+CREATE OR REPLACE FUNCTION land.shared_boundary_m(a geometry, b geometry,
+                                                  tolerance_m double precision)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ST_Length(ST_Intersection(ST_Boundary(ST_Snap(a, b, tolerance_m)), ST_Boundary(b)))
+$$;
+
 -- The current parcels that share a stretch of boundary with a current parcel (a corner is not
 -- enough), longest shared boundary first: the neighbours a parcel diagram names. Boundaries
 -- drawn a little apart still meet: the parcel is snapped onto the neighbour where within
@@ -60,9 +69,8 @@ LANGUAGE sql STABLE AS $$
     FROM land.parcel_version p
     JOIN land.parcel_version n
       ON n.valid_to IS NULL AND n.geom && ST_Expand(p.geom, tolerance_m) AND n.id <> p.id
-    CROSS JOIN LATERAL (  -- the parcel snapped onto the neighbour, where within tolerance
-        SELECT ST_Length(ST_Intersection(ST_Boundary(ST_Snap(p.geom, n.geom, tolerance_m)),
-                                         ST_Boundary(n.geom))) AS length
+    CROSS JOIN LATERAL (
+        SELECT land.shared_boundary_m(p.geom, n.geom, tolerance_m) AS length
     ) shared
     WHERE p.commune_code = commune AND p.sheet_no = sheet AND p.parcel_no = parcel
       AND p.valid_to IS NULL AND ST_DWithin(p.geom, n.geom, tolerance_m)

@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import pytest
+import sqlalchemy as sa
+from shapely.affinity import translate
 from shapely.geometry import Polygon, box
 
 from tests.conftest import run_cli
 from tests.parcels import BOW_TIE, X0, Y0, lot, record
 from tests.test_load import load_file, write
-from tests.test_register import load_as_the_flow_does, rows, shift
+from tests.test_register import certify, load_as_the_flow_does, rows, shift
 
 #: An L-shaped lot, counter-clockwise from its south-east corner: its north-west corner is
 #: (X0, Y0 + 20), the fourth vertex given.
@@ -176,3 +179,86 @@ def test_boundaries_drawn_a_little_apart_still_make_neighbours(register, tmp_pat
     ]
     load_file(register, write(tmp_path, records, "d.gpkg"))
     assert [row[2:] for row in neighbours(register, 5, 3)] == [(2, d(10)), (4, d(10))]
+
+
+def ready(engine, sheet: int = 5):
+    return [
+        n
+        for (n,) in rows(
+            engine,
+            "SELECT parcel_no FROM land.parcel_ready WHERE sheet_no = :sheet ORDER BY 1",
+            sheet=sheet,
+        )
+    ]
+
+
+def test_a_parcel_next_to_a_record_that_was_not_loaded_waits_for_it(register, cli_env, tmp_path):
+    """The diagram cannot name a neighbour the register lacks: a parcel next to a delivered
+    record that was rejected is not ready until the record's parcel is loaded, or its sheet is
+    delivered anew without it; a record rejected again stands in place of the earlier one."""
+    unnumbered = record(1, SoThuTuThua=None)  # rejected: ATTR_MISSING
+    load_as_the_flow_does(register, write(tmp_path, [record(0), unnumbered, record(2)], "d1.gpkg"))
+    assert ready(register) == []
+    assert rows(
+        register,
+        "SELECT batch_id, source_row, rule_codes, sheet_no, parcel_no, shared_m"
+        " FROM land.unloaded_neighbours('22924', 5, 1)",
+    ) == [(1, 1, ["ATTR_MISSING"], 5, None, d(10))]
+    shown = run_cli("parcel", "22924", "5", "3", env=cli_env)
+    assert (
+        "  not in the register: a record delivered as 22924/5/? (batch 1, row 1;"
+        " not loaded: ATTR_MISSING) shares 10.00 m\n" in shown.stdout
+    )
+    data = json.loads(run_cli("parcel", "22924", "5", "3", "--json", env=cli_env).stdout)
+    assert data["not_ready_because"] == [
+        "a neighbouring delivered record was not loaded (batch 1 row 1): the diagram cannot name it"
+    ]
+
+    again = dict(unnumbered, TenChu="Trần Văn Bình")
+    load_as_the_flow_does(register, write(tmp_path, [record(0), again, record(2)], "d2.gpkg"))
+    assert rows(register, "SELECT batch_id, source_row FROM land.unloaded_record") == [(2, 1)]
+    assert ready(register) == []
+
+    load_as_the_flow_does(register, write(tmp_path, [record(0), record(1), record(2)], "d3.gpkg"))
+    assert rows(register, "SELECT * FROM land.unloaded_record") == []
+    assert ready(register) == [1, 2, 3]
+
+
+def test_a_sheet_delivered_anew_without_the_record_frees_its_neighbours(register, tmp_path):
+    unnumbered = record(1, SoThuTuThua=None)
+    load_as_the_flow_does(register, write(tmp_path, [record(0), unnumbered, record(2)], "d1.gpkg"))
+    # Another sheet's delivery leaves it standing; its own sheet's, without it, does not.
+    load_as_the_flow_does(register, write(tmp_path, [record(9, SoHieuToBanDo=6)], "d2.gpkg"))
+    assert ready(register) == []
+    load_as_the_flow_does(register, write(tmp_path, [record(0), record(2)], "d3.gpkg"))
+    assert ready(register) == [1, 3]
+
+
+def test_a_certified_parcel_is_not_ready_again_and_a_certificate_names_its_own_parcel(
+    register, cli_env, tmp_path
+):
+    broken = record(7, SoThuTuThua=8, geometry=translate(BOW_TIE, 100))  # GEOM_INVALID
+    load_as_the_flow_does(register, write(tmp_path, [record(0), record(5), broken], "d1.gpkg"))
+    assert ready(register) == [1, 6]
+    certify(register, "CS-1", parcel_no=1)
+    assert ready(register) == [6]
+    data = json.loads(run_cli("parcel", "22924", "5", "1", "--json", env=cli_env).stdout)
+    assert data["not_ready_because"] == ["certificate CS-1 issued on this version"]
+
+    mismatched = sa.text(
+        "INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no,"
+        " parcel_version_id, holder, issued_on) SELECT 'CS-2', '22924', 5, 6, id,"
+        " 'x', '2026-05-01' FROM land.parcel WHERE parcel_no = 1"
+    )
+    with (
+        pytest.raises(sa.exc.IntegrityError, match="is not a version of parcel 22924/5/6"),
+        register.begin() as connection,
+    ):
+        connection.execute(mismatched)
+
+    gone = run_cli("parcel", "22924", "5", "8", env=cli_env)
+    assert gone.returncode == 1
+    assert gone.stderr == (
+        "landpipe: no current parcel 22924/5/8; delivered in batch 1 (row 2) and not loaded:"
+        " GEOM_INVALID\n"
+    )
