@@ -58,7 +58,6 @@ from psycopg.copy import QueuedLibpqWriter
 from landpipe import schemas
 from landpipe.schemas import parcel as canonical
 from landpipe.sources import Delivery
-from landpipe.sources.crs import storage_crs
 from landpipe.sources.fields import (
     area_tenths,
     attribute_json,
@@ -242,59 +241,72 @@ def compare(
     again = need[~same[need]]
     if len(again):
         same[again] = _same_otherwise(
-            conn,
-            current,
-            parcels.iloc[again],
-            current.version_id[at[again]],
-            reprojected=not delivery.crs.crs.equals(storage_crs()),
+            conn, current, parcels.iloc[again], current.version_id[at[again]]
         )
     return Comparison(at, same, stale)
 
 
-#: How far (m) a vertex of a reprojected delivery may lie from the registered one for the
-#: parcel to be the same: a round trip through another CRS (VN-2000 to WGS 84 and back) moves
-#: vertices by up to about 0.1 mm; surveyed coordinates are kept to the millimetre.
-REPROJECTED_TOLERANCE_M = 0.001
+#: How far (m) a vertex may lie from the registered one for the parcel to be the same: a
+#: round trip through another CRS (VN-2000 to WGS 84 and back) moves vertices by up to about
+#: 0.15 mm; surveyed coordinates are kept to the millimetre, so a vertex moved by one is moved.
+REPROJECTED_TOLERANCE_M = 0.0005
 
 
 def _same_otherwise(
-    conn, current: Registered, parcels: gpd.GeoDataFrame, version_ids: np.ndarray, *, reprojected
+    conn, current: Registered, parcels: gpd.GeoDataFrame, version_ids: np.ndarray
 ) -> np.ndarray:
     """Whether each of ``parcels``, whose content hash is not that of its version
     ``version_ids``, is the same all the same:
 
+    - its geometry that of the version but for how it was written down or carried through
+      another CRS: the same vertices, each within :data:`REPROJECTED_TOLERANCE_M`, in the same
+      order, or once both are normalized (rings turning the same way, from the same vertex,
+      parts in the same order: a Shapefile writes outer rings clockwise, a GeoPackage or
+      GeoJSON often the other way round);
     - with an area on a half tenth, which versions loaded before landpipe rounded as
-      PostgreSQL does hold rounded to even (:func:`area_tenths`' ``legacy``);
-    - ``reprojected`` into the storage CRS, moved by fractions of a millimetre: its vertices
-      those of the version, in the same order, each within :data:`REPROJECTED_TOLERANCE_M`.
+      PostgreSQL does hold rounded to even (:func:`area_tenths`' ``legacy``).
 
-    Either way compared by content hash, as any parcel: with the version's geometry for one
-    within the tolerance, and its areas rounded the old way where that rounds otherwise.
+    Either way compared by content hash, as any parcel: with the version's geometry where the
+    delivered one is the same so, and its areas rounded the old way where that rounds
+    otherwise.
     """
     same = np.zeros(len(parcels), dtype=bool)
     legacy = _rounded_otherwise(parcels)
-    rows = np.arange(len(parcels)) if reprojected else np.flatnonzero(legacy)
+    stored = dict(
+        conn.execute(
+            "SELECT id, ST_AsBinary(geom) FROM land.parcel_version WHERE id = ANY(%s)",
+            [version_ids.tolist()],
+        ).fetchall()
+    )
+    geometry = shapely.from_wkb([bytes(stored[int(i)]) for i in version_ids])
+    delivered = np.asarray(parcels.geometry.values, dtype=object).copy()
+    polygon = shapely.get_type_id(delivered) == 3
+    if polygon.any():
+        delivered[polygon] = shapely.multipolygons(delivered[polygon].reshape(-1, 1).tolist())
+    close = shapely.equals_exact(delivered, geometry, tolerance=REPROJECTED_TOLERANCE_M)
+    other = np.flatnonzero(~close)
+    normal = [shapely.normalize(delivered[other]), shapely.normalize(geometry[other])]
+    close[other] = shapely.equals_exact(*normal, tolerance=REPROJECTED_TOLERANCE_M)
+    # Normalizing starts each ring at its lowest vertex: two within the tolerance of being
+    # as low (the corners of a box) may start the rings at different vertices.
+    tied = np.flatnonzero(~close[other])
+    close[other[tied]] = [
+        _same_rings(a, b) for a, b in zip(normal[0][tied], normal[1][tied], strict=True)
+    ]
+    rows = np.flatnonzero(close | legacy)
     if not len(rows):
         return same
     candidates = parcels.iloc[rows].copy()
-    if reprojected:
-        stored = dict(
-            conn.execute(
-                "SELECT id, ST_AsBinary(geom) FROM land.parcel_version WHERE id = ANY(%s)",
-                [version_ids[rows].tolist()],
-            ).fetchall()
-        )
-        geometry = shapely.from_wkb([bytes(stored[int(i)]) for i in version_ids[rows]])
-        delivered = np.asarray(candidates.geometry.values, dtype=object)
-        polygon = shapely.get_type_id(delivered) == 3
-        delivered[polygon] = shapely.multipolygons(delivered[polygon].reshape(-1, 1).tolist())
-        close = shapely.equals_exact(delivered, geometry, tolerance=REPROJECTED_TOLERANCE_M)
-        rows, candidates = rows[close], candidates[close]
-        candidates[candidates.geometry.name] = geometry[close]
+    candidates[candidates.geometry.name] = np.where(
+        close[rows], geometry[rows], np.asarray(candidates.geometry.values, dtype=object)
+    )
     stored_hashes = stored_content(conn, current, version_ids[rows])
     for legacy_rounding in (False, True):
         hashes = content_hashes(candidates, legacy_rounding=legacy_rounding)
-        same[rows] |= [bytes(h) == stored for h, stored in zip(hashes, stored_hashes, strict=True)]
+        same[rows] |= np.array(
+            [bytes(h) == stored for h, stored in zip(hashes, stored_hashes, strict=True)],
+            dtype=bool,
+        )
         # Then only those whose areas round otherwise the old way.
         keep = legacy[rows] & ~same[rows]
         rows, candidates = rows[keep], candidates[keep]
@@ -302,6 +314,22 @@ def _same_otherwise(
         if not len(rows):
             break
     return same
+
+
+def _same_rings(a: shapely.Geometry, b: shapely.Geometry) -> bool:
+    """Whether two normalized geometries have the same rings, each vertex within
+    :data:`REPROJECTED_TOLERANCE_M`, whichever vertex each ring starts at."""
+    rings_a, rings_b = (shapely.get_rings(shapely.get_parts(g)) for g in (a, b))
+    if len(rings_a) != len(rings_b):
+        return False
+    for ring_a, ring_b in zip(rings_a, rings_b, strict=True):
+        xy_a, xy_b = shapely.get_coordinates(ring_a)[:-1], shapely.get_coordinates(ring_b)[:-1]
+        if len(xy_a) != len(xy_b) or not len(xy_a):
+            return False
+        start = int(np.argmin(np.abs(xy_a - xy_b[0]).max(axis=1)))
+        if np.abs(np.roll(xy_a, -start, axis=0) - xy_b).max() > REPROJECTED_TOLERANCE_M:
+            return False
+    return True
 
 
 def _rounded_otherwise(parcels: pd.DataFrame) -> np.ndarray:
@@ -522,11 +550,13 @@ class Plan:
         record hash: the version's record hash is made anew (:func:`merge`).
     retired
         Ids of the current versions of covered sheets whose key the delivery no longer has,
-        in the sheets where it has an accepted parcel.
+        in the sheets where it has an accepted parcel, and at whose place it has no rejected
+        record.
     untouched
         Ids of the current versions of covered sheets that stay current without being
-        delivered again: their key's record was rejected, or their sheet has no accepted
-        parcel. They are the delivery's neighbours in the register like any other parcel.
+        delivered again: their key's record was rejected, a rejected record lies at their
+        place (under another key, typed wrong), or their sheet has no accepted parcel. They
+        are the delivery's neighbours in the register like any other parcel.
     """
 
     records: np.ndarray | None
@@ -580,6 +610,11 @@ def plan(
     if len(current):
         keys = _delivery_keys(delivery, parcels, current.sheets)
         retiring = ~delivered & np.isin(current.key >> 32, np.unique(keys[keys >= 0] >> 32))
+    if retiring.any() and len(validation.rejected):
+        # A record rejected with a wrong key (a parcel number typed twice) still stands for
+        # the parcel at its place: that parcel keeps its version, as under its own key.
+        candidates = np.flatnonzero(retiring)
+        retiring[candidates[_held(conn, current.version_id[candidates], validation)]] = False
     return Plan(
         records,
         previous,
@@ -588,6 +623,28 @@ def plan(
         retired=current.version_id[retiring],
         untouched=current.version_id[~replaced & ~retiring],
     )
+
+
+def _held(conn, version_ids: np.ndarray, validation: Validation) -> np.ndarray:
+    """Whether a rejected record lies at the place of each version of ``version_ids``: its
+    geometry (made valid) holds a point of the version's surface."""
+    rejected = np.asarray(validation.rejected.geometry.values, dtype=object)
+    rejected = rejected[~shapely.is_missing(rejected)]
+    rejected = shapely.make_valid(rejected[~shapely.is_empty(rejected)])
+    held = np.zeros(len(version_ids), dtype=bool)
+    if not len(rejected):
+        return held
+    points = dict(
+        conn.execute(
+            "SELECT id, ST_AsBinary(ST_PointOnSurface(geom)) FROM land.parcel_version"
+            " WHERE id = ANY(%s)",
+            [version_ids.tolist()],
+        ).fetchall()
+    )
+    places = shapely.from_wkb([bytes(points[int(i)]) for i in version_ids])
+    hits, _ = shapely.STRtree(rejected).query(places, predicate="intersects")
+    held[np.unique(hits)] = True
+    return held
 
 
 def _reused(

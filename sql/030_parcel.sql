@@ -46,21 +46,31 @@ DROP INDEX IF EXISTS land.parcel_version_owner_idx;
 -- column: computing it in the server took 1.5 s of a million-parcel COPY's 5.
 ALTER TABLE land.parcel_version ALTER COLUMN area_m2 DROP EXPRESSION IF EXISTS;
 ALTER TABLE land.parcel_version ALTER COLUMN area_m2 SET NOT NULL;
+-- (ST_Area is found where PostGIS was when the register was upgraded, whatever the search
+-- path of the session writing: a data-only pg_restore sets an empty one.)
 CREATE OR REPLACE FUNCTION land.parcel_version_area() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     NEW.area_m2 := round(ST_Area(NEW.geom)::numeric, 1);
     RETURN NEW;
 END
 $$;
+-- A load writes no geometry nor area of a version once it is written (it closes versions and
+-- renews hashes): every UPDATE of either is computed again, whoever makes it. An INSERT is
+-- computed unless a load made it with its area.
 DROP TRIGGER IF EXISTS parcel_version_area ON land.parcel_version;
 CREATE TRIGGER parcel_version_area
-    BEFORE INSERT OR UPDATE OF geom, area_m2 ON land.parcel_version
+    BEFORE INSERT ON land.parcel_version
     FOR EACH ROW
-    WHEN (current_setting('landpipe.loading', true) IS DISTINCT FROM 'on')
+    WHEN (NEW.area_m2 IS NULL OR current_setting('landpipe.loading', true) IS DISTINCT FROM 'on')
+    EXECUTE FUNCTION land.parcel_version_area();
+DROP TRIGGER IF EXISTS parcel_version_area_edited ON land.parcel_version;
+CREATE TRIGGER parcel_version_area_edited
+    BEFORE UPDATE OF geom, area_m2 ON land.parcel_version
+    FOR EACH ROW
     EXECUTE FUNCTION land.parcel_version_area();
 COMMENT ON TABLE land.parcel_version IS 'Every version of every parcel (thửa đất) with the interval it was current; area_m2 computed on the VN-2000 / TM-3 plane, rounded to 0.1 m²';
-COMMENT ON COLUMN land.parcel_version.area_m2 IS 'round(ST_Area(geom)::numeric, 1): the area on the VN-2000 / TM-3 plane in m², computed by the loader or by the trigger parcel_version_area';
+COMMENT ON COLUMN land.parcel_version.area_m2 IS 'round(ST_Area(geom)::numeric, 1): the area on the VN-2000 / TM-3 plane in m², computed by the loader or by the triggers parcel_version_area and parcel_version_area_edited';
 -- Registers created before versions carried their content hash.
 ALTER TABLE land.parcel_version ADD COLUMN IF NOT EXISTS content_hash bytea;
 COMMENT ON COLUMN land.parcel_version.content_hash IS 'land.parcel_content_hash of the version, where the loader stored it (later loads do; a first load leaves it to the function): a re-delivered parcel with the same content is unchanged';

@@ -159,7 +159,7 @@ def test_a_certified_parcel_that_changes_is_flagged_and_its_history_kept(registe
     load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
     certify(register, "CS 123456", parcel_no=2)
     ready_before = rows(register, "SELECT parcel_no FROM land.parcel_ready WHERE sheet_no = 5")
-    assert (2,) in ready_before
+    assert (2,) not in ready_before and (3,) in ready_before  # it holds a certificate already
     result = load_file(register, write(tmp_path, second_delivery(), "d2.gpkg"))
     assert result.issues.get("CERT_CHANGED") == 1
     flagged = rows(
@@ -693,9 +693,27 @@ def test_a_repaired_parcel_delivered_again_is_unchanged(register, tmp_path):
         ({"KyHieuMucDichSuDung": "ODT+CLN"}, True),
         ({"KyHieuMucDichSuDung": "CLN+ODT"}, True),  # the order of the codes counts
         ({"KyHieuMucDichSuDung": "ODT, "}, False),  # read as the same one code
-        ({"geometry": box(X0, Y0, X0 + 10, Y0 + 10.001)}, True),
-        # The same square drawn the other way round: the register compares coordinates.
-        ({"geometry": Polygon([(X0, Y0), (X0, Y0 + 10), (X0 + 10, Y0 + 10), (X0 + 10, Y0)])}, True),
+        ({"geometry": box(X0, Y0, X0 + 10, Y0 + 10.001)}, True),  # two corners moved 1 mm
+        ({"geometry": box(X0, Y0, X0 + 10, Y0 + 10.0001)}, False),  # a round trip's 0.1 mm
+        # The same square drawn the other way round, or from another corner: the same vertices
+        # (the coordinate table numbers them clockwise from the north-west either way).
+        (
+            {"geometry": Polygon([(X0, Y0), (X0, Y0 + 10), (X0 + 10, Y0 + 10), (X0 + 10, Y0)])},
+            False,
+        ),
+        (
+            {"geometry": Polygon([(X0, Y0 + 10), (X0, Y0), (X0 + 10, Y0), (X0 + 10, Y0 + 10)])},
+            False,
+        ),
+        # One more vertex, on the boundary as it was: the coordinate table changes.
+        (
+            {
+                "geometry": Polygon(
+                    [(X0, Y0), (X0 + 5, Y0), (X0 + 10, Y0), (X0 + 10, Y0 + 10), (X0, Y0 + 10)]
+                )
+            },
+            True,
+        ),
         ({"GhiChu": "đã kiểm tra"}, False),  # another delivered field: not what 'changed' means
     ],
 )
@@ -714,12 +732,14 @@ def test_changed_means_what_the_register_compares(register, tmp_path, overrides,
         "retired": 0,
     }
     assert list(validation.unchanged) == [not changed, True, True]
-    # The same verdict as comparing the columns themselves, the way the register stored them.
+    # The same verdict as comparing the columns themselves, the way the register stored them
+    # (the geometry: as many vertices, none farther than half a millimetre from the other).
     delivered = read_delivery(tmp_path / "d2.gpkg").parcels.iloc[[0]]
     same = scalar(
         register,
         """
-        SELECT v.geom = ST_Multi(ST_GeomFromWKB(:wkb, 9218))
+        SELECT ST_NPoints(v.geom) = ST_NPoints(ST_GeomFromWKB(:wkb, 9218))
+           AND ST_HausdorffDistance(v.geom, ST_GeomFromWKB(:wkb, 9218)) <= 0.0005
            AND v.land_use_codes = CAST(:codes AS text[])
            AND v.declared_area_m2 IS NOT DISTINCT FROM CAST(:declared AS numeric(14, 1))
            AND v.legal_area_m2 IS NOT DISTINCT FROM CAST(:legal AS numeric(14, 1))
@@ -1031,7 +1051,27 @@ def test_every_version_has_the_area_postgis_computes_of_its_geometry(register, t
                 " ST_Multi(ST_Translate(geom, 0, 500)), 0 FROM land.parcel WHERE parcel_no = 11"
             )
         )
-    assert scalar(register, "SELECT count(*) FROM land.parcel_version") == 11
+    with register.begin() as connection:  # as a load, or with no PostGIS on the search path
+        connection.execute(sa.text("SET LOCAL landpipe.loading = 'on'"))
+        connection.execute(
+            sa.text("UPDATE land.parcel_version SET area_m2 = 2 WHERE parcel_no IN (11, 22)")
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO land.parcel_version (commune_code, sheet_no, parcel_no, batch_id,"
+                " valid_from, change, geom)"
+                " SELECT commune_code, sheet_no, 98, batch_id, now(), 'added',"
+                " ST_Multi(ST_Translate(geom, 0, 600)) FROM land.parcel WHERE parcel_no = 12"
+            )
+        )
+        connection.execute(sa.text("SET LOCAL search_path = land"))
+        connection.execute(
+            sa.text(
+                "UPDATE land.parcel_version SET geom = public.ST_Multi("
+                "public.ST_Buffer(geom, 0.11)) WHERE parcel_no = 13"
+            )
+        )
+    assert scalar(register, "SELECT count(*) FROM land.parcel_version") == 12
     assert (
         rows(
             register,
@@ -1170,6 +1210,19 @@ def test_a_sheet_with_no_accepted_record_is_not_delivered_anew(register, tmp_pat
     result, _ = load_as_the_flow_does(register, write(tmp_path, mixed, "d3.gpkg"))
     assert result.changes == {"added": 0, "changed": 0, "unchanged": 2, "retired": 4}
     assert [(s, p) for s, p, *_ in current(register)] == [(5, 1), (5, 2), (6, 1)]
+
+
+def test_a_parcel_whose_record_was_rejected_under_a_wrong_key_is_not_retired(register, tmp_path):
+    first = [record(i) for i in range(6)]
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    # Parcels 5 and 6 typed as parcel 4: the three records share a key and are rejected.
+    # Parcel 1 is gone from the delivery: it retires; 5 and 6 stand where their records lie.
+    second = [first[1], first[2], first[3]]
+    second += [dict(first[4], SoThuTuThua=4), dict(first[5], SoThuTuThua=4)]
+    result, _ = load_as_the_flow_does(register, write(tmp_path, second, "d2.gpkg"))
+    assert result.rejected == 3
+    assert result.changes == {"added": 0, "changed": 0, "unchanged": 2, "retired": 1}
+    assert [p for _, p, *_ in current(register)] == [2, 3, 4, 5, 6]
 
 
 def test_a_changed_parcel_is_checked_against_a_kept_version_whose_record_was_rejected(
@@ -1341,6 +1394,49 @@ def test_a_redelivery_in_another_crs_is_unchanged_where_only_reprojection_moved_
             "SELECT parcel_no FROM land.parcel_version WHERE valid_to IS NOT NULL ORDER BY 1",
         )
     ] == [2, 3]
+
+
+def test_the_same_parcels_written_otherwise_are_unchanged(register, tmp_path):
+    """A WGS 84 copy loaded first leaves the register a fraction of a millimetre off the
+    surveyed coordinates; a Shapefile writes outer rings clockwise, a GeoPackage or a GeoJSON
+    as given (here counter-clockwise); a ring may start at another vertex. None of it is a
+    change; a parcel moved by 5 cm, or given one more vertex, is."""
+    records = [record(i) for i in range(5)]
+    path = tmp_path / "d1.geojson"
+    delivery(records).to_crs(4326).to_file(path)
+    first, _ = load_as_the_flow_does(register, path)
+    assert first.changes["added"] == 5
+    result, _ = load_as_the_flow_does(register, write(tmp_path, records, "d2.shp"))
+    assert result.changes == {"added": 0, "changed": 0, "unchanged": 5, "retired": 0}
+    again = [dict(r) for r in records]
+    ring = list(again[3]["geometry"].exterior.coords)[:-1]
+    again[3]["geometry"] = Polygon(ring[2:] + ring[:2])  # starts at another vertex
+    again[4]["geometry"] = shift(again[4]["geometry"], 0.05)  # moved by 5 cm: changed
+    result, _ = load_as_the_flow_does(register, write(tmp_path, again, "d3.gpkg"))
+    assert result.changes == {"added": 0, "changed": 1, "unchanged": 4, "retired": 0}
+    ring = list(again[0]["geometry"].exterior.coords)[:-1]
+    middle = ((ring[0][0] + ring[1][0]) / 2, (ring[0][1] + ring[1][1]) / 2)
+    again[0]["geometry"] = Polygon([ring[0], middle, *ring[1:]])  # one more vertex: changed
+    result, _ = load_as_the_flow_does(register, write(tmp_path, again, "d4.gpkg"))
+    assert result.changes == {"added": 0, "changed": 1, "unchanged": 4, "retired": 0}
+
+
+def test_rings_normalized_from_different_vertices_are_still_compared_vertex_for_vertex():
+    from shapely import normalize
+    from shapely.affinity import translate
+
+    from landpipe.register import _same_rings
+
+    surveyed = MultiPolygon([box(X0, Y0, X0 + 10, Y0 + 20)])
+    # After a round trip the two west corners are no longer as far west: normalizing starts
+    # the ring at the north-west corner instead of the south-west one.
+    west = [(X0 + 2e-5, Y0), (X0 + 10, Y0), (X0 + 10, Y0 + 20), (X0 - 1e-5, Y0 + 20)]
+    carried = MultiPolygon([Polygon(west)])
+    a, b = normalize(surveyed), normalize(carried)
+    assert not a.equals_exact(b, 0.001)
+    assert _same_rings(a, b)
+    assert not _same_rings(a, normalize(translate(surveyed, 0.002)))
+    assert not _same_rings(a, normalize(MultiPolygon([box(X0, Y0, X0 + 10, Y0 + 20.5)])))
 
 
 def test_a_redelivery_that_changes_nothing_makes_no_topology_finding_again(register, tmp_path):
