@@ -373,6 +373,101 @@ def parcel_command(
         typer.echo(format_extract(extract))
 
 
+def _point(value: str | None, option: str) -> tuple[float, float] | None:
+    """Two numbers given as ``A,B`` (exit 2 otherwise)."""
+    if value is None:
+        return None
+    try:
+        a, b = (float(part) for part in value.replace(" ", "").split(","))
+    except ValueError:
+        typer.echo(f"landpipe: {option} {value!r} is not two numbers as A,B", err=True)
+        raise typer.Exit(2) from None
+    return a, b
+
+
+@app.command("find")
+def find_command(
+    owner: Annotated[
+        str | None,
+        typer.Option(help="Part of the owner's name; case and diacritics do not matter."),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(help="A point as LATITUDE,LONGITUDE in WGS 84, as a phone's GPS shows it."),
+    ] = None,
+    xy: Annotated[
+        str | None,
+        typer.Option(help="A point as X,Y in VN-2000 (X northing, Y easting, as certificates)."),
+    ] = None,
+    within: Annotated[
+        float,
+        typer.Option(min=0, help="With --at or --xy: also parcels this many metres away."),
+    ] = 0.0,
+    commune: Annotated[str | None, typer.Option(help="Only in this commune.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many parcels.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Find current parcels by owner or by location.
+
+    One line per parcel: its key (commune/sheet/parcel), owner, area, address, and whether it
+    is ready for a certificate (`landpipe parcel` shows one whole). Exits 1 when none is found.
+    """
+    from landpipe.db import make_engine
+    from landpipe.extract import VIETNAM_LATITUDES, VIETNAM_LONGITUDES, find_parcels
+    from landpipe.migrate import ensure_current
+
+    if sum(given is not None for given in (owner, at, xy)) != 1:
+        typer.echo("landpipe: give one of --owner, --at or --xy", err=True)
+        raise typer.Exit(2)
+    if owner is not None and not owner.strip():
+        typer.echo("landpipe: --owner is empty", err=True)
+        raise typer.Exit(2)
+    if commune is not None:
+        _check_commune_codes([commune])
+    latlon, point = _point(at, "--at"), _point(xy, "--xy")
+    if latlon is not None and not (
+        VIETNAM_LATITUDES[0] <= latlon[0] <= VIETNAM_LATITUDES[1]
+        and VIETNAM_LONGITUDES[0] <= latlon[1] <= VIETNAM_LONGITUDES[1]
+    ):
+        typer.echo(
+            f"landpipe: --at {at}: not a latitude,longitude in Vietnam (latitude first)", err=True
+        )
+        raise typer.Exit(2)
+    settings = _settings()
+    try:
+        engine = make_engine(settings)
+        try:
+            ensure_current(engine, upgrade_if_needed=settings.database_url is None)
+            found = find_parcels(
+                engine,
+                owner=owner,
+                latlon=latlon,
+                xy=point,
+                within_m=within,
+                commune=commune,
+                limit=limit,
+            )
+        finally:
+            engine.dispose()
+    except LandpipeError as error:
+        _fail(error)
+    if as_json:
+        typer.echo(json.dumps({"parcels": found}, ensure_ascii=False))
+    else:
+        for p in found:
+            distance = p.get("distance_m")
+            away = f"  {distance} m away" if distance not in (None, "0.00") else ""
+            typer.echo(
+                f"{p['commune_code']}/{p['sheet_no']}/{p['parcel_no']}  {p['owner_name'] or '-'}"
+                f"  {p['area_m2']} m²  {p['address'] or '-'}"
+                f"  {'ready' if p['ready'] else 'not ready'}{away}"
+            )
+    if not found:
+        if not as_json:
+            typer.echo("landpipe: no current parcel found", err=True)
+        raise typer.Exit(1)
+
+
 #: The key columns of a record, as ``land.unloaded_neighbours`` names them.
 KEY_FIELDS = ("commune_code", "sheet_no", "parcel_no")
 

@@ -165,6 +165,47 @@ def parcel_extract(engine: Engine, commune: str, sheet: int, parcel: int) -> dic
     )
 
 
+#: Where Vietnam lies, in WGS 84 degrees: a point outside was typed wrong.
+VIETNAM_LATITUDES = (8.0, 24.0)
+VIETNAM_LONGITUDES = (102.0, 118.0)
+
+
+def find_parcels(
+    engine: Engine,
+    *,
+    owner: str | None = None,
+    latlon: tuple[float, float] | None = None,
+    xy: tuple[float, float] | None = None,
+    within_m: float = 0.0,
+    commune: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Current parcels whose owner's name holds ``owner`` (``land.parcels_of_owner``: case,
+    diacritics and Unicode normalization ignored), or at a point (``land.parcels_near``):
+    ``latlon`` in WGS 84 as a phone shows it (latitude, longitude), or ``xy`` in VN-2000 as a
+    certificate writes it (X northing, Y easting); the parcel holding the point, or those within
+    ``within_m`` metres, nearest first. At most ``limit``, as JSON-able values.
+    """
+    if owner is not None:
+        sql = "SELECT * FROM land.parcels_of_owner(:owner, :commune) LIMIT :limit"
+        params: dict[str, Any] = {"owner": owner, "commune": commune, "limit": limit}
+    else:
+        if latlon is not None:
+            (y, x), srid = latlon, 4326
+        elif xy is not None:
+            (y, x), srid = xy, 9218
+        else:
+            raise ValueError("give an owner or a point")
+        sql = (
+            "SELECT * FROM land.parcels_near(:x, :y, :srid, :within)"
+            " WHERE CAST(:commune AS text) IS NULL OR commune_code = :commune LIMIT :limit"
+        )
+        params = {"x": x, "y": y, "srid": srid, "within": within_m, "commune": commune}
+        params["limit"] = limit
+    with engine.connect() as connection:
+        return [_json(dict(row)) for row in connection.execute(sa.text(sql), params).mappings()]
+
+
 def _json(value: Any) -> Any:
     """``value`` with decimals, dates and times as strings, as JSON carries them."""
     if isinstance(value, dict):

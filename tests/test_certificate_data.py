@@ -4,8 +4,10 @@ the coordinate table of a parcel's vertices with its edge lengths, and its neigh
 from __future__ import annotations
 
 import json
+import unicodedata
 from decimal import Decimal
 
+import pyproj
 import pytest
 import sqlalchemy as sa
 from shapely.affinity import translate
@@ -262,3 +264,54 @@ def test_a_certified_parcel_is_not_ready_again_and_a_certificate_names_its_own_p
         "landpipe: no current parcel 22924/5/8; delivered in batch 1 (row 2) and not loaded:"
         " GEOM_INVALID\n"
     )
+
+
+def test_district_offices_find_parcels_by_owner_as_typed_and_by_point(register, cli_env, tmp_path):
+    decomposed = unicodedata.normalize("NFD", "Lê Văn Bình")
+    records = [
+        record(0),  # Nguyễn Văn An
+        record(1, TenChu="Trần Thị Đào"),
+        record(2, TenChu=decomposed),
+        record(3, TenChu="Nguyễn  Văn   Ánh"),
+    ]
+    load_as_the_flow_does(register, write(tmp_path, records, "d.gpkg"))
+
+    def owners(name):
+        found = rows(register, "SELECT parcel_no FROM land.parcels_of_owner(:n)", n=name)
+        return [parcel for (parcel,) in found]
+
+    assert owners("nguyen van an") == [1, 4]  # a part of the name: Ánh begins with it
+    assert owners("NGUYỄN VĂN") == [1, 4]
+    assert owners("nguyen van anh") == [4]  # however many spaces it was typed with
+    assert owners("dao") == [2]  # đ is d
+    assert owners(unicodedata.normalize("NFD", "Đào")) == [2]
+    assert owners("le van binh") == [3]  # stored decomposed, found all the same
+    assert owners("Phạm") == []
+
+    shown = run_cli("find", "--owner", "nguyen van", env=cli_env)
+    assert shown.returncode == 0, shown.stderr
+    assert [line.split()[0] for line in shown.stdout.splitlines()] == [
+        "22924/5/1",
+        "22924/5/4",
+    ]
+    assert "Nguyễn Văn An  100.0 m²" in shown.stdout and shown.stdout.rstrip().endswith("ready")
+
+    # Lot 1 (parcel 2) seen from a phone: latitude, longitude of its middle.
+    to_wgs84 = pyproj.Transformer.from_crs(9218, 4326, always_xy=True)
+    lon, lat = to_wgs84.transform(X0 + 15, Y0 + 5)
+    data = json.loads(run_cli("find", "--at", f"{lat},{lon}", "--json", env=cli_env).stdout)
+    assert [(p["parcel_no"], p["distance_m"]) for p in data["parcels"]] == [(2, "0.00")]
+    # A certificate's X (northing), Y (easting) of lot 3's middle.
+    data = json.loads(run_cli("find", "--xy", f"{Y0 + 5},{X0 + 35}", "--json", env=cli_env).stdout)
+    assert [p["parcel_no"] for p in data["parcels"]] == [4]
+    # 3 m north of lot 0: no parcel there; lot 0 within 5 m (lot 1's corner is 5.83 m away).
+    point = f"{Y0 + 13},{X0 + 5}"
+    assert run_cli("find", "--xy", point, env=cli_env).returncode == 1
+    near = run_cli("find", "--xy", point, "--within", "5", "--json", env=cli_env)
+    assert [(p["parcel_no"], p["distance_m"]) for p in json.loads(near.stdout)["parcels"]] == [
+        (1, "3.00")
+    ]
+
+    assert run_cli("find", env=cli_env).returncode == 2
+    assert run_cli("find", "--at", "108.1,10.9", env=cli_env).returncode == 2  # longitude first
+    assert run_cli("find", "--xy", "12345", env=cli_env).returncode == 2
