@@ -16,7 +16,8 @@ Two files are written into the report folder, replacing earlier ones of the same
 ``<stem>.findings.gpkg``
     The findings and the rejected records in EPSG:9218, one layer per geometry type
     (:data:`LAYERS`), only the layers that have rows, plus a one-row ``batch`` table, so that
-    the file of a refused delivery is a valid GeoPackage too.
+    the file of a refused delivery is a valid GeoPackage too, and for a re-delivery the
+    parcels it changed and retired (``changes``: ``change``, key, version ids, shape).
 
 ``stem`` defaults to the delivery's file name followed by the batch id,
 ``thua_dat_22924.shp.batch-3``: the name says which delivery it reports on, and the id keeps
@@ -68,6 +69,7 @@ LAYERS = (
     "rejected_line",
     "rejected_polygon",
     "rejected_no_geometry",
+    "changes",  # polygons: the parcels a re-delivery changed or retired
 )
 
 #: Long side of the map's SVG viewBox. Geometries are simplified to one unit and coordinates
@@ -189,6 +191,7 @@ class _Contents:
     parcels: gpd.GeoDataFrame
     crs: CRS
     closed: list[dict[str, Any]] = field(default_factory=list)
+    changes: gpd.GeoDataFrame | None = None
 
 
 _BATCH_SQL = sa.text(
@@ -222,6 +225,19 @@ _CLOSED_SQL = sa.text(
     "SELECT batch_id, rule_code, severity, commune_code, sheet_no, parcel_no,"
     " other_commune_code, other_sheet_no, other_parcel_no, message"
     " FROM land.finding WHERE closed_by_batch_id = :batch ORDER BY batch_id, id"
+)
+# The parcels the batch changed (the new version) or retired (the version it closed, which no
+# later version of the key replaced in the same batch); added ones are the delivery itself.
+_CHANGES_SQL = sa.text(
+    "SELECT 'changed' AS change, v.commune_code, v.sheet_no, v.parcel_no, v.id AS version_id,"
+    " v.previous_version_id, ST_AsBinary(v.geom) AS geometry"
+    " FROM land.parcel_version v WHERE v.batch_id = :batch AND v.change = 'changed'"
+    " UNION ALL"
+    " SELECT 'retired', v.commune_code, v.sheet_no, v.parcel_no, v.id, v.previous_version_id,"
+    " ST_AsBinary(v.geom) FROM land.parcel_version v"
+    " WHERE v.retired_batch_id = :batch AND NOT EXISTS (SELECT FROM land.parcel_version n"
+    "     WHERE n.previous_version_id = v.id AND n.batch_id = :batch)"
+    " ORDER BY 1, 2, 3, 4"
 )
 _INT_COLUMNS = ("sheet_no", "parcel_no", "source_row", "other_sheet_no", "other_parcel_no")
 
@@ -271,10 +287,13 @@ def _read(engine: Engine, batch_id: int) -> _Contents:
             closed = [
                 dict(row) for row in connection.execute(_CLOSED_SQL, {"batch": batch_id}).mappings()
             ]
+            changes = None
+            if batch.get("n_changed") or batch.get("n_retired"):
+                changes = _frame(connection, _CHANGES_SQL, batch_id, crs)
     except sa.exc.DBAPIError as err:
         reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
         raise DatabaseError(f"cannot read batch {batch_id} from the register: {reason}") from err
-    return _Contents(batch, rules, findings, rejected, parcels, crs, closed)
+    return _Contents(batch, rules, findings, rejected, parcels, crs, closed, changes)
 
 
 def _batch_row(connection: Connection, batch_id: int) -> dict[str, Any]:
@@ -605,6 +624,13 @@ def _write_geopackage(contents: _Contents, path: Path) -> dict[str, int]:
                         promote_to_multi=True if family != "point" else None,
                     )
                 written[layer] = int(rows.sum())
+        if contents.changes is not None and not contents.changes.empty:
+            changes = contents.changes.copy()
+            changes["geometry"] = [_only(g, "polygon") for g in changes.geometry.values]
+            pyogrio.write_dataframe(
+                changes, target, layer="changes", driver="GPKG", promote_to_multi=True
+            )
+            written["changes"] = len(changes)
 
     try:
         _replace(path, write)
@@ -1179,6 +1205,41 @@ def _closed(contents: _Contents) -> str:
     )
 
 
+#: Changed and retired parcels listed in the page; the GeoPackage's ``changes`` has them all.
+CHANGES_SHOWN = 500
+
+
+def _changes(contents: _Contents) -> str:
+    """The parcels this batch changed or retired, when there are any."""
+    changes = contents.changes
+    if changes is None or changes.empty:
+        return ""
+    shown = changes.head(CHANGES_SHOWN)
+    rows = "".join(
+        f"<tr><td>{_e(row.change)}</td><td>{_e(_key_text(row))}</td>"
+        f'<td class="n">{row.version_id}</td>'
+        f'<td class="n">{"" if pd.isna(row.previous_version_id) else row.previous_version_id}</td>'
+        "</tr>"
+        for row in shown.itertuples(index=False)
+    )
+    counted = Counter(changes["change"])
+    more = (
+        f"<p>The first {CHANGES_SHOWN} are listed; the GeoPackage's <code>changes</code> layer "
+        "holds them all.</p>"
+        if len(changes) > CHANGES_SHOWN
+        else ""
+    )
+    return (
+        f'<section id="changes"><h2>Parcels changed ({counted["changed"]}) and retired '
+        f"({counted['retired']})</h2><p>A changed parcel has a new version (its earlier one "
+        "stays in the history); a retired one is no longer current: the delivery no longer has "
+        "its key in a sheet it delivered anew. The GeoPackage's <code>changes</code> layer holds "
+        "their shapes (a retired parcel's as it was).</p>"
+        f"{more}<table><thead><tr><th>Change</th><th>Parcel</th><th>Version</th>"
+        f"<th>Earlier version</th></tr></thead><tbody>{rows}</tbody></table></section>"
+    )
+
+
 _LEGEND = {
     "parcel": "parcels of the delivery",
     "rejected": "rejected records",
@@ -1268,7 +1329,7 @@ def _page(contents: _Contents, report: Report) -> str:
     title = f"Batch {report.batch_id}: quality report"
     if report.source_path:
         title += f" ({Path(report.source_path).name})"
-    body = [_header(contents, report), _counts(report), _closed(contents)]
+    body = [_header(contents, report), _counts(report), _closed(contents), _changes(contents)]
     if report.status != "failed":
         drawn = _map(contents)
         body.append(

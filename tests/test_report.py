@@ -614,6 +614,32 @@ def test_artifact_in_a_flow_run_and_nothing_outside(register, batch, prefect_api
     assert {row["rule"]: row["count"] for row in table} == report.counts
 
 
+def test_a_redelivery_report_lists_the_parcels_it_changed_and_retired(register, tmp_path):
+    path = tmp_path / "d1.gpkg"
+    delivery([record(i) for i in range(4)]).to_file(path)
+    one = load_batch(register, path)
+    again = [record(0, TenChu="Trần Thị Bích"), record(1), record(2)]  # 1 changed, 4 retired
+    path = tmp_path / "d2.gpkg"
+    delivery(again).to_file(path)
+    two = load_batch(register, path)
+    report = write_report(register, two, tmp_path / "out")
+    section = re.search(r'<section id="changes">(.*?)</section>', report.html.read_text(), re.S)
+    assert section is not None
+    assert "Parcels changed (1) and retired (1)" in section.group(1)
+    listed = re.findall(r"<tr><td>(\w+)</td><td>([\d/]+)</td>", section.group(1))
+    assert listed == [("changed", "22924/5/1"), ("retired", "22924/5/4")]
+    changes = pyogrio.read_dataframe(report.gpkg, layer="changes")
+    assert list(zip(changes["change"], changes["parcel_no"], strict=True)) == [
+        ("changed", 1),
+        ("retired", 4),
+    ]
+    assert changes.geometry.iloc[1].equals(shapely.MultiPolygon([record(3)["geometry"]]))
+    # A first delivery changes and retires nothing.
+    first = write_report(register, one, tmp_path / "first")
+    assert 'id="changes"' not in first.html.read_text()
+    assert "changes" not in pyogrio.list_layers(first.gpkg)[:, 0]
+
+
 def test_a_re_delivery_report_draws_the_whole_delivery(register, tmp_path):
     first = tmp_path / "first" / "thua_dat_22924.gpkg"
     first.parent.mkdir()
