@@ -281,6 +281,10 @@ def _read_error(source: Source, err: Exception) -> SourceError:
     for shown in (source.dataset, source.path):
         detail = detail.replace(f"'{shown}'", "").replace(str(shown), "")
     detail = detail.strip(" :")
+    # SQLite's words for a GeoPackage cut short or damaged, after the statement that met them.
+    for damaged in ("database disk image is malformed", "file is not a database"):
+        if damaged in detail:
+            detail = f"damaged or cut short: SQLite says {damaged}"
     return SourceError(f"{source.path}: not a readable {FORMAT_NAMES[source.driver]} ({detail})")
 
 

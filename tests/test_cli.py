@@ -117,6 +117,15 @@ def _truncated_shapefile(tmp_path: Path) -> Path:
     return path
 
 
+def _truncated_geopackage(tmp_path: Path) -> Path:
+    path = tmp_path / "truncated.gpkg"
+    delivery([record(i) for i in range(200)]).to_file(path)
+    size = path.stat().st_size
+    with path.open("r+b") as handle:
+        handle.truncate(size * 8 // 10)
+    return path
+
+
 def _wrong_crs(tmp_path: Path) -> Path:
     path = tmp_path / "wrong_crs.gpkg"
     delivery([record(i) for i in range(3)], crs=None).set_crs(3405).to_file(path)
@@ -130,6 +139,12 @@ def _wrong_crs(tmp_path: Path) -> Path:
         (_empty_layer, 11, "holds no parcels"),
         (_not_what_its_name_says, 10, "not a readable GeoPackage"),
         (_truncated_shapefile, 10, "truncated Shapefile"),
+        (
+            _truncated_geopackage,
+            10,
+            "not a readable GeoPackage (damaged or cut short: SQLite says database disk image is"
+            " malformed)",
+        ),
         (
             _wrong_crs,
             12,
