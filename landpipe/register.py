@@ -285,6 +285,15 @@ def _same_otherwise(
         delivered[polygon] = shapely.multipolygons(delivered[polygon].reshape(-1, 1).tolist())
     close = shapely.equals_exact(delivered, geometry, tolerance=REPROJECTED_TOLERANCE_M)
     other = np.flatnonzero(~close)
+    # Written otherwise, it has as many vertices, each within the tolerance of the other's
+    # outline: a cheap test that leaves out the parcels that moved or were redrawn.
+    other = other[
+        (
+            shapely.get_num_coordinates(delivered[other])
+            == shapely.get_num_coordinates(geometry[other])
+        )
+        & (shapely.hausdorff_distance(delivered[other], geometry[other]) <= REPROJECTED_TOLERANCE_M)
+    ]
     normal = [shapely.normalize(delivered[other]), shapely.normalize(geometry[other])]
     close[other] = shapely.equals_exact(*normal, tolerance=REPROJECTED_TOLERANCE_M)
     # Normalizing starts each ring at its lowest vertex: two within the tolerance of being
@@ -293,6 +302,8 @@ def _same_otherwise(
     close[other[tied]] = [
         _same_rings(a, b) for a, b in zip(normal[0][tied], normal[1][tied], strict=True)
     ]
+    # The very same geometry: its content hash already differed for another reason.
+    close[close] = ~shapely.equals_exact(delivered[close], geometry[close], tolerance=0)
     rows = np.flatnonzero(close | legacy)
     if not len(rows):
         return same
