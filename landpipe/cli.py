@@ -397,7 +397,7 @@ def find_command(
     ] = None,
     xy: Annotated[
         str | None,
-        typer.Option(help="A point as X,Y in VN-2000 (X northing, Y easting, as certificates)."),
+        typer.Option(help="A point as X,Y in VN-2000: X northing, Y easting, as certificates."),
     ] = None,
     within: Annotated[
         float,

@@ -44,4 +44,4 @@ LANGUAGE sql STABLE AS $$
     WHERE ST_DWithin(p.geom, here.point, within_m)
     ORDER BY ST_Distance(p.geom, here.point), p.commune_code, p.sheet_no, p.parcel_no
 $$;
-COMMENT ON FUNCTION land.parcels_near(double precision, double precision, integer, double precision) IS 'Current parcels at a point (longitude, latitude by default; srid 9218 for VN-2000 easting, northing), or within within_m of it, nearest first: SELECT * FROM land.parcels_near(108.1022, 10.9283, within_m => 10)';
+COMMENT ON FUNCTION land.parcels_near(double precision, double precision, integer, double precision) IS 'Current parcels at a point (longitude, latitude by default; srid 9218 for VN-2000 easting, northing), or within within_m of it, nearest first: SELECT * FROM land.parcels_near(108.089567, 10.935862, within_m => 10)';
