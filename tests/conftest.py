@@ -35,11 +35,15 @@ DATA_TABLES = (
 
 
 @pytest.fixture(scope="session")
-def test_cluster() -> embedded.Cluster:
-    """The suite's embedded PostGIS cluster, started (and created) on demand."""
+def test_cluster() -> Iterator[embedded.Cluster]:
+    """The suite's embedded PostGIS cluster, started (and created) on demand, and stopped at
+    the end when this session started it: `make test` on a fresh checkout leaves no server
+    running (one already running, a developer's, stays up)."""
     cluster = embedded.cluster_for(TEST_HOME)
-    embedded.start(cluster)
-    return cluster
+    started = embedded.start(cluster)
+    yield cluster
+    if started:
+        embedded.stop(cluster)
 
 
 @pytest.fixture(scope="session")
