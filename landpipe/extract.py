@@ -20,6 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from landpipe.errors import DatabaseError
+
 _PARCEL = """
 SELECT d.commune_code, d.sheet_no, d.parcel_no, d.commune_name, d.district_code,
        d.district_name, province.name AS province_name, d.area_m2, d.declared_area_m2,
@@ -202,8 +204,15 @@ def find_parcels(
         )
         params = {"x": x, "y": y, "srid": srid, "within": within_m, "commune": commune}
         params["limit"] = limit
-    with engine.connect() as connection:
-        return [_json(dict(row)) for row in connection.execute(sa.text(sql), params).mappings()]
+    try:
+        with engine.connect() as connection:
+            # A search's cost estimate sets off JIT, which took longer than the search.
+            connection.execute(sa.text("SET LOCAL jit = off"))
+            found = connection.execute(sa.text(sql), params).mappings()
+            return [_json(dict(row)) for row in found]
+    except sa.exc.DBAPIError as err:
+        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        raise DatabaseError(f"cannot search the register: {reason}") from err
 
 
 def _json(value: Any) -> Any:

@@ -12,7 +12,7 @@
 CREATE OR REPLACE FUNCTION land.parcel_vertices(commune text, sheet integer, parcel integer)
 RETURNS TABLE (vertex_no integer, part integer, ring integer, x_m numeric, y_m numeric,
                to_next_m numeric)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     WITH rings AS (
         SELECT d.path[1] AS part, r.path[1] AS ring, ST_ExteriorRing(r.geom) AS geom
         FROM land.parcel_version v
@@ -51,7 +51,7 @@ COMMENT ON FUNCTION land.parcel_vertices(text, integer, integer) IS 'Coordinate 
 CREATE OR REPLACE FUNCTION land.shared_boundary_m(a geometry, b geometry,
                                                   tolerance_m double precision)
 RETURNS double precision
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path FROM CURRENT AS $$
     SELECT ST_Length(ST_Intersection(ST_Boundary(ST_Snap(a, b, tolerance_m)), ST_Boundary(b)))
 $$;
 
@@ -64,7 +64,7 @@ DROP FUNCTION IF EXISTS land.parcel_neighbours(text, integer, integer);
 CREATE OR REPLACE FUNCTION land.parcel_neighbours(commune text, sheet integer, parcel integer,
                                                   tolerance_m double precision DEFAULT 0.05)
 RETURNS TABLE (commune_code text, sheet_no integer, parcel_no integer, shared_m numeric)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT n.commune_code, n.sheet_no, n.parcel_no, round(shared.length::numeric, 2)
     FROM land.parcel_version p
     JOIN land.parcel_version n

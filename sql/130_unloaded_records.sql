@@ -8,17 +8,22 @@ CREATE INDEX IF NOT EXISTS rejected_record_geom_idx ON land.rejected_record USIN
 -- A rejected record (land.rejected_record) with a geometry stands for a missing parcel until
 -- a current parcel lies at its place (loaded since, or the version the record would have
 -- replaced), a later batch rejects a record at its place again (that one stands instead), or a
--- later batch delivers its map sheet anew without it. Its place is a point on its surface
--- (of the geometry made valid: a record rejected for an invalid geometry has one too). A
--- record with no sheet number stands until its place is taken or rejected again.
+-- later batch delivers its map sheet anew without it (the sheet of its commune as delivered,
+-- or of its batch's commune: a record rejected for a wrong commune code lies in that one).
+-- Its place is a point on its surface (of the geometry made valid: a record rejected for an
+-- invalid geometry has one too). A record with no sheet number stands until its place is
+-- taken or rejected again; one whose geometry lies outside the province (GEOM_OUT_OF_EXTENT)
+-- stands for nothing anywhere.
 CREATE OR REPLACE VIEW land.unloaded_record AS
 SELECT r.id, r.batch_id, r.source_row, r.rule_codes, r.commune_code, r.sheet_no, r.parcel_no,
        r.attributes, r.geom
 FROM land.rejected_record r
+JOIN land.batch rb ON rb.id = r.batch_id
 CROSS JOIN LATERAL (
     SELECT ST_PointOnSurface(ST_MakeValid(r.geom)) AS place
 ) p
 WHERE r.geom IS NOT NULL AND NOT ST_IsEmpty(r.geom)
+  AND NOT 'GEOM_OUT_OF_EXTENT' = ANY (r.rule_codes)
   AND NOT EXISTS (SELECT FROM land.parcel_version v
                   WHERE v.valid_to IS NULL AND v.geom && p.place AND ST_Intersects(v.geom, p.place))
   AND NOT EXISTS (SELECT FROM land.rejected_record later
@@ -27,7 +32,8 @@ WHERE r.geom IS NOT NULL AND NOT ST_IsEmpty(r.geom)
   AND NOT EXISTS (SELECT FROM land.batch b
                   WHERE b.id > r.batch_id AND b.status = 'loaded'
                     AND r.sheet_no IS NOT NULL
-                    AND b.covered_sheets @> jsonb_build_array(jsonb_build_array(r.commune_code, r.sheet_no)));
+                    AND (b.covered_sheets @> jsonb_build_array(jsonb_build_array(r.commune_code, r.sheet_no))
+                         OR b.covered_sheets @> jsonb_build_array(jsonb_build_array(rb.commune_code, r.sheet_no))));
 COMMENT ON VIEW land.unloaded_record IS 'Rejected records that still stand for a parcel the register lacks: no current parcel at their place, not rejected again there by a later batch, their sheet not delivered anew since';
 
 -- Current parcels and the unloaded records (land.unloaded_record) they share more than 5 cm
@@ -54,7 +60,7 @@ CREATE FUNCTION land.unloaded_neighbours(commune text, sheet integer, parcel int
                                          tolerance_m double precision DEFAULT 0.05)
 RETURNS TABLE (batch_id bigint, source_row integer, rule_codes text[], commune_code text,
                sheet_no integer, parcel_no integer, shared_m numeric)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT u.batch_id, u.source_row, u.rule_codes, u.commune_code, u.sheet_no, u.parcel_no,
            round(shared.length::numeric, 2)
     FROM land.parcel_version p

@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from shapely.affinity import translate
 from shapely.geometry import Polygon, box
 
+from landpipe.errors import DatabaseError
+from landpipe.extract import find_parcels
 from tests.conftest import run_cli
 from tests.parcels import BOW_TIE, X0, Y0, lot, record
 from tests.test_load import load_file, write
@@ -228,12 +230,43 @@ def test_a_parcel_next_to_a_record_that_was_not_loaded_waits_for_it(register, cl
 
 def test_a_sheet_delivered_anew_without_the_record_frees_its_neighbours(register, tmp_path):
     unnumbered = record(1, SoThuTuThua=None)
-    load_as_the_flow_does(register, write(tmp_path, [record(0), unnumbered, record(2)], "d1.gpkg"))
-    # Another sheet's delivery leaves it standing; its own sheet's, without it, does not.
+    elsewhere = record(3, MaXa="99999")  # ATTR_COMMUNE_UNKNOWN, next to parcel 3
+    records = [record(0), unnumbered, record(2), elsewhere]
+    load_as_the_flow_does(register, write(tmp_path, records, "d1.gpkg"))
+    assert ready(register) == []
+    # Another sheet's delivery leaves them standing; their own sheet's, without them, does
+    # not (the record with a wrong commune code lies in the delivery's commune).
     load_as_the_flow_does(register, write(tmp_path, [record(9, SoHieuToBanDo=6)], "d2.gpkg"))
     assert ready(register) == []
     load_as_the_flow_does(register, write(tmp_path, [record(0), record(2)], "d3.gpkg"))
     assert ready(register) == [1, 3]
+
+
+def test_a_record_outside_the_province_is_no_neighbour(register, tmp_path):
+    far = record(20, geometry=translate(lot(1), 0, 300_000))  # 300 km north: out of extent
+    records = [*(record(i) for i in range(10)), far]
+    result, _ = load_as_the_flow_does(register, write(tmp_path, records, "d1.gpkg"))
+    assert result.rejected == 1
+    assert rows(register, "SELECT rule_codes FROM land.rejected_record") == [
+        (["GEOM_OUT_OF_EXTENT"],)
+    ]
+    assert rows(register, "SELECT * FROM land.unloaded_record") == []
+    assert ready(register) == list(range(1, 11))
+
+
+def test_the_district_office_functions_work_whatever_the_search_path(register, tmp_path):
+    load_as_the_flow_does(register, write(tmp_path, [record(0), record(1)], "d1.gpkg"))
+    with register.begin() as connection:
+        connection.execute(sa.text("SET LOCAL search_path = pg_catalog"))
+        for sql in (
+            "SELECT count(*) FROM land.parcel_ready",
+            "SELECT count(*) FROM land.parcel_vertices('22924', 5, 1)",
+            "SELECT count(*) FROM land.parcel_neighbours('22924', 5, 1)",
+            "SELECT count(*) FROM land.unloaded_neighbours('22924', 5, 1)",
+            "SELECT count(*) FROM land.parcels_of_owner('nguyen')",
+            f"SELECT count(*) FROM land.parcels_near({X0 + 5}, {Y0 + 5}, 9218)",
+        ):
+            assert connection.execute(sa.text(sql)).scalar() > 0 or "unloaded" in sql, sql
 
 
 def test_a_certified_parcel_is_not_ready_again_and_a_certificate_names_its_own_parcel(
@@ -286,7 +319,9 @@ def test_district_offices_find_parcels_by_owner_as_typed_and_by_point(register, 
     assert owners("dao") == [2]  # đ is d
     assert owners(unicodedata.normalize("NFD", "Đào")) == [2]
     assert owners("le van binh") == [3]  # stored decomposed, found all the same
+    assert owners("Ðào") == [2]  # an Icelandic eth, as a legacy conversion writes Đ
     assert owners("Phạm") == []
+    assert owners(" ") == [] and owners("") == []
 
     shown = run_cli("find", "--owner", "nguyen van", env=cli_env)
     assert shown.returncode == 0, shown.stderr
@@ -313,5 +348,16 @@ def test_district_offices_find_parcels_by_owner_as_typed_and_by_point(register, 
     ]
 
     assert run_cli("find", env=cli_env).returncode == 2
+    # A database error is one line and exit 4, not a traceback (nor 1, "none found").
+    slow = {**cli_env, "PGOPTIONS": "-c statement_timeout=1"}
+    broken = run_cli("find", "--owner", "an", env=slow)
+    assert broken.returncode == 4, broken.stderr
+    assert broken.stderr.startswith("landpipe: ") and broken.stderr.count("\n") == 1
+    timing_out = sa.create_engine(register.url, connect_args={"options": "-c statement_timeout=1"})
+    try:
+        with pytest.raises(DatabaseError, match=r"^cannot search the register: .*timeout"):
+            find_parcels(timing_out, owner="an")
+    finally:
+        timing_out.dispose()
     assert run_cli("find", "--at", "108.1,10.9", env=cli_env).returncode == 2  # longitude first
     assert run_cli("find", "--xy", "12345", env=cli_env).returncode == 2
