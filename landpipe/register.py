@@ -636,25 +636,37 @@ def plan(
     )
 
 
+#: How much of a version and of a rejected record must overlap for the record to be taken for
+#: that parcel delivered under a wrong key (each share of its own area).
+HELD_OVERLAP = 0.5
+
+
 def _held(conn, version_ids: np.ndarray, validation: Validation) -> np.ndarray:
-    """Whether a rejected record lies at the place of each version of ``version_ids``: its
-    geometry (made valid) holds a point of the version's surface."""
+    """Whether a rejected record is each version of ``version_ids`` delivered under a wrong
+    key: the two (the record's geometry made valid) overlap by more than
+    :data:`HELD_OVERLAP` of each one's area. A record far larger (a sheet's frame drawn as a
+    polygon) or far smaller holds no parcel."""
     rejected = np.asarray(validation.rejected.geometry.values, dtype=object)
     rejected = rejected[~shapely.is_missing(rejected)]
     rejected = shapely.make_valid(rejected[~shapely.is_empty(rejected)])
     held = np.zeros(len(version_ids), dtype=bool)
     if not len(rejected):
         return held
-    points = dict(
+    stored = dict(
         conn.execute(
-            "SELECT id, ST_AsBinary(ST_PointOnSurface(geom)) FROM land.parcel_version"
-            " WHERE id = ANY(%s)",
+            "SELECT id, ST_AsBinary(geom) FROM land.parcel_version WHERE id = ANY(%s)",
             [version_ids.tolist()],
         ).fetchall()
     )
-    places = shapely.from_wkb([bytes(points[int(i)]) for i in version_ids])
-    hits, _ = shapely.STRtree(rejected).query(places, predicate="intersects")
-    held[np.unique(hits)] = True
+    versions = shapely.from_wkb([bytes(stored[int(i)]) for i in version_ids])
+    at, of = shapely.STRtree(rejected).query(versions, predicate="intersects")
+    if not len(at):
+        return held
+    shared = shapely.area(shapely.intersection(versions[at], rejected[of]))
+    alike = (shared > HELD_OVERLAP * shapely.area(versions[at])) & (
+        shared > HELD_OVERLAP * shapely.area(rejected[of])
+    )
+    held[np.unique(at[alike])] = True
     return held
 
 

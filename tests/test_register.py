@@ -1223,6 +1223,11 @@ def test_a_parcel_whose_record_was_rejected_under_a_wrong_key_is_not_retired(reg
     assert result.rejected == 3
     assert result.changes == {"added": 0, "changed": 0, "unchanged": 2, "retired": 1}
     assert [p for _, p, *_ in current(register)] == [2, 3, 4, 5, 6]
+    # A rejected record over far more than a parcel (a sheet's frame) is not that parcel.
+    frame = record(30, SoThuTuThua=None, geometry=box(X0 - 5, Y0 - 5, X0 + 65, Y0 + 15))
+    third = [first[1], first[2], first[3], frame]
+    result, _ = load_as_the_flow_does(register, write(tmp_path, third, "d3.gpkg"))
+    assert result.changes == {"added": 0, "changed": 0, "unchanged": 3, "retired": 2}
 
 
 def test_a_changed_parcel_is_checked_against_a_kept_version_whose_record_was_rejected(
