@@ -464,7 +464,16 @@ def find_command(
             )
     if not found:
         if not as_json:
-            typer.echo("landpipe: no current parcel found", err=True)
+            swapped = point is not None and point[0] < point[1]
+            typer.echo(
+                "landpipe: no current parcel found"
+                + (
+                    " (is X the northing? VN-2000 northings are the larger number)"
+                    if swapped
+                    else ""
+                ),
+                err=True,
+            )
         raise typer.Exit(1)
 
 
@@ -517,6 +526,11 @@ def format_extract(extract: dict[str, Any]) -> str:
         for n in extract["neighbours"]
     ]
     lines.append(f"  neighbours (sheet/parcel, shared boundary): {', '.join(neighbours) or '-'}")
+    for r in extract["rejected"]:
+        lines.append(
+            f"  a record of this key not loaded: batch {r['batch_id']}, row {r['source_row']}"
+            f" ({', '.join(r['rule_codes'])})"
+        )
     for n in extract["unloaded_neighbours"]:
         delivered = "/".join(str(n[k]) if n[k] is not None else "?" for k in KEY_FIELDS)
         lines.append(

@@ -147,6 +147,7 @@ def test_the_parcel_command_shows_what_a_certificate_needs(register, cli_env, tm
     load_as_the_flow_does(register, write(tmp_path, broken, "d3.gpkg"))
     shown = run_cli("parcel", "22924", "5", "1", env=cli_env)
     assert ", on a record of it that was not loaded)" in shown.stdout
+    assert "  a record of this key not loaded: batch 3, row 0 (GEOM_INVALID)\n" in shown.stdout
     data = json.loads(run_cli("parcel", "22924", "5", "1", "--json", env=cli_env).stdout)
     assert {f["rule_code"] for f in data["findings"] if f["rejected_record"]} == {"GEOM_INVALID"}
 
@@ -342,6 +343,8 @@ def test_district_offices_find_parcels_by_owner_as_typed_and_by_point(register, 
     # 3 m north of lot 0: no parcel there; lot 0 within 5 m (lot 1's corner is 5.83 m away).
     point = f"{Y0 + 13},{X0 + 5}"
     assert run_cli("find", "--xy", point, env=cli_env).returncode == 1
+    swapped = run_cli("find", "--xy", f"{X0 + 5},{Y0 + 5}", env=cli_env)
+    assert swapped.returncode == 1 and "is X the northing?" in swapped.stderr
     near = run_cli("find", "--xy", point, "--within", "5", "--json", env=cli_env)
     assert [(p["parcel_no"], p["distance_m"]) for p in json.loads(near.stdout)["parcels"]] == [
         (1, "3.00")
