@@ -477,12 +477,10 @@ def find_command(
         raise typer.Exit(1)
 
 
-#: The key columns of a record, as ``land.unloaded_neighbours`` names them.
-KEY_FIELDS = ("commune_code", "sheet_no", "parcel_no")
-
-
 def format_extract(extract: dict[str, Any]) -> str:
     """The text of ``landpipe parcel``."""
+    from landpipe.schemas import parcel as canonical
+
     p = extract["parcel"]
     key = f"{p['commune_code']}/{p['sheet_no']}/{p['parcel_no']}"
     place = ", ".join(
@@ -532,7 +530,7 @@ def format_extract(extract: dict[str, Any]) -> str:
             f" ({', '.join(r['rule_codes'])})"
         )
     for n in extract["unloaded_neighbours"]:
-        delivered = "/".join(str(n[k]) if n[k] is not None else "?" for k in KEY_FIELDS)
+        delivered = "/".join(str(n[k]) if n[k] is not None else "?" for k in canonical.KEY)
         lines.append(
             f"  not in the register: a record delivered as {delivered} (batch {n['batch_id']},"
             f" row {n['source_row']}; not loaded: {', '.join(n['rule_codes'])}) shares"

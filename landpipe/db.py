@@ -41,6 +41,5 @@ def make_engine(settings: Settings, *, url: str | None = None) -> Engine:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as err:
-        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
-        raise DatabaseError(f"cannot connect to {engine.url.render_as_string()}: {reason}") from err
+        raise DatabaseError.of(f"cannot connect to {engine.url.render_as_string()}", err) from err
     return engine

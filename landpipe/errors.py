@@ -19,6 +19,14 @@ class ConfigError(LandpipeError):
 class DatabaseError(LandpipeError):
     """The database cannot be reached, started or upgraded."""
 
+    @classmethod
+    def of(cls, doing: str, err: Exception) -> DatabaseError:
+        """``doing: reason``, the reason the first line of what the driver said in ``err`` (a
+        SQLAlchemy ``DBAPIError``)."""
+        orig = getattr(err, "orig", None)
+        reason = str(orig).strip().splitlines()[0] if orig else str(err)
+        return cls(f"{doing}: {reason}")
+
 
 class DeliveryError(LandpipeError):
     """A delivery that cannot be used as a whole: nothing of it is loaded."""

@@ -211,8 +211,7 @@ def find_parcels(
             found = connection.execute(sa.text(sql), params).mappings()
             return [_json(dict(row)) for row in found]
     except sa.exc.DBAPIError as err:
-        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
-        raise DatabaseError(f"cannot search the register: {reason}") from err
+        raise DatabaseError.of("cannot search the register", err) from err
 
 
 def _json(value: Any) -> Any:

@@ -64,8 +64,7 @@ def upgrade(engine: Engine) -> list[str]:
                 )
             load_reference(connection)
     except sa.exc.DBAPIError as err:
-        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
-        raise DatabaseError(f"database upgrade failed: {reason}") from err
+        raise DatabaseError.of("database upgrade failed", err) from err
     return todo
 
 

@@ -272,13 +272,7 @@ def _same_otherwise(
     """
     same = np.zeros(len(parcels), dtype=bool)
     legacy = _rounded_otherwise(parcels)
-    stored = dict(
-        conn.execute(
-            "SELECT id, ST_AsBinary(geom) FROM land.parcel_version WHERE id = ANY(%s)",
-            [version_ids.tolist()],
-        ).fetchall()
-    )
-    geometry = shapely.from_wkb([bytes(stored[int(i)]) for i in version_ids])
+    geometry = version_geometries(conn, version_ids)
     delivered = np.asarray(parcels.geometry.values, dtype=object).copy()
     polygon = shapely.get_type_id(delivered) == 3
     if polygon.any():
@@ -386,6 +380,17 @@ def envelopes(conn, version_ids: np.ndarray) -> np.ndarray:
         [version_ids.tolist()],
     ).fetchall()
     return shapely.box(*np.array(bounds, dtype=np.float64).T)
+
+
+def version_geometries(conn, version_ids: np.ndarray) -> np.ndarray:
+    """The geometries of some versions, in the order of ``version_ids``."""
+    stored = dict(
+        conn.execute(
+            "SELECT id, ST_AsBinary(geom) FROM land.parcel_version WHERE id = ANY(%s)",
+            [version_ids.tolist()],
+        ).fetchall()
+    )
+    return shapely.from_wkb([bytes(stored[int(i)]) for i in version_ids])
 
 
 def stored_content(conn, current: Registered, version_ids: np.ndarray) -> list[bytes]:
@@ -652,13 +657,7 @@ def _held(conn, version_ids: np.ndarray, validation: Validation) -> np.ndarray:
     held = np.zeros(len(version_ids), dtype=bool)
     if not len(rejected):
         return held
-    stored = dict(
-        conn.execute(
-            "SELECT id, ST_AsBinary(geom) FROM land.parcel_version WHERE id = ANY(%s)",
-            [version_ids.tolist()],
-        ).fetchall()
-    )
-    versions = shapely.from_wkb([bytes(stored[int(i)]) for i in version_ids])
+    versions = version_geometries(conn, version_ids)
     at, of = shapely.STRtree(rejected).query(versions, predicate="intersects")
     if not len(at):
         return held

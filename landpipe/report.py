@@ -291,8 +291,7 @@ def _read(engine: Engine, batch_id: int) -> _Contents:
             if batch.get("n_changed") or batch.get("n_retired"):
                 changes = _frame(connection, _CHANGES_SQL, batch_id, crs)
     except sa.exc.DBAPIError as err:
-        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
-        raise DatabaseError(f"cannot read batch {batch_id} from the register: {reason}") from err
+        raise DatabaseError.of(f"cannot read batch {batch_id} from the register", err) from err
     return _Contents(batch, rules, findings, rejected, parcels, crs, closed, changes)
 
 
