@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 import shapely
 from psycopg.copy import QueuedLibpqWriter
 
-from landpipe import schemas
+from landpipe import schemas, topology
 from landpipe.schemas import parcel as canonical
 from landpipe.sources import Delivery
 from landpipe.sources.fields import (
@@ -203,12 +203,16 @@ class Comparison:
 
     ``at``: each parcel's place among the current versions (-1: none); ``same``: whether it
     has its current version's content; ``stale``: whether it does, though not by record hash
-    (that version's record hash is missing or was made in another reading context).
+    (that version's record hash is missing or was made in another reading context);
+    ``shape``: whether it has its current version's geometry, the very same coordinates (the
+    same ones, and those whose owner, address, land use or areas alone changed): its topology
+    is that version's.
     """
 
     at: np.ndarray
     same: np.ndarray
     stale: np.ndarray
+    shape: np.ndarray
 
 
 def compare(
@@ -238,12 +242,13 @@ def compare(
     stale = np.zeros(len(parcels), dtype=bool)
     if records is not None:
         stale[need] = same[need] & records[need].any(axis=1)
+    shape = same.copy()  # the content hash covers the geometry
     again = need[~same[need]]
     if len(again):
-        same[again] = _same_otherwise(
+        same[again], shape[again] = _same_otherwise(
             conn, current, parcels.iloc[again], current.version_id[at[again]]
         )
-    return Comparison(at, same, stale)
+    return Comparison(at, same, stale, shape)
 
 
 #: How far (m) a vertex may lie from the registered one for the parcel to be the same: a
@@ -254,9 +259,12 @@ REPROJECTED_TOLERANCE_M = 0.0005
 
 def _same_otherwise(
     conn, current: Registered, parcels: gpd.GeoDataFrame, version_ids: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Whether each of ``parcels``, whose content hash is not that of its version
-    ``version_ids``, is the same all the same:
+    ``version_ids``, is the same all the same; and whether its geometry is the version's, the
+    very same coordinates in the same order (:attr:`Comparison.shape`).
+
+    The same all the same:
 
     - its geometry that of the version but for how it was written down or carried through
       another CRS: the same vertices, each within :data:`REPROJECTED_TOLERANCE_M`, in the same
@@ -271,6 +279,7 @@ def _same_otherwise(
     otherwise.
     """
     same = np.zeros(len(parcels), dtype=bool)
+    identical = np.zeros(len(parcels), dtype=bool)
     legacy = _rounded_otherwise(parcels)
     geometry = version_geometries(conn, version_ids)
     delivered = np.asarray(parcels.geometry.values, dtype=object).copy()
@@ -297,10 +306,11 @@ def _same_otherwise(
         _same_rings(a, b) for a, b in zip(normal[0][tied], normal[1][tied], strict=True)
     ]
     # The very same geometry: its content hash already differed for another reason.
-    close[close] = ~shapely.equals_exact(delivered[close], geometry[close], tolerance=0)
+    identical[close] = shapely.equals_exact(delivered[close], geometry[close], tolerance=0)
+    close &= ~identical
     rows = np.flatnonzero(close | legacy)
     if not len(rows):
-        return same
+        return same, identical
     candidates = parcels.iloc[rows].copy()
     candidates[candidates.geometry.name] = np.where(
         close[rows], geometry[rows], np.asarray(candidates.geometry.values, dtype=object)
@@ -318,7 +328,7 @@ def _same_otherwise(
         stored_hashes = [h for h, k in zip(stored_hashes, keep, strict=True) if k]
         if not len(rows):
             break
-    return same
+    return same, identical | same
 
 
 def _same_rings(a: shapely.Geometry, b: shapely.Geometry) -> bool:
@@ -406,6 +416,56 @@ def stored_content(conn, current: Registered, version_ids: np.ndarray) -> list[b
     return [current.content[i] for i in wanted]
 
 
+#: Which of some keys an open topology finding names, as its parcel or as the other one.
+_NAMED_BY_TOPOLOGY = """
+WITH k (commune, sheet, parcel, i) AS (
+    SELECT * FROM unnest(%(communes)s::text[], %(sheets)s::integer[], %(parcels)s::integer[])
+                  WITH ORDINALITY
+)
+SELECT k.i FROM k JOIN land.finding f
+  ON (f.commune_code, f.sheet_no, f.parcel_no) = (k.commune, k.sheet, k.parcel)
+WHERE f.closed_by_batch_id IS NULL AND f.rule_code = ANY(%(rules)s)
+UNION
+SELECT k.i FROM k JOIN land.finding f
+  ON (f.other_commune_code, f.other_sheet_no, f.other_parcel_no) = (k.commune, k.sheet, k.parcel)
+WHERE f.closed_by_batch_id IS NULL AND f.rule_code = ANY(%(rules)s)
+"""
+
+
+def named_by_topology(conn, parcels: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Whether an open topology finding names each of ``parcels`` at ``rows`` (a mask over
+    ``parcels``): False elsewhere."""
+    named = np.zeros(len(parcels), dtype=bool)
+    at = np.flatnonzero(rows)
+    if not len(at):
+        return named
+    keys = parcels.iloc[at]
+    found = conn.execute(
+        _NAMED_BY_TOPOLOGY,
+        {
+            "communes": keys["commune_code"].astype(str).tolist(),
+            "sheets": keys["sheet_no"].astype(int).tolist(),
+            "parcels": keys["parcel_no"].astype(int).tolist(),
+            "rules": list(topology.RULES),
+        },
+    ).fetchall()
+    named[at[np.array([i for (i,) in found], dtype=np.int64) - 1]] = True
+    return named
+
+
+def unmoved(conn, parcels: pd.DataFrame, compared: Comparison) -> np.ndarray:
+    """Which of ``parcels`` keep the topology of their current version, so that validation
+    need not check it again: the same ones, and the changed ones that have their version's
+    very geometry (:attr:`Comparison.shape`) and that no open topology finding names.
+
+    A finding names a parcel until a load checks that parcel again; so a parcel named by one
+    is checked again, and the finding made afresh or closed, as before. One named by none
+    had none when its version's neighbours were last checked, and still has none.
+    """
+    kept = compared.shape & ~compared.same
+    return compared.same | (kept & ~named_by_topology(conn, parcels, kept))
+
+
 def sheet_arrays(sheets: list[tuple[str, int]]) -> tuple[list[str], list[int]]:
     """``sheets`` as the two arrays the queries here take."""
     return [commune for commune, _ in sheets], [sheet for _, sheet in sheets]
@@ -458,6 +518,9 @@ class Look:
     #: How the delivery's parcels (all of them, as read) compare with ``current``: made by
     #: :func:`landpipe.load.look_at_register`, and reused by :func:`plan`.
     delivered: Comparison | None = None
+    #: Which delivered parcels keep the topology of their current version (:func:`unmoved`),
+    #: for :func:`landpipe.validate.validate`; None when the delivery was not compared.
+    unmoved: np.ndarray | None = None
 
 
 def no_jit(conn) -> None:
@@ -564,6 +627,10 @@ class Plan:
     stale
         Whether each accepted parcel is the same as its current version by content, not by
         record hash: the version's record hash is made anew (:func:`merge`).
+    shape
+        Whether each accepted parcel has its current version's geometry, coordinate for
+        coordinate (:attr:`Comparison.shape`): the same ones, and the changed ones whose
+        geometry stayed. The topology of those is their current version's.
     retired
         Ids of the current versions of covered sheets whose key the delivery no longer has,
         in the sheets where it has an accepted parcel, and at whose place it has no rejected
@@ -579,6 +646,7 @@ class Plan:
     previous: np.ndarray
     same: np.ndarray
     stale: np.ndarray
+    shape: np.ndarray
     retired: np.ndarray
     untouched: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
@@ -589,6 +657,11 @@ class Plan:
     @property
     def changed(self) -> np.ndarray:
         return (self.previous >= 0) & ~self.same
+
+    @property
+    def moved(self) -> np.ndarray:
+        """The parcels whose topology is to be checked: added, or changed in geometry."""
+        return ~self.shape
 
 
 def plan(
@@ -636,6 +709,7 @@ def plan(
         previous,
         compared.same,
         compared.stale,
+        compared.shape,
         retired=current.version_id[retiring],
         untouched=current.version_id[~replaced & ~retiring],
     )
@@ -683,7 +757,10 @@ def _reused(
     parcels = validation.parcels
     places = _places(delivery, parcels)
     compared = Comparison(
-        delivered.at[places], delivered.same[places].copy(), delivered.stale[places].copy()
+        delivered.at[places],
+        delivered.same[places].copy(),
+        delivered.stale[places].copy(),
+        delivered.shape[places].copy(),
     )
     if validation.repaired:
         rows = np.flatnonzero(_repaired(validation))
@@ -692,6 +769,7 @@ def _reused(
         compared.at[rows] = again.at
         compared.same[rows] = again.same
         compared.stale[rows] = again.stale
+        compared.shape[rows] = again.shape
     return compared
 
 

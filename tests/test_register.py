@@ -580,7 +580,7 @@ def load_as_the_flow_does(engine, path):
     """Read, find the parcels the register holds unchanged, validate the others, load."""
     read = read_delivery(path)
     look, unchanged = loader.look_at_register(engine, read)
-    validation = validate(read.parcels, read.findings, unchanged=unchanged)
+    validation = validate(read.parcels, read.findings, unchanged=unchanged, unmoved=look.unmoved)
     result = loader.load(engine, read, validation, started_at=datetime.now(UTC), look=look)
     return result, validation
 
@@ -611,9 +611,10 @@ def test_the_load_plans_from_the_looks_comparison_as_from_its_own(register, tmp_
         afresh = registry.plan(conn, look.current, read, validation)
     finally:
         raw.close()
-    for name in ("records", "previous", "same", "stale", "retired"):
+    for name in ("records", "previous", "same", "stale", "shape", "retired"):
         assert np.array_equal(getattr(reused, name), getattr(afresh, name)), name
     assert list(reused.same) == [True, False, True, False]
+    assert list(reused.shape) == [True, True, True, False]  # parcel 2's owner alone changed
     assert len(reused.retired) == 1
 
 
@@ -878,6 +879,95 @@ def test_a_gap_filled_by_a_third_parcel_no_longer_blocks_the_two_it_was_reported
     assert not {1, 2} & set(blocked_parcels(register))
 
 
+def test_a_change_that_keeps_the_geometry_is_not_checked_for_topology_again(register, tmp_path):
+    """A parcel whose owner or land use alone changed keeps the very coordinates of its
+    version, whose neighbours were checked against it: its topology is not checked again,
+    unless an open topology finding names it (then it is, and the finding made afresh or
+    closed). The rules of one parcel still check it; a gap it lines stays reported."""
+    first = [record(i) for i in range(5)]
+    first[1]["geometry"] = box(X0 + 10, Y0, X0 + 20.5, Y0 + 10)  # 0.5 m into parcel 3
+    first[1]["DienTich"] = 105.0
+    # A 0.2 m gap between parcels 4 and 5, closed by parcel 7 below and parcel 8 above,
+    # whose edges meet those of parcels 4 and 5 vertex for vertex.
+    first[4]["geometry"] = box(X0 + 40.2, Y0, X0 + 50, Y0 + 10)
+    first[4]["DienTich"] = 98.0
+    x, y = X0 + 40, Y0
+    below = Polygon(
+        [(x - 10, y - 10), (x + 10, y - 10), (x + 10, y), (x + 0.2, y), (x, y), (x - 10, y)]
+    )
+    above = Polygon(
+        [
+            (x - 10, y + 10),
+            (x, y + 10),
+            (x + 0.2, y + 10),
+            (x + 10, y + 10),
+            (x + 10, y + 20),
+            (x - 10, y + 20),
+        ]
+    )
+    first.append(record(5, SoThuTuThua=7, geometry=below, DienTich=200.0))
+    first.append(record(6, SoThuTuThua=8, geometry=above, DienTich=200.0))
+    one = load_file(register, write(tmp_path, first, "d1.gpkg"))
+    made = findings_of(register, one.batch)
+    assert ("TOPO_OVERLAP", 2, 3) in made and ("TOPO_GAP", 4, 5) in made
+    assert not {n for _, *named in made for n in named} & {7, 8}
+    second = [dict(r) for r in first]
+    second[1]["TenChu"] = "Lê Thị Hoa"  # the overlapping parcel is sold: named, checked
+    second[2]["KyHieuMucDichSuDung"] = "XYZ"  # named by the overlap too
+    second[6]["TenChu"] = "Lê Thị Hoa"  # lines the gap, named by no finding: not checked
+    two, validation = load_as_the_flow_does(register, write(tmp_path, second, "d2.gpkg"))
+    assert two.changes == {"added": 0, "changed": 3, "unchanged": 4, "retired": 0}
+    assert list(validation.unchanged) == [True, False, False, True, True, True, False]
+    assert list(validation.unmoved) == [True, False, False, True, True, True, True]
+    assert findings_of(register, two.batch) == [
+        ("ATTR_LAND_USE_UNKNOWN", 3, None),
+        ("TOPO_EDGE_MISMATCH", 2, None),
+        ("TOPO_EDGE_MISMATCH", 3, None),
+        ("TOPO_OVERLAP", 2, 3),
+    ]
+    open_findings = rows(
+        register,
+        "SELECT batch_id, rule_code, parcel_no, other_parcel_no FROM land.finding"
+        " WHERE closed_by_batch_id IS NULL AND rule_code IN ('TOPO_GAP', 'TOPO_OVERLAP')"
+        " ORDER BY 1, 2",
+    )
+    assert open_findings == [
+        (one.batch, "TOPO_GAP", 4, 5),
+        (two.batch, "TOPO_OVERLAP", 2, 3),
+    ]
+    assert blocked_parcels(register) == [2, 3, 4, 5]
+    # Redrawn, parcel 2 is checked again: the overlap is gone, and closed.
+    third = [dict(r) for r in second]
+    third[1]["geometry"], third[1]["DienTich"] = lot(1), 100.0
+    three, validation = load_as_the_flow_does(register, write(tmp_path, third, "d3.gpkg"))
+    assert list(validation.unmoved) == [True, False, True, True, True, True, True]
+    assert findings_of(register, three.batch) == []
+    assert blocked_parcels(register) == [3, 4, 5]  # 3 by its land use, 4 and 5 by the gap
+
+
+def test_a_finding_made_since_the_look_has_the_parcel_checked_again(register, tmp_path):
+    """Validation left a parcel's topology out, no finding naming it; a load of the next
+    sheet then found an overlap with it: the load validates again, and the overlap blocks the
+    parcel's new version too."""
+    from shapely.affinity import translate
+
+    first = [record(i) for i in range(3)]
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    late = [dict(r) for r in first]
+    late[2]["TenChu"] = "Lê Thị Hoa"
+    read = read_delivery(write(tmp_path, late, "d2.gpkg"))
+    look, unchanged = loader.look_at_register(register, read)
+    assert list(look.unmoved) == [True, True, True] and list(unchanged) == [True, True, False]
+    stale = validate(read.parcels, read.findings, unchanged=unchanged, unmoved=look.unmoved)
+    # Meanwhile sheet 6 is loaded with a parcel 0.5 m into parcel 3 of sheet 5.
+    sheet6 = [record(0, SoHieuToBanDo=6, geometry=translate(lot(3), xoff=-0.5))]
+    assert "TOPO_OVERLAP" in load_file(register, write(tmp_path, sheet6, "s6.gpkg")).issues
+    result = loader.load(register, read, stale, started_at=datetime.now(UTC), look=look)
+    assert result.changes == {"added": 0, "changed": 1, "unchanged": 2, "retired": 0}
+    assert findings_of(register, result.batch) == [("TOPO_OVERLAP", 3, 1)]
+    assert blocked_parcels(register) == [1, 3]
+
+
 def test_register_changed_since_the_look_is_validated_again(register, tmp_path):
     first = [record(i) for i in range(3)]
     load_file(register, write(tmp_path, first, "d1.gpkg"))
@@ -897,6 +987,31 @@ def test_register_changed_since_the_look_is_validated_again(register, tmp_path):
     assert result.changes == {"added": 0, "changed": 2, "unchanged": 1, "retired": 0}
     assert findings_of(register, result.batch) == [("ATTR_LAND_USE_UNKNOWN", 3, None)]
     assert [owner for *_, owner, _, _ in current(register)] == ["Nguyễn Văn An"] * 3
+
+
+def test_a_geometry_redrawn_since_the_look_has_its_topology_checked(register, tmp_path):
+    """Validation left a parcel's topology out, its geometry being its version's; another
+    load of its sheet redrew that version meanwhile, and a load of the next sheet filled the
+    strip it left: the load validates again, and finds that the delivered geometry, the old
+    one, overlaps the new neighbour."""
+    first = [record(i) for i in range(3)]
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    late = [dict(r) for r in first]
+    late[1]["TenChu"] = "Lê Thị Hoa"
+    read = read_delivery(write(tmp_path, late, "d2.gpkg"))
+    look, unchanged = loader.look_at_register(register, read)
+    assert list(look.unmoved) == [True, True, True] and list(unchanged) == [True, False, True]
+    stale = validate(read.parcels, read.findings, unchanged=unchanged, unmoved=look.unmoved)
+    # Meanwhile parcel 2 shrinks by a metre on the east, and sheet 6 gets that strip.
+    between = [dict(r) for r in first]
+    between[1]["geometry"], between[1]["DienTich"] = box(X0 + 10, Y0, X0 + 19, Y0 + 10), 90.0
+    assert load_file(register, write(tmp_path, between, "between.gpkg")).issues == {}
+    strip = [record(0, SoHieuToBanDo=6, geometry=box(X0 + 19, Y0, X0 + 20, Y0 + 10), DienTich=10.0)]
+    assert load_file(register, write(tmp_path, strip, "s6.gpkg")).issues == {}
+    result = loader.load(register, read, stale, started_at=datetime.now(UTC), look=look)
+    assert result.changes == {"added": 0, "changed": 1, "unchanged": 2, "retired": 0}
+    assert findings_of(register, result.batch) == [("TOPO_OVERLAP", 2, 1)]
+    assert blocked_parcels(register) == [1, 2]
 
 
 def reads_of_the_register(monkeypatch) -> list[list[tuple[str, int]]]:
