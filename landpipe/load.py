@@ -234,7 +234,7 @@ def look_at_register(engine: Engine, delivery: Delivery) -> tuple[register.Look,
     try:
         conn = raw.driver_connection
         seen.delivered = register.compare(conn, seen.current, delivery, delivery.parcels, records)
-        seen.unmoved = register.unmoved(conn, delivery.parcels, seen.delivered)
+        seen.unmoved = register.unmoved(conn, seen.current, delivery.parcels, seen.delivered)
     finally:
         raw.close()
     return seen, seen.delivered.same
@@ -334,7 +334,7 @@ def load(
                     delivery.parcels,
                     delivery.findings,
                     unchanged=compared.same,
-                    unmoved=register.unmoved(conn, delivery.parcels, compared),
+                    unmoved=register.unmoved(conn, current, delivery.parcels, compared),
                 )
                 plan = register.plan(conn, current, delivery, validation)
             # The parcels whose topology is their current version's, as validation took it.
@@ -420,15 +420,20 @@ def load(
 def _looked_otherwise(conn, validation: Validation, plan: register.Plan) -> bool:
     """Whether validation took a parcel for unchanged, or for keeping its version's topology,
     that the register no longer holds so: another load of its commune committed since the
-    look, or a load around it found an overlap or a gap with it since."""
+    look, or a load around it found an overlap or a gap with it since; or a parcel for
+    keeping its topology next to a version the load retires (see ``register.unmoved``)."""
     if validation.unchanged is not None and np.any(validation.unchanged & ~plan.same):
         return True
     if validation.unmoved is None:
         return False
     kept = validation.unmoved & ~plan.same
+    if not kept.any():
+        return False
+    parcels = validation.parcels
     return bool(
         np.any(kept & ~plan.shape)
-        or register.named_by_topology(conn, validation.parcels, kept).any()
+        or register.named_by_topology(conn, parcels, kept).any()
+        or register.near_versions(conn, parcels, kept, plan.retired).any()
     )
 
 

@@ -453,17 +453,43 @@ def named_by_topology(conn, parcels: pd.DataFrame, rows: np.ndarray) -> np.ndarr
     return named
 
 
-def unmoved(conn, parcels: pd.DataFrame, compared: Comparison) -> np.ndarray:
-    """Which of ``parcels`` keep the topology of their current version, so that validation
-    need not check it again: the same ones, and the changed ones that have their version's
-    very geometry (:attr:`Comparison.shape`) and that no open topology finding names.
+def unmoved(
+    conn, current: Registered, parcels: pd.DataFrame, compared: Comparison
+) -> np.ndarray:
+    """Which of ``parcels`` (all of a delivery's, compared with ``current``) keep the
+    topology of their current version, so that validation need not check it again: the same
+    ones, and the changed ones that have their version's very geometry
+    (:attr:`Comparison.shape`), that no open topology finding names, and that lie off every
+    current version the delivery does not carry (which it may retire, leaving a gap).
 
     A finding names a parcel until a load checks that parcel again; so a parcel named by one
     is checked again, and the finding made afresh or closed, as before. One named by none
     had none when its version's neighbours were last checked, and still has none.
     """
     kept = compared.shape & ~compared.same
-    return compared.same | (kept & ~named_by_topology(conn, parcels, kept))
+    if kept.any():
+        kept &= ~named_by_topology(conn, parcels, kept)
+        carried = np.zeros(len(current), dtype=bool)
+        carried[compared.at[compared.at >= 0]] = True
+        kept &= ~near_versions(conn, parcels, kept, current.version_id[~carried])
+    return compared.same | kept
+
+
+def near_versions(
+    conn, parcels: pd.DataFrame, rows: np.ndarray, version_ids: np.ndarray
+) -> np.ndarray:
+    """Whether each of ``parcels`` at ``rows`` (a mask) comes within the topology's reach (the
+    gap width) of the bounding box of a version of ``version_ids``: False elsewhere."""
+    near = np.zeros(len(parcels), dtype=bool)
+    at = np.flatnonzero(rows)
+    if not len(at) or not len(version_ids):
+        return near
+    reach = topology.catalogue_params()["gap_max_width_m"] + topology.LINING_M
+    boxes = envelopes(conn, version_ids)
+    geometry = np.asarray(parcels.geometry.values, dtype=object)[at]
+    hit, _ = shapely.STRtree(boxes).query(geometry, predicate="dwithin", distance=reach)
+    near[at[np.unique(hit)]] = True
+    return near
 
 
 def sheet_arrays(sheets: list[tuple[str, int]]) -> tuple[list[str], list[int]]:

@@ -945,6 +945,52 @@ def test_a_change_that_keeps_the_geometry_is_not_checked_for_topology_again(regi
     assert blocked_parcels(register) == [3, 4, 5]  # 3 by its land use, 4 and 5 by the gap
 
 
+def strip_between_lots(x0: float = X0, y0: float = Y0) -> list[dict]:
+    """Parcels 1 and 2 (lots 0 and 1), parcel 3 a 0.3 m strip east of parcel 2, parcel 4
+    east of it, and parcels 5 and 6 below and above the row, meeting each vertex."""
+    xs = [0, 10, 20, 20.3, 30.3]
+    below = Polygon([(x0, y0 - 10), (x0 + 30.3, y0 - 10)] + [(x0 + x, y0) for x in reversed(xs)])
+    above = Polygon([(x0 + x, y0 + 10) for x in xs] + [(x0 + 30.3, y0 + 20), (x0, y0 + 20)])
+    return [
+        record(0),
+        record(1),
+        record(2, SoThuTuThua=3, geometry=box(x0 + 20, y0, x0 + 20.3, y0 + 10), DienTich=3.0),
+        record(3, SoThuTuThua=4, geometry=box(x0 + 20.3, y0, x0 + 30.3, y0 + 10)),
+        record(4, SoThuTuThua=5, geometry=below, DienTich=303.0),
+        record(5, SoThuTuThua=6, geometry=above, DienTich=303.0),
+    ]
+
+
+def test_a_change_next_to_a_retired_parcel_is_checked_for_the_gap_it_leaves(register, tmp_path):
+    """Parcel 2 keeps its geometry (a new owner), but the strip next to it is retired: the
+    gap it leaves is found, through parcel 2 checked again."""
+    first = strip_between_lots()
+    assert load_file(register, write(tmp_path, first, "d1.gpkg")).issues == {}
+    second = [dict(r) for r in first if r["SoThuTuThua"] != 3]
+    second[1]["TenChu"] = "Lê Thị Hoa"
+    two, validation = load_as_the_flow_does(register, write(tmp_path, second, "d2.gpkg"))
+    assert two.changes == {"added": 0, "changed": 1, "unchanged": 4, "retired": 1}
+    assert list(validation.unmoved) == [True, False, True, True, True]
+    assert findings_of(register, two.batch) == [("TOPO_GAP", 2, 4)]
+
+
+def test_a_parcel_taken_as_unmoved_next_to_what_the_load_retires_is_validated_again(
+    register, tmp_path
+):
+    """Whatever validation was told, the load checks under its locks that no parcel whose
+    topology was left out lies next to a version it retires."""
+    first = strip_between_lots()
+    load_file(register, write(tmp_path, first, "d1.gpkg"))
+    second = [dict(r) for r in first if r["SoThuTuThua"] != 3]
+    second[1]["TenChu"] = "Lê Thị Hoa"
+    read = read_delivery(write(tmp_path, second, "d2.gpkg"))
+    look, unchanged = loader.look_at_register(register, read)
+    told = validate(read.parcels, read.findings, unchanged=unchanged, unmoved=np.ones(5, bool))
+    result = loader.load(register, read, told, started_at=datetime.now(UTC), look=look)
+    assert result.changes == {"added": 0, "changed": 1, "unchanged": 4, "retired": 1}
+    assert findings_of(register, result.batch) == [("TOPO_GAP", 2, 4)]
+
+
 def test_a_finding_made_since_the_look_has_the_parcel_checked_again(register, tmp_path):
     """Validation left a parcel's topology out, no finding naming it; a load of the next
     sheet then found an overlap with it: the load validates again, and the overlap blocks the
