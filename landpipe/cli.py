@@ -20,8 +20,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help paragraphs reflowed to the terminal's width, ``code`` shown as code.
+    rich_markup_mode="markdown",
 )
-db_app = typer.Typer(help="The database: the embedded PostGIS cluster, or LANDPIPE_DATABASE_URL.")
+db_app = typer.Typer(
+    help="The database: the embedded PostGIS cluster, or LANDPIPE_DATABASE_URL.",
+    rich_markup_mode="markdown",
+)
 app.add_typer(db_app, name="db")
 
 
@@ -221,7 +226,11 @@ def load_command(
     else:
         typer.echo(format_summary(summary))
     if state.is_failed():
-        typer.echo(f"landpipe: {summary.get('error') or state.message}", err=True)
+        # On a terminal the summary just showed the error: say it again only where it went
+        # elsewhere (--json, or the summary redirected to a file).
+        shown = not as_json and summary.get("error") and sys.stdout.isatty() and sys.stderr.isatty()
+        if not shown:
+            typer.echo(f"landpipe: {summary.get('error') or state.message}", err=True)
         raise typer.Exit(exit_code_of(summary.get("error_kind")))
 
 
@@ -371,6 +380,88 @@ def parcel_command(
         raise typer.Exit(1)
     if not as_json:
         typer.echo(format_extract(extract))
+
+
+@app.command("certify")
+def certify_command(
+    commune: Annotated[str, typer.Argument(help="Commune code (5 digits).")],
+    sheet: Annotated[int, typer.Argument(min=1, help="Map sheet number.")],
+    parcel: Annotated[int, typer.Argument(min=1, help="Parcel number on the sheet.")],
+    serial: Annotated[
+        str, typer.Option("--serial", help="The certificate's serial number, as printed on it.")
+    ],
+    holder: Annotated[
+        str | None,
+        typer.Option("--holder", help="To whom it was issued (default: the parcel's owner)."),
+    ] = None,
+    issued: Annotated[
+        str | None,
+        typer.Option("--issued", help="Date of issue, YYYY-MM-DD (default: today in Vietnam)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Record a land-use right certificate issued on a current parcel.
+
+    It is recorded on the parcel's current version, only if the parcel is ready for a
+    certificate (``landpipe parcel`` says why not) and the serial is not recorded yet; a load
+    of the commune waits meanwhile. Exits 1 when the key has no current parcel, 5 when the
+    certificate is refused (not ready, or the serial taken).
+    """
+    from datetime import date
+
+    from landpipe.db import make_engine
+    from landpipe.extract import record_certificate
+    from landpipe.migrate import ensure_current
+
+    _check_commune_codes([commune], "COMMUNE")
+    serial, holder = serial.strip(), holder.strip() if holder is not None else None
+    if not serial or holder == "":
+        typer.echo("landpipe: --serial and --holder may not be blank", err=True)
+        raise typer.Exit(2)
+    try:
+        issued_on = None if issued is None else date.fromisoformat(issued)
+    except ValueError:
+        typer.echo(f"landpipe: --issued {issued!r} is not a date as YYYY-MM-DD", err=True)
+        raise typer.Exit(2) from None
+    settings = _settings()
+    try:
+        engine = make_engine(settings)
+        try:
+            ensure_current(engine, upgrade_if_needed=settings.database_url is None)
+            result = record_certificate(
+                engine, commune, sheet, parcel, serial=serial, holder=holder, issued_on=issued_on
+            )
+        finally:
+            engine.dispose()
+    except LandpipeError as error:
+        _fail(error)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    where = f"{commune}/{sheet}/{parcel}"
+    if result["recorded"]:
+        if not as_json:
+            typer.echo(
+                f"certificate {serial} recorded on parcel {where} (version {result['version_id']},"
+                f" holder {result['holder']}, issued {result['issued_on']})"
+            )
+        return
+    if not result["found"]:
+        typer.echo(f"landpipe: no current parcel {where}", err=True)
+        raise typer.Exit(1)
+    if "serial_taken" in result:
+        taken = result["serial_taken"]
+        typer.echo(
+            f"landpipe: certificate {serial} is already recorded, on parcel"
+            f" {taken['commune']}/{taken['sheet']}/{taken['parcel']}",
+            err=True,
+        )
+    else:
+        typer.echo(
+            f"landpipe: parcel {where} is not ready for a certificate: "
+            + "; ".join(result["not_ready_because"]),
+            err=True,
+        )
+    raise typer.Exit(5)
 
 
 def _point(value: str | None, option: str) -> tuple[float, float] | None:

@@ -43,3 +43,21 @@ def make_engine(settings: Settings, *, url: str | None = None) -> Engine:
     except sa.exc.OperationalError as err:
         raise DatabaseError.of(f"cannot connect to {engine.url.render_as_string()}", err) from err
     return engine
+
+
+def lock_communes(conn, commune_codes: list[str]) -> None:
+    """Wait for, then hold until the transaction ends, the locks of some communes' parcels,
+    in the order of their codes, in one statement.
+
+    Loads, revalidations and the recording of a certificate on one commune take it, so they
+    run one after the other; work on different communes runs side by side. Every load takes
+    its locks in the same order, so two loads never deadlock over them. One statement makes
+    one round trip, however many the communes, which a load waits for no longer than it must
+    while its background checks hold the interpreter. ``conn`` is a psycopg connection in a
+    transaction.
+    """
+    conn.execute(
+        "SELECT count(pg_advisory_xact_lock(hashtext('landpipe:commune:' || c)))"
+        " FROM unnest(%s::text[]) AS c",  # one after the other, in the array's order
+        [sorted(commune_codes)],
+    )

@@ -22,10 +22,9 @@ class DatabaseError(LandpipeError):
     @classmethod
     def of(cls, doing: str, err: Exception) -> DatabaseError:
         """``doing: reason``, the reason the first line of what the driver said in ``err`` (a
-        SQLAlchemy ``DBAPIError``)."""
-        orig = getattr(err, "orig", None)
-        reason = str(orig).strip().splitlines()[0] if orig else str(err)
-        return cls(f"{doing}: {reason}")
+        SQLAlchemy ``DBAPIError``, or the driver's own error)."""
+        said = str(getattr(err, "orig", None) or err).strip()
+        return cls(f"{doing}: {said.splitlines()[0] if said else type(err).__name__}")
 
 
 class DeliveryError(LandpipeError):

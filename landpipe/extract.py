@@ -17,6 +17,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -165,6 +166,83 @@ def parcel_extract(engine: Engine, commune: str, sheet: int, parcel: int) -> dic
             "vertices": vertices,
         }
     )
+
+
+_CERTIFIABLE = """
+SELECT d.id, d.owner_name, EXISTS (SELECT FROM land.parcel_ready r WHERE r.id = d.id)
+FROM land.parcel_detail d
+WHERE (d.commune_code, d.sheet_no, d.parcel_no) = (%s, %s, %s)
+"""
+
+
+def record_certificate(
+    engine: Engine,
+    commune: str,
+    sheet: int,
+    parcel: int,
+    *,
+    serial: str,
+    holder: str | None = None,
+    issued_on: date | None = None,
+) -> dict[str, Any]:
+    """Record that certificate ``serial`` was issued on the current version of a parcel, to
+    ``holder`` (the parcel's owner by default) on ``issued_on`` (today in Vietnam by default):
+    only if the parcel is ready for one (``land.parcel_ready``) and the serial is new.
+
+    Holds the commune's lock (:func:`landpipe.db.lock_communes`) meanwhile, so no load of the
+    commune changes the parcel between the check and the record. Returns ``"recorded"`` and,
+    when it was not, why: ``"found"`` False (no current parcel), ``"serial_taken"`` (the key
+    of the parcel it was recorded on) or ``"not_ready_because"``.
+    """
+    from landpipe.db import lock_communes
+
+    key = {"commune": commune, "sheet": sheet, "parcel": parcel}
+    result: dict[str, Any] = {"recorded": False, "serial": serial, "key": key}
+    try:
+        raw = engine.raw_connection()
+    except sa.exc.DBAPIError as err:
+        raise DatabaseError.of(f"cannot record certificate {serial}", err) from err
+    try:
+        conn = raw.driver_connection
+        with conn.transaction():
+            lock_communes(conn, [commune])
+            row = conn.execute(_CERTIFIABLE, [commune, sheet, parcel]).fetchone()
+            result["found"] = row is not None
+            if row is None:
+                return result
+            version_id, owner, ready = row
+            taken = conn.execute(
+                "SELECT commune_code, sheet_no, parcel_no FROM land.certificate WHERE serial = %s",
+                [serial],
+            ).fetchone()
+            if taken is not None:
+                commune_of, sheet_of, parcel_of = taken
+                result["serial_taken"] = {
+                    "commune": commune_of,
+                    "sheet": sheet_of,
+                    "parcel": parcel_of,
+                }
+                return result
+            if not ready:
+                # Read as committed, under the lock: what the check above saw.
+                extract = parcel_extract(engine, commune, sheet, parcel)
+                result["not_ready_because"] = extract["not_ready_because"]
+                return result
+            holder = holder or owner
+            issued = conn.execute(
+                "INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no,"
+                " parcel_version_id, holder, issued_on)"
+                " VALUES (%s, %s, %s, %s, %s, %s,"
+                "         coalesce(%s::date, (now() AT TIME ZONE 'Asia/Ho_Chi_Minh')::date))"
+                " RETURNING issued_on",
+                [serial, commune, sheet, parcel, version_id, holder, issued_on],
+            ).fetchone()[0]
+    except psycopg.Error as err:
+        raise DatabaseError.of(f"cannot record certificate {serial}", err) from err
+    finally:
+        raw.close()
+    result.update(recorded=True, version_id=version_id, holder=holder, issued_on=issued)
+    return _json(result)
 
 
 #: Where Vietnam lies, in WGS 84 degrees: a point outside was typed wrong.

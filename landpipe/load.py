@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Engine
 
 from landpipe import register, topology
+from landpipe.db import lock_communes
 from landpipe.memory import collector_paused
 from landpipe.schemas import parcel as canonical
 from landpipe.schemas.findings import Finding
@@ -99,23 +100,6 @@ def reading_summary(delivery: Delivery) -> dict[str, Any]:
         "field_mapping": dict(delivery.field_mapping),
         "field_mapping_how": delivery.mapping_how,
     }
-
-
-def lock_communes(conn, commune_codes: list[str]) -> None:
-    """Wait for, then hold until the transaction ends, the locks of some communes' parcels,
-    in the order of their codes, in one statement.
-
-    Loads and revalidations of one commune take it, so they run one after the other; work on
-    different communes runs side by side. Every load takes its locks in the same order, so
-    two loads never deadlock over them. One statement makes one round trip, however many
-    the communes, which a load waits for no longer than it must while its background checks
-    hold the interpreter. ``conn`` is a psycopg connection in a transaction.
-    """
-    conn.execute(
-        "SELECT count(pg_advisory_xact_lock(hashtext('landpipe:commune:' || c)))"
-        " FROM unnest(%s::text[]) AS c",  # one after the other, in the array's order
-        [sorted(commune_codes)],
-    )
 
 
 #: Side, in metres, of the squares of the plane whose locks a load takes around its parcels.

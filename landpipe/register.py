@@ -453,9 +453,7 @@ def named_by_topology(conn, parcels: pd.DataFrame, rows: np.ndarray) -> np.ndarr
     return named
 
 
-def unmoved(
-    conn, current: Registered, parcels: pd.DataFrame, compared: Comparison
-) -> np.ndarray:
+def unmoved(conn, current: Registered, parcels: pd.DataFrame, compared: Comparison) -> np.ndarray:
     """Which of ``parcels`` (all of a delivery's, compared with ``current``) keep the
     topology of their current version, so that validation need not check it again: the same
     ones, and the changed ones that have their version's very geometry

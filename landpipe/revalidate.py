@@ -39,7 +39,8 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.engine import Engine
 
 from landpipe import schemas
-from landpipe.load import _against_register, _copy_findings, lock_area, lock_communes
+from landpipe.db import lock_communes
+from landpipe.load import _against_register, _copy_findings, lock_area
 from landpipe.schemas import parcel as canonical
 from landpipe.schemas.findings import Finding
 from landpipe.sources.fields import series_to_map_scale

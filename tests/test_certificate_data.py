@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from shapely.affinity import translate
 from shapely.geometry import Polygon, box
 
+from landpipe.db import lock_communes
 from landpipe.errors import DatabaseError
 from landpipe.extract import find_parcels
 from tests.conftest import run_cli
@@ -298,6 +299,89 @@ def test_a_certified_parcel_is_not_ready_again_and_a_certificate_names_its_own_p
         "landpipe: no current parcel 22924/5/8; delivered in batch 1 (row 2) and not loaded:"
         " GEOM_INVALID\n"
     )
+
+
+def test_the_certify_command_records_a_certificate_on_a_ready_parcel_only(
+    register, cli_env, tmp_path
+):
+    records = [record(0), record(1, KyHieuMucDichSuDung="XYZ"), record(2)]
+    load_as_the_flow_does(register, write(tmp_path, records, "d1.gpkg"))
+    done = run_cli("certify", "22924", "5", "1", "--serial", "CS 000123", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("certificate CS 000123 recorded on parcel 22924/5/1 (version ")
+    assert ", holder Nguyễn Văn An, issued " in done.stdout
+    assert ready(register) == [3]
+    stored = rows(
+        register,
+        "SELECT c.holder, c.parcel_version_id = p.id FROM land.certificate c"
+        " JOIN land.parcel p USING (commune_code, sheet_no, parcel_no) WHERE serial = 'CS 000123'",
+    )
+    assert stored == [("Nguyễn Văn An", True)]
+
+    # Given holder and date; as JSON.
+    given = run_cli(
+        "certify", "22924", "5", "3", "--serial", "CS 000124", "--holder", "Lê Thị Hoa",
+        "--issued", "2026-11-02", "--json", env=cli_env,
+    )  # fmt: skip
+    assert given.returncode == 0, given.stderr
+    data = json.loads(given.stdout)
+    assert data["recorded"] is True and data["holder"] == "Lê Thị Hoa"
+    assert data["issued_on"] == "2026-11-02"
+
+    # Refused: already certified on this version; not ready; the serial taken; no parcel.
+    again = run_cli("certify", "22924", "5", "1", "--serial", "CS 000125", env=cli_env)
+    assert again.returncode == 5
+    assert again.stderr == (
+        "landpipe: parcel 22924/5/1 is not ready for a certificate:"
+        " certificate CS 000123 issued on this version\n"
+    )
+    blocked = run_cli("certify", "22924", "5", "2", "--serial", "CS 000125", env=cli_env)
+    assert blocked.returncode == 5
+    assert "an open block finding; unknown land-use code XYZ" in blocked.stderr
+    taken = run_cli("certify", "22924", "5", "3", "--serial", "CS 000123", env=cli_env)
+    assert taken.returncode == 5
+    assert taken.stderr == (
+        "landpipe: certificate CS 000123 is already recorded, on parcel 22924/5/1\n"
+    )
+    missing = run_cli("certify", "22924", "5", "9", "--serial", "CS 000126", env=cli_env)
+    assert missing.returncode == 1 and "no current parcel 22924/5/9" in missing.stderr
+    for wrong in (["--issued", "2.11.2026"], ["--holder", " "]):
+        usage = run_cli("certify", "22924", "5", "3", "--serial", "X", *wrong, env=cli_env)
+        assert usage.returncode == 2, usage.stderr
+    assert scalar_count(register) == 2
+
+
+def test_recording_a_certificate_waits_for_a_load_of_its_commune(register, tmp_path):
+    """The check that the parcel is ready and the record are made under the commune's lock,
+    the one a load takes: a load in progress is waited for."""
+    import threading
+
+    from landpipe.extract import record_certificate
+
+    load_as_the_flow_does(register, write(tmp_path, [record(0)], "d1.gpkg"))
+    raw = register.raw_connection()
+    try:
+        conn = raw.driver_connection
+        with conn.transaction():
+            lock_communes(conn, ["22924"])  # as a load of the commune holds it
+            done = []
+            worker = threading.Thread(
+                target=lambda: done.append(
+                    record_certificate(register, "22924", 5, 1, serial="CS-9")
+                )
+            )
+            worker.start()
+            worker.join(timeout=2)
+            assert worker.is_alive() and not done
+        worker.join(timeout=60)
+    finally:
+        raw.close()
+    assert done and done[0]["recorded"] is True
+
+
+def scalar_count(engine) -> int:
+    with engine.connect() as connection:
+        return connection.execute(sa.text("SELECT count(*) FROM land.certificate")).scalar()
 
 
 def test_district_offices_find_parcels_by_owner_as_typed_and_by_point(register, cli_env, tmp_path):
