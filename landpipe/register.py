@@ -500,7 +500,7 @@ def registered(conn, sheets: list[tuple[str, int]]) -> Registered:
     # Parallel workers would hand a million rows through a gather: slower, on two cores.
     # (Loads and looks compile no plan: see no_jit.)
     conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
-    rows = conn.execute(_CURRENT, sheet_arrays(sheets)).fetchall()
+    rows = conn.execute(_CURRENT, sheet_arrays(sheets), binary=True).fetchall()  # bytea as is
     conn.execute("RESET max_parallel_workers_per_gather")
     records = [np.frombuffer(blob, dtype=_CURRENT_RECORD) for _, blob in rows]
     sheet = np.repeat(np.array([i - 1 for i, _ in rows], dtype=np.int64), [len(r) for r in records])
