@@ -216,9 +216,7 @@ def landpipe_load(engine: sa.Engine, path: Path, steps: dict[str, float]) -> dic
     look, unchanged = loader.look_at_register(engine, delivery)
     steps[_STEPS[1]] = time.perf_counter() - start
     start = time.perf_counter()
-    validation = validate(
-        delivery.parcels, delivery.findings, unchanged=unchanged, unmoved=look.unmoved
-    )
+    validation = validate(delivery.parcels, delivery.findings, unchanged=unchanged)
     returned = time.perf_counter()
     steps[_STEPS[2]] = returned - start
     pending = validation._pending  # the topology search, when it goes on in the background

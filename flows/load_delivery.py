@@ -159,11 +159,9 @@ def compare_step(settings: Settings, delivery: Delivery) -> tuple[register.Look,
 
 
 @task(name="validate", task_run_name=_step_run_name("validate"), cache_policy=NO_CACHE)
-def validate_step(
-    delivery: Delivery, unchanged: np.ndarray | None = None, unmoved: np.ndarray | None = None
-) -> Validation:
+def validate_step(delivery: Delivery, unchanged: np.ndarray | None = None) -> Validation:
     with progress.step("validate", total=len(delivery.parcels)):
-        return validate(delivery.parcels, delivery.findings, unchanged=unchanged, unmoved=unmoved)
+        return validate(delivery.parcels, delivery.findings, unchanged=unchanged)
 
 
 @task(
@@ -327,7 +325,7 @@ def load_delivery(
                 unchanged.sum(),
                 len(delivery.parcels),
             )
-            validation = validate_step(delivery, unchanged, look.unmoved)
+            validation = validate_step(delivery, unchanged)
         except DeliveryError as error:
             say("refused", "%s", error)
             batch = refuse_step(settings, path, error, started_at, options)

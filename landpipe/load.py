@@ -216,9 +216,9 @@ def look_at_register(engine: Engine, delivery: Delivery) -> tuple[register.Look,
         return seen, none
     raw = engine.raw_connection()
     try:
-        conn = raw.driver_connection
-        seen.delivered = register.compare(conn, seen.current, delivery, delivery.parcels, records)
-        seen.unmoved = register.unmoved(conn, seen.current, delivery.parcels, seen.delivered)
+        seen.delivered = register.compare(
+            raw.driver_connection, seen.current, delivery, delivery.parcels, records
+        )
     finally:
         raw.close()
     return seen, seen.delivered.same
@@ -309,20 +309,13 @@ def load(
             # The look compared the delivery with these very versions: its comparison holds.
             delivered = look.delivered if look is not None and current is look.current else None
             plan = register.plan(conn, current, delivery, validation, delivered=delivered)
-            if _looked_otherwise(conn, validation, plan):
+            if validation.unchanged is not None and np.any(validation.unchanged & ~plan.same):
                 # The register changed since validation looked: validate against it as it is.
-                compared = register.compare(
+                unchanged = register.compare(
                     conn, current, delivery, delivery.parcels, delivery.record_hashes
-                )
-                validation = validate(
-                    delivery.parcels,
-                    delivery.findings,
-                    unchanged=compared.same,
-                    unmoved=register.unmoved(conn, current, delivery.parcels, compared),
-                )
+                ).same
+                validation = validate(delivery.parcels, delivery.findings, unchanged=unchanged)
                 plan = register.plan(conn, current, delivery, validation)
-            # The parcels whose topology is their current version's, as validation took it.
-            unmoved = plan.same if validation.unmoved is None else plan.same | validation.unmoved
             # The squares around what this load writes, and around the versions it closes (an
             # unchanged parcel is in the register already, for every load around it to see).
             # A load into the empty register holds the whole table alone: no other load or
@@ -351,7 +344,7 @@ def load(
                     conn,
                     validation.parcels,
                     sheets,
-                    changed=~unmoved,
+                    changed=~plan.same,
                     valid=True,
                     untouched=plan.untouched,
                 )
@@ -363,16 +356,9 @@ def load(
                 [*_of_this_batch(validation, plan), *register_findings],
                 validation.repaired,
                 validation.unchanged,
-                unmoved=validation.unmoved,
             )
             closed = (
-                _close_superseded(
-                    conn,
-                    result.batch,
-                    plan.previous[plan.changed],
-                    plan.retired,
-                    kept_shape=plan.previous[plan.changed & unmoved],
-                )
+                _close_superseded(conn, result.batch, plan.previous[plan.changed], plan.retired)
                 if dropped is None and (changes.added or changes.changed or changes.retired)
                 else 0  # nothing replaced, or no earlier parcel at all
             )
@@ -399,26 +385,6 @@ def load(
         return result
     finally:
         raw.close()
-
-
-def _looked_otherwise(conn, validation: Validation, plan: register.Plan) -> bool:
-    """Whether validation took a parcel for unchanged, or for keeping its version's topology,
-    that the register no longer holds so: another load of its commune committed since the
-    look, or a load around it found an overlap or a gap with it since; or a parcel for
-    keeping its topology next to a version the load retires (see ``register.unmoved``)."""
-    if validation.unchanged is not None and np.any(validation.unchanged & ~plan.same):
-        return True
-    if validation.unmoved is None:
-        return False
-    kept = validation.unmoved & ~plan.same
-    if not kept.any():
-        return False
-    parcels = validation.parcels
-    return bool(
-        np.any(kept & ~plan.shape)
-        or register.named_by_topology(conn, parcels, kept).any()
-        or register.near_versions(conn, parcels, kept, plan.retired).any()
-    )
 
 
 def _of_this_batch(validation: Validation, plan: register.Plan) -> list[Finding]:
@@ -459,9 +425,7 @@ def _named_keys(finding: Finding) -> list[tuple[str | None, int | None, int | No
 #: and a certificate's flag stays until reviewed. And the topology findings that name such a
 #: parcel as the other one of a pair, and gaps that one of its new or changed parcels lines
 #: (a gap finding names only two of the parcels lining it), which it made afresh where they
-#: remain. A gap that a changed parcel lines, but which names neither it nor a parcel checked
-#: again, stays when that parcel kept its version's topology (``kept``: its replaced version):
-#: the load did not look for it again (see ``register.unmoved``).
+#: remain.
 _SUPERSEDED = """
 WITH replaced AS (
     SELECT v.commune_code, v.sheet_no, v.parcel_no, v.id = ANY(%(retired)s) AS retired
@@ -482,7 +446,6 @@ WITH replaced AS (
     SELECT f.id FROM land.parcel_version n
     JOIN land.finding f ON f.rule_code = %(gap)s AND ST_DWithin(f.location, n.geom, %(lining)s)
     WHERE n.batch_id = %(batch)s AND f.closed_by_batch_id IS NULL
-      AND NOT coalesce(n.previous_version_id = ANY(%(kept)s), false)
 )
 UPDATE land.finding f SET closed_by_batch_id = %(batch)s
 FROM superseded s
@@ -490,17 +453,9 @@ WHERE f.id = s.id AND f.batch_id < %(batch)s
 """
 
 
-def _close_superseded(
-    conn,
-    batch_id: int,
-    changed: np.ndarray,
-    retired: np.ndarray,
-    *,
-    kept_shape: np.ndarray | None = None,
-) -> int:
+def _close_superseded(conn, batch_id: int, changed: np.ndarray, retired: np.ndarray) -> int:
     """Close the open findings of earlier batches that this batch superseded (see
-    :data:`_SUPERSEDED`); returns how many. ``kept_shape``: the versions among ``changed``
-    whose parcel kept its geometry, whose topology was not checked again.
+    :data:`_SUPERSEDED`); returns how many.
 
     The load validated every added and changed parcel afresh, its topology against the
     delivery and the register around it included, and made every overlap, gap and sliver
@@ -515,7 +470,6 @@ def _close_superseded(
         {
             "versions": np.concatenate([changed, retired]).tolist(),
             "retired": retired.tolist(),
-            "kept": [] if kept_shape is None else kept_shape.tolist(),
             "batch": batch_id,
             "gap": topology.GAP,
             "certificate": "CERT_CHANGED",

@@ -55,7 +55,7 @@ import pyarrow.compute as pc
 import shapely
 from psycopg.copy import QueuedLibpqWriter
 
-from landpipe import schemas, topology
+from landpipe import schemas
 from landpipe.schemas import parcel as canonical
 from landpipe.sources import Delivery
 from landpipe.sources.fields import (
@@ -203,16 +203,12 @@ class Comparison:
 
     ``at``: each parcel's place among the current versions (-1: none); ``same``: whether it
     has its current version's content; ``stale``: whether it does, though not by record hash
-    (that version's record hash is missing or was made in another reading context);
-    ``shape``: whether it has its current version's geometry, the very same coordinates (the
-    same ones, and those whose owner, address, land use or areas alone changed): its topology
-    is that version's.
+    (that version's record hash is missing or was made in another reading context).
     """
 
     at: np.ndarray
     same: np.ndarray
     stale: np.ndarray
-    shape: np.ndarray
 
 
 def compare(
@@ -242,13 +238,12 @@ def compare(
     stale = np.zeros(len(parcels), dtype=bool)
     if records is not None:
         stale[need] = same[need] & records[need].any(axis=1)
-    shape = same.copy()  # the content hash covers the geometry
     again = need[~same[need]]
     if len(again):
-        same[again], shape[again] = _same_otherwise(
+        same[again] = _same_otherwise(
             conn, current, parcels.iloc[again], current.version_id[at[again]]
         )
-    return Comparison(at, same, stale, shape)
+    return Comparison(at, same, stale)
 
 
 #: How far (m) a vertex may lie from the registered one for the parcel to be the same: a
@@ -259,12 +254,9 @@ REPROJECTED_TOLERANCE_M = 0.0005
 
 def _same_otherwise(
     conn, current: Registered, parcels: gpd.GeoDataFrame, version_ids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Whether each of ``parcels``, whose content hash is not that of its version
-    ``version_ids``, is the same all the same; and whether its geometry is the version's, the
-    very same coordinates in the same order (:attr:`Comparison.shape`).
-
-    The same all the same:
+    ``version_ids``, is the same all the same:
 
     - its geometry that of the version but for how it was written down or carried through
       another CRS: the same vertices, each within :data:`REPROJECTED_TOLERANCE_M`, in the same
@@ -279,7 +271,6 @@ def _same_otherwise(
     otherwise.
     """
     same = np.zeros(len(parcels), dtype=bool)
-    identical = np.zeros(len(parcels), dtype=bool)
     legacy = _rounded_otherwise(parcels)
     geometry = version_geometries(conn, version_ids)
     delivered = np.asarray(parcels.geometry.values, dtype=object).copy()
@@ -306,11 +297,10 @@ def _same_otherwise(
         _same_rings(a, b) for a, b in zip(normal[0][tied], normal[1][tied], strict=True)
     ]
     # The very same geometry: its content hash already differed for another reason.
-    identical[close] = shapely.equals_exact(delivered[close], geometry[close], tolerance=0)
-    close &= ~identical
+    close[close] = ~shapely.equals_exact(delivered[close], geometry[close], tolerance=0)
     rows = np.flatnonzero(close | legacy)
     if not len(rows):
-        return same, identical
+        return same
     candidates = parcels.iloc[rows].copy()
     candidates[candidates.geometry.name] = np.where(
         close[rows], geometry[rows], np.asarray(candidates.geometry.values, dtype=object)
@@ -328,7 +318,7 @@ def _same_otherwise(
         stored_hashes = [h for h, k in zip(stored_hashes, keep, strict=True) if k]
         if not len(rows):
             break
-    return same, identical | same
+    return same
 
 
 def _same_rings(a: shapely.Geometry, b: shapely.Geometry) -> bool:
@@ -416,80 +406,6 @@ def stored_content(conn, current: Registered, version_ids: np.ndarray) -> list[b
     return [current.content[i] for i in wanted]
 
 
-#: Which of some keys an open topology finding names, as its parcel or as the other one.
-_NAMED_BY_TOPOLOGY = """
-WITH k (commune, sheet, parcel, i) AS (
-    SELECT * FROM unnest(%(communes)s::text[], %(sheets)s::integer[], %(parcels)s::integer[])
-                  WITH ORDINALITY
-)
-SELECT k.i FROM k JOIN land.finding f
-  ON (f.commune_code, f.sheet_no, f.parcel_no) = (k.commune, k.sheet, k.parcel)
-WHERE f.closed_by_batch_id IS NULL AND f.rule_code = ANY(%(rules)s)
-UNION
-SELECT k.i FROM k JOIN land.finding f
-  ON (f.other_commune_code, f.other_sheet_no, f.other_parcel_no) = (k.commune, k.sheet, k.parcel)
-WHERE f.closed_by_batch_id IS NULL AND f.rule_code = ANY(%(rules)s)
-"""
-
-
-def named_by_topology(conn, parcels: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
-    """Whether an open topology finding names each of ``parcels`` at ``rows`` (a mask over
-    ``parcels``): False elsewhere."""
-    named = np.zeros(len(parcels), dtype=bool)
-    at = np.flatnonzero(rows)
-    if not len(at):
-        return named
-    keys = parcels.iloc[at]
-    found = conn.execute(
-        _NAMED_BY_TOPOLOGY,
-        {
-            "communes": keys["commune_code"].astype(str).tolist(),
-            "sheets": keys["sheet_no"].astype(int).tolist(),
-            "parcels": keys["parcel_no"].astype(int).tolist(),
-            "rules": list(topology.RULES),
-        },
-    ).fetchall()
-    named[at[np.array([i for (i,) in found], dtype=np.int64) - 1]] = True
-    return named
-
-
-def unmoved(conn, current: Registered, parcels: pd.DataFrame, compared: Comparison) -> np.ndarray:
-    """Which of ``parcels`` (all of a delivery's, compared with ``current``) keep the
-    topology of their current version, so that validation need not check it again: the same
-    ones, and the changed ones that have their version's very geometry
-    (:attr:`Comparison.shape`), that no open topology finding names, and that lie off every
-    current version the delivery does not carry (which it may retire, leaving a gap).
-
-    A finding names a parcel until a load checks that parcel again; so a parcel named by one
-    is checked again, and the finding made afresh or closed, as before. One named by none
-    had none when its version's neighbours were last checked, and still has none.
-    """
-    kept = compared.shape & ~compared.same
-    if kept.any():
-        kept &= ~named_by_topology(conn, parcels, kept)
-        carried = np.zeros(len(current), dtype=bool)
-        carried[compared.at[compared.at >= 0]] = True
-        kept &= ~near_versions(conn, parcels, kept, current.version_id[~carried])
-    return compared.same | kept
-
-
-def near_versions(
-    conn, parcels: pd.DataFrame, rows: np.ndarray, version_ids: np.ndarray
-) -> np.ndarray:
-    """Whether each of ``parcels`` at ``rows`` (a mask) comes within the topology's reach (the
-    gap width) of the bounding box of a version of ``version_ids``: False elsewhere."""
-    near = np.zeros(len(parcels), dtype=bool)
-    at = np.flatnonzero(rows)
-    if not len(at) or not len(version_ids):
-        return near
-    reach = topology.catalogue_params()["gap_max_width_m"] + topology.LINING_M
-    boxes = envelopes(conn, version_ids)
-    geometry = np.asarray(parcels.geometry.values, dtype=object)[at]
-    hit, _ = shapely.STRtree(boxes).query(geometry, predicate="dwithin", distance=reach)
-    near[at[np.unique(hit)]] = True
-    return near
-
-
 def sheet_arrays(sheets: list[tuple[str, int]]) -> tuple[list[str], list[int]]:
     """``sheets`` as the two arrays the queries here take."""
     return [commune for commune, _ in sheets], [sheet for _, sheet in sheets]
@@ -542,9 +458,6 @@ class Look:
     #: How the delivery's parcels (all of them, as read) compare with ``current``: made by
     #: :func:`landpipe.load.look_at_register`, and reused by :func:`plan`.
     delivered: Comparison | None = None
-    #: Which delivered parcels keep the topology of their current version (:func:`unmoved`),
-    #: for :func:`landpipe.validate.validate`; None when the delivery was not compared.
-    unmoved: np.ndarray | None = None
 
 
 def no_jit(conn) -> None:
@@ -651,10 +564,6 @@ class Plan:
     stale
         Whether each accepted parcel is the same as its current version by content, not by
         record hash: the version's record hash is made anew (:func:`merge`).
-    shape
-        Whether each accepted parcel has its current version's geometry, coordinate for
-        coordinate (:attr:`Comparison.shape`): the same ones, and the changed ones whose
-        geometry stayed. The topology of those is their current version's.
     retired
         Ids of the current versions of covered sheets whose key the delivery no longer has,
         in the sheets where it has an accepted parcel, and at whose place it has no rejected
@@ -670,7 +579,6 @@ class Plan:
     previous: np.ndarray
     same: np.ndarray
     stale: np.ndarray
-    shape: np.ndarray
     retired: np.ndarray
     untouched: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
@@ -681,11 +589,6 @@ class Plan:
     @property
     def changed(self) -> np.ndarray:
         return (self.previous >= 0) & ~self.same
-
-    @property
-    def moved(self) -> np.ndarray:
-        """The parcels whose topology is to be checked: added, or changed in geometry."""
-        return ~self.shape
 
 
 def plan(
@@ -733,7 +636,6 @@ def plan(
         previous,
         compared.same,
         compared.stale,
-        compared.shape,
         retired=current.version_id[retiring],
         untouched=current.version_id[~replaced & ~retiring],
     )
@@ -781,10 +683,7 @@ def _reused(
     parcels = validation.parcels
     places = _places(delivery, parcels)
     compared = Comparison(
-        delivered.at[places],
-        delivered.same[places].copy(),
-        delivered.stale[places].copy(),
-        delivered.shape[places].copy(),
+        delivered.at[places], delivered.same[places].copy(), delivered.stale[places].copy()
     )
     if validation.repaired:
         rows = np.flatnonzero(_repaired(validation))
@@ -793,7 +692,6 @@ def _reused(
         compared.at[rows] = again.at
         compared.same[rows] = again.same
         compared.stale[rows] = again.stale
-        compared.shape[rows] = again.shape
     return compared
 
 

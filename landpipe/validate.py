@@ -9,11 +9,8 @@ A re-delivery mostly repeats what the register holds. Parcels the caller marks `
 :func:`landpipe.load.look_at_register`) passed the catalogue when that version was loaded,
 and its findings on them stand: they are not checked again by the rules of one parcel, and
 topology reports only what involves a changed or new parcel (an overlap of a changed parcel
-with an unchanged neighbour is reported). Parcels marked ``unmoved`` (changed, but with the
-very coordinates of their current version: an owner or a land use changed) are checked by
-the rules of one parcel, and left out of topology like the unchanged ones: their overlaps
-and gaps are those of that version, whose findings stand. What depends on the delivery as a
-whole is checked for every record: missing keys, unknown communes, keys delivered twice.
+with an unchanged neighbour is reported). What depends on the delivery as a whole is checked
+for every record: missing keys, unknown communes, keys delivered twice.
 """
 
 from __future__ import annotations
@@ -65,9 +62,6 @@ class Validation:
     unchanged
         For each row of ``parcels``, whether it was taken as unchanged and not checked again
         (see the module); None when every parcel was checked.
-    unmoved
-        For each row of ``parcels``, whether its topology was taken as its current
-        version's (see the module); None when no parcel's was.
     """
 
     def __init__(
@@ -78,7 +72,6 @@ class Validation:
         repaired: set[int],
         unchanged: np.ndarray | None = None,
         *,
-        unmoved: np.ndarray | None = None,
         pending: Future | None = None,
     ) -> None:
         self.parcels = parcels
@@ -86,7 +79,6 @@ class Validation:
         self._findings = findings
         self.repaired = repaired
         self.unchanged = unchanged
-        self.unmoved = unmoved
         self._pending = pending
 
     @property
@@ -175,15 +167,13 @@ def validate(
     prior: list[Finding] | None = None,
     *,
     unchanged: np.ndarray | None = None,
-    unmoved: np.ndarray | None = None,
 ) -> Validation:
     """Run the rule catalogue over ``parcels`` (canonical columns, storage CRS).
 
     ``prior`` are findings made while reading (text encoding, linework labels); they count
     like the others, and a rejecting one rejects its record. ``unchanged``, a boolean mask
     over ``parcels``, marks parcels whose content the register already holds as current:
-    they are not checked again; ``unmoved`` those whose geometry it holds so: their
-    topology is not checked again (see the module).
+    they are not checked again (see the module).
     """
     rules = schemas.rules()
     findings: list[Finding] = list(prior or [])
@@ -196,11 +186,6 @@ def validate(
         if skipped.shape != (len(parcels),):
             raise ValueError(f"unchanged has {skipped.shape} entries for {len(parcels)} parcels")
     check = ~skipped
-    stayed = skipped.copy()
-    if unmoved is not None:
-        stayed |= np.asarray(unmoved, dtype=bool)
-        if stayed.shape != (len(parcels),):
-            raise ValueError(f"unmoved has {stayed.shape} entries for {len(parcels)} parcels")
 
     def add(rule_code: str, index: int, message: str, location=None, **detail) -> None:
         row = keys.iloc[index]
@@ -319,7 +304,7 @@ def validate(
     candidates = parcels[kept].set_geometry(
         gpd.GeoSeries(geometries[kept], index=parcels.index[kept], crs=parcels.crs)
     )
-    focus = ~stayed[kept] if stayed[kept].any() else None
+    focus = check[kept] if skipped[kept].any() else None
     in_background = not any(rules[code].severity == "reject" for code in topology.RULES)
     if not in_background:
         findings.extend(topology_of(candidates, focus=focus, valid=True))
@@ -341,16 +326,7 @@ def validate(
             topology_of, candidates, focus=focus, valid=True, yielding=focus is None
         )
     kept_unchanged = skipped[~rejected_mask] if unchanged is not None else None
-    kept_unmoved = stayed[~rejected_mask] if unmoved is not None else None
-    return Validation(
-        accepted,
-        rejected,
-        findings,
-        repaired,
-        kept_unchanged,
-        unmoved=kept_unmoved,
-        pending=pending,
-    )
+    return Validation(accepted, rejected, findings, repaired, kept_unchanged, pending=pending)
 
 
 def _is_valid(geometries: np.ndarray) -> np.ndarray:
