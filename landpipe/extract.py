@@ -168,6 +168,15 @@ def parcel_extract(engine: Engine, commune: str, sheet: int, parcel: int) -> dic
     )
 
 
+def _certified_with(conn, serial: str) -> dict[str, Any] | None:
+    """The key of the parcel certificate ``serial`` is recorded on, if it is."""
+    row = conn.execute(
+        "SELECT commune_code, sheet_no, parcel_no FROM land.certificate WHERE serial = %s",
+        [serial],
+    ).fetchone()
+    return None if row is None else {"commune": row[0], "sheet": row[1], "parcel": row[2]}
+
+
 _CERTIFIABLE = """
 SELECT d.id, d.owner_name, EXISTS (SELECT FROM land.parcel_ready r WHERE r.id = d.id)
 FROM land.parcel_detail d
@@ -211,17 +220,9 @@ def record_certificate(
             if row is None:
                 return result
             version_id, owner, ready = row
-            taken = conn.execute(
-                "SELECT commune_code, sheet_no, parcel_no FROM land.certificate WHERE serial = %s",
-                [serial],
-            ).fetchone()
+            taken = _certified_with(conn, serial)
             if taken is not None:
-                commune_of, sheet_of, parcel_of = taken
-                result["serial_taken"] = {
-                    "commune": commune_of,
-                    "sheet": sheet_of,
-                    "parcel": parcel_of,
-                }
+                result["serial_taken"] = taken
                 return result
             if not ready:
                 # Read as committed, under the lock: what the check above saw.
@@ -229,14 +230,20 @@ def record_certificate(
                 result["not_ready_because"] = extract["not_ready_because"]
                 return result
             holder = holder or owner
-            issued = conn.execute(
+            # The serial may be recorded meanwhile on a parcel of another commune, under that
+            # commune's lock: the insert then waits for it, and records nothing.
+            inserted = conn.execute(
                 "INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no,"
                 " parcel_version_id, holder, issued_on)"
                 " VALUES (%s, %s, %s, %s, %s, %s,"
                 "         coalesce(%s::date, (now() AT TIME ZONE 'Asia/Ho_Chi_Minh')::date))"
-                " RETURNING issued_on",
+                " ON CONFLICT (serial) DO NOTHING RETURNING issued_on",
                 [serial, commune, sheet, parcel, version_id, holder, issued_on],
-            ).fetchone()[0]
+            ).fetchone()
+            if inserted is None:
+                result["serial_taken"] = _certified_with(conn, serial)
+                return result
+            issued = inserted[0]
     except psycopg.Error as err:
         raise DatabaseError.of(f"cannot record certificate {serial}", err) from err
     finally:

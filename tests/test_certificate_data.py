@@ -379,6 +379,42 @@ def test_recording_a_certificate_waits_for_a_load_of_its_commune(register, tmp_p
     assert done and done[0]["recorded"] is True
 
 
+def test_one_serial_recorded_at_once_on_parcels_of_two_communes_lands_once(register, tmp_path):
+    """Two communes' locks do not exclude each other: the second record of a serial waits for
+    the first to commit, then is refused as taken, not failed."""
+    import threading
+
+    from landpipe.extract import record_certificate
+
+    load_as_the_flow_does(register, write(tmp_path, [record(0)], "a.gpkg"))
+    load_as_the_flow_does(register, write(tmp_path, [record(1, MaXa="22927")], "b.gpkg"))
+    raw = register.raw_connection()
+    try:
+        conn = raw.driver_connection
+        with conn.transaction():  # a record of CS-7 on 22927/5/2, not committed yet
+            conn.execute(
+                "INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no,"
+                " parcel_version_id, holder, issued_on)"
+                " SELECT 'CS-7', commune_code, sheet_no, parcel_no, id, owner_name, '2026-11-02'"
+                " FROM land.parcel WHERE commune_code = '22927'"
+            )
+            done = []
+            worker = threading.Thread(
+                target=lambda: done.append(
+                    record_certificate(register, "22924", 5, 1, serial="CS-7")
+                )
+            )
+            worker.start()
+            worker.join(timeout=2)
+            assert worker.is_alive() and not done  # waiting on the uncommitted record
+        worker.join(timeout=60)
+    finally:
+        raw.close()
+    assert done[0]["recorded"] is False
+    assert done[0]["serial_taken"] == {"commune": "22927", "sheet": 5, "parcel": 2}
+    assert scalar_count(register) == 1
+
+
 def scalar_count(engine) -> int:
     with engine.connect() as connection:
         return connection.execute(sa.text("SELECT count(*) FROM land.certificate")).scalar()
