@@ -404,25 +404,38 @@ def certify_command(
 
     It is recorded on the parcel's current version, only if the parcel is ready for a
     certificate (``landpipe parcel`` says why not) and the serial is not recorded yet; a load
-    of the commune waits meanwhile. Exits 1 when the key has no current parcel, 5 when the
-    certificate is refused (not ready, or the serial taken).
+    of the commune waits meanwhile. The serial is kept in capitals, serial and holder with
+    single spaces. Exits 1 when the key has no current parcel, 5 when the certificate is
+    refused (not ready, or the serial taken), 2 on a blank or overlong text or a date that is
+    not YYYY-MM-DD or lies after today.
     """
-    from datetime import date
+    import re
+    from datetime import date, datetime
+    from zoneinfo import ZoneInfo
 
     from landpipe.db import make_engine
-    from landpipe.extract import record_certificate
+    from landpipe.extract import MAX_HOLDER, MAX_SERIAL, certificate_text, record_certificate
     from landpipe.migrate import ensure_current
 
     _check_commune_codes([commune], "COMMUNE")
-    serial, holder = serial.strip(), holder.strip() if holder is not None else None
-    if not serial or holder == "":
-        typer.echo("landpipe: --serial and --holder may not be blank", err=True)
-        raise typer.Exit(2)
     try:
-        issued_on = None if issued is None else date.fromisoformat(issued)
-    except ValueError:
-        typer.echo(f"landpipe: --issued {issued!r} is not a date as YYYY-MM-DD", err=True)
+        serial = certificate_text(serial, "--serial", MAX_SERIAL).upper()
+        holder = None if holder is None else certificate_text(holder, "--holder", MAX_HOLDER)
+    except ValueError as error:
+        typer.echo(f"landpipe: {error}", err=True)
         raise typer.Exit(2) from None
+    issued_on = None
+    if issued is not None:
+        try:
+            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", issued):
+                raise ValueError
+            issued_on = date.fromisoformat(issued)
+        except ValueError:
+            typer.echo(f"landpipe: --issued {issued!r} is not a date as YYYY-MM-DD", err=True)
+            raise typer.Exit(2) from None
+        if issued_on > datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date():
+            typer.echo(f"landpipe: --issued {issued} is after today in Vietnam", err=True)
+            raise typer.Exit(2)
     settings = _settings()
     try:
         engine = make_engine(settings)

@@ -7,7 +7,7 @@ from sqlalchemy.engine import Engine
 
 from landpipe import cluster as embedded
 from landpipe.config import Settings
-from landpipe.errors import DatabaseError
+from landpipe.errors import ConfigError, DatabaseError
 
 #: Session settings every connection gets on checkout: UTC timestamps, exact floats.
 SESSION_SETTINGS = ("SET TIME ZONE 'UTC'", "SET extra_float_digits = 3")
@@ -28,7 +28,11 @@ def database_url(settings: Settings, *, start: bool = True) -> str:
 
 def make_engine(settings: Settings, *, url: str | None = None) -> Engine:
     """Create the engine landpipe uses everywhere, starting the embedded cluster if needed."""
-    engine = sa.create_engine(url or database_url(settings), pool_pre_ping=True, future=True)
+    target = url or database_url(settings)
+    try:
+        engine = sa.create_engine(target, pool_pre_ping=True, future=True)
+    except (sa.exc.ArgumentError, ValueError) as err:  # not a URL, or an unknown driver
+        raise ConfigError(f"not a database URL: {target!r} ({err})") from err
 
     @sa.event.listens_for(engine, "connect")
     def _session_settings(dbapi_connection, _record) -> None:

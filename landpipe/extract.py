@@ -13,11 +13,12 @@ district offices can call themselves.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -104,35 +105,38 @@ def parcel_extract(engine: Engine, commune: str, sheet: int, parcel: int) -> dic
     with engine.connect() as connection:
         # One snapshot for the parcel, its findings, certificates and diagram.
         connection.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-        connection.execute(sa.text("SET LOCAL TIME ZONE 'Asia/Ho_Chi_Minh'"))
-        row = connection.execute(sa.text(_PARCEL), key).mappings().first()
-        rejected = [dict(r) for r in connection.execute(sa.text(_REJECTED), key).mappings()]
-        if row is None:
-            retired = connection.execute(sa.text(_RETIRED), key).mappings().first()
-            return _json(
-                {
-                    "found": False,
-                    "key": key,
-                    "retired": None
-                    if retired is None
-                    else {"at": retired["valid_to"], "batch": retired["retired_batch_id"]},
-                    "rejected": rejected,
-                }
-            )
-        parcel_row = dict(row)
-        findings = connection.execute(
-            sa.text(_FINDINGS), {**key, "batch": parcel_row["batch_id"]}
-        ).mappings()
-        findings = [dict(f) for f in findings]
-        certificates = connection.execute(
-            sa.text(_CERTIFICATES), {**key, "version": parcel_row["version_id"]}
-        ).mappings()
-        certificates = [dict(c) for c in certificates]
-        vertices = [dict(v) for v in connection.execute(sa.text(_VERTICES), key).mappings()]
-        neighbours = [dict(n) for n in connection.execute(sa.text(_NEIGHBOURS), key).mappings()]
-        unloaded = [
-            dict(n) for n in connection.execute(sa.text(_UNLOADED_NEIGHBOURS), key).mappings()
-        ]
+        return _extract(connection, key)
+
+
+def _extract(connection: sa.Connection, key: dict[str, Any]) -> dict[str, Any]:
+    """:func:`parcel_extract` read on ``connection``, in its transaction."""
+    connection.execute(sa.text("SET LOCAL TIME ZONE 'Asia/Ho_Chi_Minh'"))
+    row = connection.execute(sa.text(_PARCEL), key).mappings().first()
+    rejected = [dict(r) for r in connection.execute(sa.text(_REJECTED), key).mappings()]
+    if row is None:
+        retired = connection.execute(sa.text(_RETIRED), key).mappings().first()
+        return _json(
+            {
+                "found": False,
+                "key": key,
+                "retired": None
+                if retired is None
+                else {"at": retired["valid_to"], "batch": retired["retired_batch_id"]},
+                "rejected": rejected,
+            }
+        )
+    parcel_row = dict(row)
+    findings = connection.execute(
+        sa.text(_FINDINGS), {**key, "batch": parcel_row["batch_id"]}
+    ).mappings()
+    findings = [dict(f) for f in findings]
+    certificates = connection.execute(
+        sa.text(_CERTIFICATES), {**key, "version": parcel_row["version_id"]}
+    ).mappings()
+    certificates = [dict(c) for c in certificates]
+    vertices = [dict(v) for v in connection.execute(sa.text(_VERTICES), key).mappings()]
+    neighbours = [dict(n) for n in connection.execute(sa.text(_NEIGHBOURS), key).mappings()]
+    unloaded = [dict(n) for n in connection.execute(sa.text(_UNLOADED_NEIGHBOURS), key).mappings()]
     reasons = []
     if parcel_row["blocked"]:
         reasons.append("an open block finding")
@@ -168,20 +172,51 @@ def parcel_extract(engine: Engine, commune: str, sheet: int, parcel: int) -> dic
     )
 
 
-def _certified_with(conn, serial: str) -> dict[str, Any] | None:
+def _certified_with(connection: sa.Connection, serial: str) -> dict[str, Any] | None:
     """The key of the parcel certificate ``serial`` is recorded on, if it is."""
-    row = conn.execute(
-        "SELECT commune_code, sheet_no, parcel_no FROM land.certificate WHERE serial = %s",
-        [serial],
-    ).fetchone()
+    row = connection.execute(
+        sa.text(
+            "SELECT commune_code, sheet_no, parcel_no FROM land.certificate WHERE serial = :serial"
+        ),
+        {"serial": serial},
+    ).first()
     return None if row is None else {"commune": row[0], "sheet": row[1], "parcel": row[2]}
 
 
 _CERTIFIABLE = """
 SELECT d.id, d.owner_name, EXISTS (SELECT FROM land.parcel_ready r WHERE r.id = d.id)
 FROM land.parcel_detail d
-WHERE (d.commune_code, d.sheet_no, d.parcel_no) = (%s, %s, %s)
+WHERE (d.commune_code, d.sheet_no, d.parcel_no) = (:commune, :sheet, :parcel)
 """
+#: The record, dated when it is made (after waiting for the commune's lock, not when the
+#: transaction began); issued today in Vietnam unless said otherwise.
+_CERTIFY = """
+INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no, parcel_version_id,
+                              holder, issued_on, recorded_at)
+VALUES (:serial, :commune, :sheet, :parcel, :version, :holder,
+        coalesce(:issued, (clock_timestamp() AT TIME ZONE 'Asia/Ho_Chi_Minh')::date),
+        clock_timestamp())
+ON CONFLICT (serial) DO NOTHING
+RETURNING issued_on
+"""
+#: Longest serial and holder taken: a serial is two letters and six digits (e.g. CS 000123).
+MAX_SERIAL = 40
+MAX_HOLDER = 400
+_SPACES = re.compile(r"\s+")
+
+
+def certificate_text(value: str, what: str, longest: int) -> str:
+    """``value`` as the register keeps a certificate's text: NFC, runs of white space (line
+    breaks and tabs included) as one space, trimmed; ValueError when it is blank, longer than
+    ``longest`` or holds another control character."""
+    text = _SPACES.sub(" ", unicodedata.normalize("NFC", value)).strip()
+    if not text:
+        raise ValueError(f"{what} is blank")
+    if len(text) > longest:
+        raise ValueError(f"{what} is longer than {longest} characters")
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        raise ValueError(f"{what} holds a control character")
+    return text
 
 
 def record_certificate(
@@ -198,56 +233,49 @@ def record_certificate(
     ``holder`` (the parcel's owner by default) on ``issued_on`` (today in Vietnam by default):
     only if the parcel is ready for one (``land.parcel_ready``) and the serial is new.
 
-    Holds the commune's lock (:func:`landpipe.db.lock_communes`) meanwhile, so no load of the
-    commune changes the parcel between the check and the record. Returns ``"recorded"`` and,
-    when it was not, why: ``"found"`` False (no current parcel), ``"serial_taken"`` (the key
-    of the parcel it was recorded on) or ``"not_ready_because"``.
+    ``serial`` and ``holder`` are kept as :func:`certificate_text` makes them, the serial in
+    capitals (``cs  000123`` is ``CS 000123``). Holds the commune's lock
+    (:func:`landpipe.db.lock_communes`) meanwhile, so no load of the commune changes the
+    parcel between the check and the record. Returns ``"recorded"`` and, when it was not,
+    why: ``"found"`` False (no current parcel), ``"serial_taken"`` (the key of the parcel it
+    was recorded on) or ``"not_ready_because"``. Raises ValueError on unusable text.
     """
     from landpipe.db import lock_communes
 
+    serial = certificate_text(serial, "the serial", MAX_SERIAL).upper()
+    if holder is not None:
+        holder = certificate_text(holder, "the holder", MAX_HOLDER)
     key = {"commune": commune, "sheet": sheet, "parcel": parcel}
     result: dict[str, Any] = {"recorded": False, "serial": serial, "key": key}
     try:
-        raw = engine.raw_connection()
-    except sa.exc.DBAPIError as err:
-        raise DatabaseError.of(f"cannot record certificate {serial}", err) from err
-    try:
-        conn = raw.driver_connection
-        with conn.transaction():
-            lock_communes(conn, [commune])
-            row = conn.execute(_CERTIFIABLE, [commune, sheet, parcel]).fetchone()
+        with engine.connect() as connection, connection.begin():
+            lock_communes(connection.connection.driver_connection, [commune])
+            row = connection.execute(sa.text(_CERTIFIABLE), key).first()
             result["found"] = row is not None
             if row is None:
                 return result
             version_id, owner, ready = row
-            taken = _certified_with(conn, serial)
+            taken = _certified_with(connection, serial)
             if taken is not None:
                 result["serial_taken"] = taken
                 return result
-            if not ready:
-                # Read as committed, under the lock: what the check above saw.
-                extract = parcel_extract(engine, commune, sheet, parcel)
-                result["not_ready_because"] = extract["not_ready_because"]
+            if not ready:  # why, read in this transaction, under the lock
+                result["not_ready_because"] = _extract(connection, key)["not_ready_because"]
                 return result
             holder = holder or owner
             # The serial may be recorded meanwhile on a parcel of another commune, under that
             # commune's lock: the insert then waits for it, and records nothing.
-            inserted = conn.execute(
-                "INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no,"
-                " parcel_version_id, holder, issued_on)"
-                " VALUES (%s, %s, %s, %s, %s, %s,"
-                "         coalesce(%s::date, (now() AT TIME ZONE 'Asia/Ho_Chi_Minh')::date))"
-                " ON CONFLICT (serial) DO NOTHING RETURNING issued_on",
-                [serial, commune, sheet, parcel, version_id, holder, issued_on],
-            ).fetchone()
+            inserted = connection.execute(
+                sa.text(_CERTIFY),
+                {**key, "serial": serial, "version": version_id, "holder": holder,
+                 "issued": issued_on},
+            ).first()  # fmt: skip
             if inserted is None:
-                result["serial_taken"] = _certified_with(conn, serial)
+                result["serial_taken"] = _certified_with(connection, serial)
                 return result
             issued = inserted[0]
-    except psycopg.Error as err:
+    except sa.exc.SQLAlchemyError as err:
         raise DatabaseError.of(f"cannot record certificate {serial}", err) from err
-    finally:
-        raw.close()
     result.update(recorded=True, version_id=version_id, holder=holder, issued_on=issued)
     return _json(result)
 

@@ -345,9 +345,22 @@ def test_the_certify_command_records_a_certificate_on_a_ready_parcel_only(
     )
     missing = run_cli("certify", "22924", "5", "9", "--serial", "CS 000126", env=cli_env)
     assert missing.returncode == 1 and "no current parcel 22924/5/9" in missing.stderr
-    for wrong in (["--issued", "2.11.2026"], ["--holder", " "]):
+    # The serial as typed otherwise is the same serial.
+    retyped = run_cli("certify", "22924", "5", "3", "--serial", "cs \n 000123", env=cli_env)
+    assert retyped.returncode == 5 and "certificate CS 000123 is already" in retyped.stderr
+    wrong_inputs = (
+        ["--issued", "2.11.2026"],
+        ["--issued", "20261102"],  # ISO, but not as the help says
+        ["--issued", "2026-W45-1"],
+        ["--issued", "2999-01-01"],  # after today
+        ["--holder", " \t"],
+        ["--holder", "Lê\x07Văn"],
+        ["--serial", "A" * 41],
+    )
+    for wrong in wrong_inputs:
         usage = run_cli("certify", "22924", "5", "3", "--serial", "X", *wrong, env=cli_env)
-        assert usage.returncode == 2, usage.stderr
+        assert usage.returncode == 2, (wrong, usage.stderr)
+        assert usage.stderr.startswith("landpipe: ") and usage.stderr.count("\n") == 1
     assert scalar_count(register) == 2
 
 
@@ -373,10 +386,14 @@ def test_recording_a_certificate_waits_for_a_load_of_its_commune(register, tmp_p
             worker.start()
             worker.join(timeout=2)
             assert worker.is_alive() and not done
+            (released,) = conn.execute("SELECT clock_timestamp()").fetchone()
         worker.join(timeout=60)
     finally:
         raw.close()
     assert done and done[0]["recorded"] is True
+    # Dated when it was made, after the wait.
+    ((recorded_at,),) = rows(register, "SELECT recorded_at FROM land.certificate")
+    assert recorded_at >= released
 
 
 def test_one_serial_recorded_at_once_on_parcels_of_two_communes_lands_once(register, tmp_path):

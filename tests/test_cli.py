@@ -204,6 +204,18 @@ def test_help_lists_the_commands(cli_env):
     assert "ATTR_KEY_DUPLICATE" in rules.stdout and "reject" in rules.stdout
 
 
+def test_a_database_url_that_is_no_url_is_one_line_and_exit_3(cli_env):
+    env = {**cli_env, "LANDPIPE_DATABASE_URL": "foo"}
+    for command in (
+        ["parcel", "22924", "3", "118"],
+        ["certify", "22924", "3", "1", "--serial", "X"],
+    ):
+        result = run_cli(*command, env=env)
+        assert result.returncode == 3, result.stderr
+        assert result.stderr.startswith("landpipe: not a database URL: 'foo'")
+        assert result.stderr.count("\n") == 1
+
+
 def test_drawing_and_legacy_text_through_the_cli(register, cli_env, tmp_path):
     from tests import delivery_files
 
