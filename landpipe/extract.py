@@ -139,7 +139,17 @@ def _extract(connection: sa.Connection, key: dict[str, Any]) -> dict[str, Any]:
     unloaded = [dict(n) for n in connection.execute(sa.text(_UNLOADED_NEIGHBOURS), key).mappings()]
     reasons = []
     if parcel_row["blocked"]:
-        reasons.append("an open block finding")
+        # Which rules: those of the block findings in force, and of reject findings on the
+        # registered parcel itself (a revalidation's), as land.parcel_detail reads them.
+        rules = sorted(
+            {
+                f["rule_code"]
+                for f in findings
+                if f["severity"] == "block"
+                or (f["severity"] == "reject" and not f["rejected_record"])
+            }
+        )
+        reasons.append("an open block finding" + (f" ({', '.join(rules)})" if rules else ""))
     if not parcel_row["owner_name"]:
         reasons.append("no owner")
     if not parcel_row["land_use_codes"]:

@@ -137,7 +137,10 @@ def test_the_parcel_command_shows_what_a_certificate_needs(register, cli_env, tm
 
     data = json.loads(run_cli("parcel", "22924", "5", "3", "--json", env=cli_env).stdout)
     assert data["ready"] is False
-    assert data["not_ready_because"] == ["an open block finding", "unknown land-use code XYZ"]
+    assert data["not_ready_because"] == [
+        "an open block finding (ATTR_LAND_USE_UNKNOWN)",
+        "unknown land-use code XYZ",
+    ]
     assert [f["rule_code"] for f in data["findings"]] == ["ATTR_LAND_USE_UNKNOWN"]
     assert [v["vertex_no"] for v in data["vertices"]] == [1, 2, 3, 4]
     assert data["parcel"]["owner_name"] == "Nguyễn Văn An"
@@ -337,7 +340,9 @@ def test_the_certify_command_records_a_certificate_on_a_ready_parcel_only(
     )
     blocked = run_cli("certify", "22924", "5", "2", "--serial", "CS 000125", env=cli_env)
     assert blocked.returncode == 5
-    assert "an open block finding; unknown land-use code XYZ" in blocked.stderr
+    assert (
+        "an open block finding (ATTR_LAND_USE_UNKNOWN); unknown land-use code XYZ" in blocked.stderr
+    )
     taken = run_cli("certify", "22924", "5", "3", "--serial", "CS 000123", env=cli_env)
     assert taken.returncode == 5
     assert taken.stderr == (
@@ -361,6 +366,12 @@ def test_the_certify_command_records_a_certificate_on_a_ready_parcel_only(
         usage = run_cli("certify", "22924", "5", "3", "--serial", "X", *wrong, env=cli_env)
         assert usage.returncode == 2, (wrong, usage.stderr)
         assert usage.stderr.startswith("landpipe: ") and usage.stderr.count("\n") == 1
+    # Parcel 1 sold after its certificate: the refusal names the flag that holds it.
+    sold = [record(0, TenChu="Lê Thị Hoa"), *records[1:]]
+    load_as_the_flow_does(register, write(tmp_path, sold, "d2.gpkg"))
+    flagged = run_cli("certify", "22924", "5", "1", "--serial", "CS 000130", env=cli_env)
+    assert flagged.returncode == 5
+    assert "not ready for a certificate: an open block finding (CERT_CHANGED)" in flagged.stderr
     assert scalar_count(register) == 2
 
 
