@@ -6,14 +6,19 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from landpipe.config import Settings
 from landpipe.errors import ConfigError, LandpipeError, exit_code, exit_code_of
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="landpipe: load cadastral survey deliveries into a PostGIS land register.",
@@ -127,7 +132,28 @@ def _check_commune_codes(codes: list[str], name: str = "--commune") -> None:
             raise typer.Exit(2)
 
 
+def _on_register(work: Callable[[Engine, Settings], T]) -> T:
+    """``work(engine, settings)`` on the register (upgraded first when it is the embedded
+    one); a landpipe error, the connection's included, ends the command in one line."""
+    from landpipe.db import make_engine
+    from landpipe.migrate import ensure_current
+
+    settings = _settings()
+    try:
+        engine = make_engine(settings)
+        try:
+            ensure_current(engine, upgrade_if_needed=settings.database_url is None)
+            return work(engine, settings)
+        finally:
+            engine.dispose()
+    except LandpipeError as error:
+        _fail(error)
+
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+CommuneArgument = Annotated[str, typer.Argument(help="Commune code (5 digits).")]
+SheetArgument = Annotated[int, typer.Argument(min=1, help="Map sheet number.")]
+ParcelArgument = Annotated[int, typer.Argument(min=1, help="Parcel number on the sheet.")]
 VerboseOption = Annotated[
     bool, typer.Option("--verbose", "-v", help="Show Prefect's run logs on stderr.")
 ]
@@ -301,25 +327,17 @@ def report_command(
 
     Prints the paths of the two files (replaced if they exist).
     """
-    from landpipe.db import make_engine
-    from landpipe.migrate import ensure_current
     from landpipe.report import report_folder, write_report
 
-    settings = _settings()
-    try:
-        engine = make_engine(settings)
+    def write(engine, settings):
+        folder = out if out is not None else report_folder(engine, batch, settings.home)
         try:
-            ensure_current(engine, upgrade_if_needed=settings.database_url is None)
-            folder = out if out is not None else report_folder(engine, batch, settings.home)
-            try:
-                report = write_report(engine, batch, folder)
-            except OSError as error:
-                reason = error.strerror or str(error)
-                raise ConfigError(f"cannot write the report into {folder}: {reason}") from error
-        finally:
-            engine.dispose()
-    except LandpipeError as error:
-        _fail(error)
+            return write_report(engine, batch, folder)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(f"cannot write the report into {folder}: {reason}") from error
+
+    report = _on_register(write)
     typer.echo(report.html)
     typer.echo(report.gpkg)
 
@@ -333,9 +351,9 @@ def _report_lines(summary: dict[str, Any]) -> list[str]:
 
 @app.command("parcel")
 def parcel_command(
-    commune: Annotated[str, typer.Argument(help="Commune code (5 digits).")],
-    sheet: Annotated[int, typer.Argument(min=1, help="Map sheet number.")],
-    parcel: Annotated[int, typer.Argument(min=1, help="Parcel number on the sheet.")],
+    commune: CommuneArgument,
+    sheet: SheetArgument,
+    parcel: ParcelArgument,
     as_json: JsonOption = False,
 ) -> None:
     """Show what a certificate needs of a current parcel.
@@ -344,21 +362,10 @@ def parcel_command(
     certificates issued on it, its neighbours and the coordinate table of its vertices (X
     northing, Y easting, VN-2000). Exits 1 when the key has no current parcel.
     """
-    from landpipe.db import make_engine
     from landpipe.extract import parcel_extract
-    from landpipe.migrate import ensure_current
 
     _check_commune_codes([commune], "COMMUNE")
-    settings = _settings()
-    try:
-        engine = make_engine(settings)
-        try:
-            ensure_current(engine, upgrade_if_needed=settings.database_url is None)
-            extract = parcel_extract(engine, commune, sheet, parcel)
-        finally:
-            engine.dispose()
-    except LandpipeError as error:
-        _fail(error)
+    extract = _on_register(lambda engine, _: parcel_extract(engine, commune, sheet, parcel))
     if as_json:
         typer.echo(json.dumps(extract, ensure_ascii=False))
     if not extract["found"]:
@@ -384,9 +391,9 @@ def parcel_command(
 
 @app.command("certify")
 def certify_command(
-    commune: Annotated[str, typer.Argument(help="Commune code (5 digits).")],
-    sheet: Annotated[int, typer.Argument(min=1, help="Map sheet number.")],
-    parcel: Annotated[int, typer.Argument(min=1, help="Parcel number on the sheet.")],
+    commune: CommuneArgument,
+    sheet: SheetArgument,
+    parcel: ParcelArgument,
     serial: Annotated[
         str, typer.Option("--serial", help="The certificate's serial number, as printed on it.")
     ],
@@ -413,9 +420,7 @@ def certify_command(
     from datetime import date, datetime
     from zoneinfo import ZoneInfo
 
-    from landpipe.db import make_engine
     from landpipe.extract import MAX_HOLDER, MAX_SERIAL, certificate_text, record_certificate
-    from landpipe.migrate import ensure_current
 
     _check_commune_codes([commune], "COMMUNE")
     try:
@@ -436,18 +441,11 @@ def certify_command(
         if issued_on > datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date():
             typer.echo(f"landpipe: --issued {issued} is after today in Vietnam", err=True)
             raise typer.Exit(2)
-    settings = _settings()
-    try:
-        engine = make_engine(settings)
-        try:
-            ensure_current(engine, upgrade_if_needed=settings.database_url is None)
-            result = record_certificate(
-                engine, commune, sheet, parcel, serial=serial, holder=holder, issued_on=issued_on
-            )
-        finally:
-            engine.dispose()
-    except LandpipeError as error:
-        _fail(error)
+    result = _on_register(
+        lambda engine, _: record_certificate(
+            engine, commune, sheet, parcel, serial=serial, holder=holder, issued_on=issued_on
+        )
+    )
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
     where = f"{commune}/{sheet}/{parcel}"
@@ -516,9 +514,7 @@ def find_command(
     One line per parcel: its key (commune/sheet/parcel), owner, area, address, and whether it
     is ready for a certificate (`landpipe parcel` shows one whole). Exits 1 when none is found.
     """
-    from landpipe.db import make_engine
     from landpipe.extract import VIETNAM_LATITUDES, VIETNAM_LONGITUDES, find_parcels
-    from landpipe.migrate import ensure_current
 
     if sum(given is not None for given in (owner, at, xy)) != 1:
         typer.echo("landpipe: give one of --owner, --at or --xy", err=True)
@@ -537,24 +533,17 @@ def find_command(
             f"landpipe: --at {at}: not a latitude,longitude in Vietnam (latitude first)", err=True
         )
         raise typer.Exit(2)
-    settings = _settings()
-    try:
-        engine = make_engine(settings)
-        try:
-            ensure_current(engine, upgrade_if_needed=settings.database_url is None)
-            found = find_parcels(
-                engine,
-                owner=owner,
-                latlon=latlon,
-                xy=point,
-                within_m=within,
-                commune=commune,
-                limit=limit,
-            )
-        finally:
-            engine.dispose()
-    except LandpipeError as error:
-        _fail(error)
+    found = _on_register(
+        lambda engine, _: find_parcels(
+            engine,
+            owner=owner,
+            latlon=latlon,
+            xy=point,
+            within_m=within,
+            commune=commune,
+            limit=limit,
+        )
+    )
     if as_json:
         typer.echo(json.dumps({"parcels": found}, ensure_ascii=False))
     else:

@@ -375,24 +375,22 @@ def test_the_certify_command_records_a_certificate_on_a_ready_parcel_only(
     assert scalar_count(register) == 2
 
 
-def test_recording_a_certificate_waits_for_a_load_of_its_commune(register, tmp_path):
-    """The check that the parcel is ready and the record are made under the commune's lock,
-    the one a load takes: a load in progress is waited for."""
+def certify_behind(register, hold, **certificate):
+    """``record_certificate(register, **certificate)`` on a thread while another transaction,
+    set up by ``hold(conn)``, is open: it is still waiting 2 s on. Returns its result and the
+    moment that transaction ended."""
     import threading
 
     from landpipe.extract import record_certificate
 
-    load_as_the_flow_does(register, write(tmp_path, [record(0)], "d1.gpkg"))
+    done = []
     raw = register.raw_connection()
     try:
         conn = raw.driver_connection
         with conn.transaction():
-            lock_communes(conn, ["22924"])  # as a load of the commune holds it
-            done = []
+            hold(conn)
             worker = threading.Thread(
-                target=lambda: done.append(
-                    record_certificate(register, "22924", 5, 1, serial="CS-9")
-                )
+                target=lambda: done.append(record_certificate(register, **certificate))
             )
             worker.start()
             worker.join(timeout=2)
@@ -401,7 +399,20 @@ def test_recording_a_certificate_waits_for_a_load_of_its_commune(register, tmp_p
         worker.join(timeout=60)
     finally:
         raw.close()
-    assert done and done[0]["recorded"] is True
+    assert done
+    return done[0], released
+
+
+def test_recording_a_certificate_waits_for_a_load_of_its_commune(register, tmp_path):
+    """The check that the parcel is ready and the record are made under the commune's lock,
+    the one a load takes: a load in progress is waited for."""
+    load_as_the_flow_does(register, write(tmp_path, [record(0)], "d1.gpkg"))
+    result, released = certify_behind(
+        register,
+        lambda conn: lock_communes(conn, ["22924"]),  # as a load of the commune holds it
+        commune="22924", sheet=5, parcel=1, serial="CS-9",
+    )  # fmt: skip
+    assert result["recorded"] is True
     # Dated when it was made, after the wait.
     ((recorded_at,),) = rows(register, "SELECT recorded_at FROM land.certificate")
     assert recorded_at >= released
@@ -410,36 +421,21 @@ def test_recording_a_certificate_waits_for_a_load_of_its_commune(register, tmp_p
 def test_one_serial_recorded_at_once_on_parcels_of_two_communes_lands_once(register, tmp_path):
     """Two communes' locks do not exclude each other: the second record of a serial waits for
     the first to commit, then is refused as taken, not failed."""
-    import threading
-
-    from landpipe.extract import record_certificate
-
     load_as_the_flow_does(register, write(tmp_path, [record(0)], "a.gpkg"))
     load_as_the_flow_does(register, write(tmp_path, [record(1, MaXa="22927")], "b.gpkg"))
-    raw = register.raw_connection()
-    try:
-        conn = raw.driver_connection
-        with conn.transaction():  # a record of CS-7 on 22927/5/2, not committed yet
-            conn.execute(
-                "INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no,"
-                " parcel_version_id, holder, issued_on)"
-                " SELECT 'CS-7', commune_code, sheet_no, parcel_no, id, owner_name, '2026-11-02'"
-                " FROM land.parcel WHERE commune_code = '22927'"
-            )
-            done = []
-            worker = threading.Thread(
-                target=lambda: done.append(
-                    record_certificate(register, "22924", 5, 1, serial="CS-7")
-                )
-            )
-            worker.start()
-            worker.join(timeout=2)
-            assert worker.is_alive() and not done  # waiting on the uncommitted record
-        worker.join(timeout=60)
-    finally:
-        raw.close()
-    assert done[0]["recorded"] is False
-    assert done[0]["serial_taken"] == {"commune": "22927", "sheet": 5, "parcel": 2}
+    first = (  # a record of CS-7 on 22927/5/2, not committed until the second waits on it
+        "INSERT INTO land.certificate (serial, commune_code, sheet_no, parcel_no,"
+        " parcel_version_id, holder, issued_on)"
+        " SELECT 'CS-7', commune_code, sheet_no, parcel_no, id, owner_name, '2026-11-02'"
+        " FROM land.parcel WHERE commune_code = '22927'"
+    )
+    result, _ = certify_behind(
+        register,
+        lambda conn: conn.execute(first),
+        commune="22924", sheet=5, parcel=1, serial="CS-7",
+    )  # fmt: skip
+    assert result["recorded"] is False
+    assert result["serial_taken"] == {"commune": "22927", "sheet": 5, "parcel": 2}
     assert scalar_count(register) == 1
 
 
