@@ -475,6 +475,68 @@ def certify_command(
     raise typer.Exit(5)
 
 
+@app.command("review")
+def review_command(
+    commune: CommuneArgument,
+    sheet: SheetArgument,
+    parcel: ParcelArgument,
+    by: Annotated[str, typer.Option("--by", help="Who reviewed the change (name, office).")],
+    note: Annotated[
+        str, typer.Option("--note", help="What the review found: why the data may stand.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Close a certified parcel's CERT_CHANGED findings once a person has reviewed the change.
+
+    A delivery that changes or retires a parcel holding a certificate flags it (CERT_CHANGED,
+    a block finding): it is not ready for another certificate until someone compares the new
+    data with the certificate. This records that review (who, and what they found, as a batch
+    of kind 'review') and closes the parcel's CERT_CHANGED findings; other findings stay. A
+    load of the commune waits meanwhile. Prints whether the parcel is now ready. Exits 1 when
+    the parcel has no open CERT_CHANGED finding, 2 on a blank or overlong --by or --note.
+    """
+    from landpipe.extract import MAX_HOLDER, MAX_NOTE, certificate_text, review_certificate_change
+
+    _check_commune_codes([commune], "COMMUNE")
+    try:
+        by = certificate_text(by, "--by", MAX_HOLDER)
+        note = certificate_text(note, "--note", MAX_NOTE)
+    except ValueError as error:
+        typer.echo(f"landpipe: {error}", err=True)
+        raise typer.Exit(2) from None
+    result = _on_register(
+        lambda engine, _: review_certificate_change(
+            engine, commune, sheet, parcel, by=by, note=note
+        )
+    )
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    where = f"{commune}/{sheet}/{parcel}"
+    if not result["reviewed"]:
+        typer.echo(f"landpipe: parcel {where} has no open CERT_CHANGED finding", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        return
+    closed = result["closed"]
+    typer.echo(
+        f"reviewed parcel {where} (batch {result['batch']}, by {result['by']}): closed "
+        + "; ".join(
+            f"CERT_CHANGED of batch {c['made_by_batch']} (certificate {c['certificate']},"
+            f" {c['change']})"
+            for c in closed
+        )
+    )
+    if not result["current"]:
+        typer.echo(f"  parcel {where} has no current version")
+    elif result["ready"]:
+        typer.echo(f"  parcel {where} is ready for a certificate")
+    else:
+        typer.echo(
+            f"  parcel {where} is not ready for a certificate: "
+            + "; ".join(result["not_ready_because"])
+        )
+
+
 def _point(value: str | None, option: str) -> tuple[float, float] | None:
     """Two numbers given as ``A,B`` (exit 2 otherwise)."""
     if value is None:

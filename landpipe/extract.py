@@ -290,6 +290,74 @@ def record_certificate(
     return _json(result)
 
 
+#: The open ``CERT_CHANGED`` findings of a parcel key, locked until the review commits.
+_CERT_CHANGED = """
+SELECT id, batch_id, detail ->> 'certificate' AS certificate, detail ->> 'change' AS change
+FROM land.finding
+WHERE rule_code = 'CERT_CHANGED' AND closed_by_batch_id IS NULL
+  AND (commune_code, sheet_no, parcel_no) = (:commune, :sheet, :parcel)
+ORDER BY id FOR UPDATE
+"""
+_REVIEW = """
+INSERT INTO land.batch (kind, status, commune_code, started_at, finished_at, reviewed_by, note,
+                        n_closed)
+VALUES ('review', 'reviewed', :commune, clock_timestamp(), clock_timestamp(), :by, :note, :n)
+RETURNING id
+"""
+MAX_NOTE = 2000
+
+
+def review_certificate_change(
+    engine: Engine, commune: str, sheet: int, parcel: int, *, by: str, note: str
+) -> dict[str, Any]:
+    """Close the ``CERT_CHANGED`` findings in force on a parcel key: ``by`` compared what a
+    delivery changed (or retired) with the certificate issued on the parcel, and wrote what
+    they found in ``note``.
+
+    The review is a batch of kind ``review`` (``sql/140_reviews.sql``) that closes those
+    findings and nothing else: a parcel still held by another finding stays so. Holds the
+    commune's lock (:func:`landpipe.db.lock_communes`), so no load of the commune flags or
+    closes findings of the parcel meanwhile. Returns ``"reviewed"`` (False when the key has
+    no such finding), the batch, the findings closed (``"closed"``: finding, batch that made
+    it, certificate, change) and, for a current parcel, whether it is ready for a
+    certificate now and why not. ``by`` and ``note`` are kept as :func:`certificate_text`
+    makes them; raises ValueError on unusable text.
+    """
+    from landpipe.db import lock_communes
+
+    by = certificate_text(by, "the reviewer", MAX_HOLDER)
+    note = certificate_text(note, "the note", MAX_NOTE)
+    key = {"commune": commune, "sheet": sheet, "parcel": parcel}
+    result: dict[str, Any] = {"reviewed": False, "key": key, "by": by, "note": note}
+    try:
+        with engine.connect() as connection, connection.begin():
+            lock_communes(connection.connection.driver_connection, [commune])
+            found = [
+                dict(row) for row in connection.execute(sa.text(_CERT_CHANGED), key).mappings()
+            ]
+            result["closed"] = [
+                {"finding": f["id"], "made_by_batch": f["batch_id"],
+                 "certificate": f["certificate"], "change": f["change"]}
+                for f in found
+            ]  # fmt: skip
+            if not found:
+                return result
+            batch = connection.execute(
+                sa.text(_REVIEW), {"commune": commune, "by": by, "note": note, "n": len(found)}
+            ).scalar_one()
+            connection.execute(
+                sa.text("UPDATE land.finding SET closed_by_batch_id = :batch WHERE id = ANY(:ids)"),
+                {"batch": batch, "ids": [f["id"] for f in found]},
+            )
+            now = _extract(connection, key)  # as the review leaves it, in this transaction
+    except sa.exc.SQLAlchemyError as err:
+        raise DatabaseError.of(f"cannot review parcel {commune}/{sheet}/{parcel}", err) from err
+    result.update(reviewed=True, batch=batch, current=now["found"])
+    if now["found"]:
+        result.update(ready=now["ready"], not_ready_because=now["not_ready_because"])
+    return _json(result)
+
+
 #: Where Vietnam lies, in WGS 84 degrees: a point outside was typed wrong.
 VIETNAM_LATITUDES = (8.0, 24.0)
 VIETNAM_LONGITUDES = (102.0, 118.0)

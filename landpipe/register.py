@@ -430,10 +430,11 @@ def registered(conn, sheets: list[tuple[str, int]]) -> Registered:
 
 #: Whether a batch that may have changed parcels of some communes, or an edit of the register
 #: outside a load (``land.register_edit``, of any commune), committed after a snapshot.
+#: (Revalidations and reviews write findings only.)
 _CHANGED_SINCE = """
 SELECT EXISTS (
     SELECT FROM land.batch b
-    WHERE b.kind <> 'revalidation'
+    WHERE b.kind NOT IN ('revalidation', 'review')
       AND NOT pg_visible_in_snapshot(b.xact, %(snapshot)s::pg_snapshot)
       AND (b.covered_sheets IS NULL
            OR EXISTS (SELECT FROM jsonb_array_elements(b.covered_sheets) s
@@ -1118,7 +1119,7 @@ def _flag_certificates(
                                   parcel_no, message, detail, location)
         SELECT %(batch)s, 'CERT_CHANGED', %(severity)s, v.commune_code, v.sheet_no, v.parcel_no,
                format('parcel %%s/%%s/%%s holds certificate %%s (issued %%s to %%s) and was %%s'
-                      ' by this delivery: review before certifying again',
+                      ' by this delivery: review it (landpipe review) before certifying again',
                       v.commune_code, v.sheet_no, v.parcel_no, cert.serial, cert.issued_on,
                       cert.holder, how.what),
                jsonb_build_object('certificate', cert.serial, 'change', how.what,

@@ -1137,6 +1137,15 @@ def _header(contents: _Contents, report: Report) -> str:
             ", ".join(f"{n} {severity}" for severity, n in report.severities.items()),
         ),
     ]
+    if batch.get("kind") == "review":  # a person's, on the register: no file, no parcel
+        rows = [
+            ("Commune", commune),
+            ("Reviewed", _when(batch.get("finished_at"))),
+            ("Reviewed by", batch.get("reviewed_by")),
+            ("Note", batch.get("note")),
+        ]
+    elif batch.get("kind") == "revalidation":  # read no file
+        rows = [row for row in rows if row[1] is not None or row[0] in ("Commune", "Finished")]
     meta = "".join(f"<dt>{_e(name)}</dt><dd>{_e(value)}</dd>" for name, value in rows)
     files = (
         f'<dt>GeoPackage</dt><dd><a href="{html.escape(report.gpkg.name)}">'
@@ -1195,13 +1204,23 @@ def _closed(contents: _Contents) -> str:
         f"<td>{_e(_key_text(SimpleNamespace(**f)))}</td><td>{_e(f['message'])}</td></tr>"
         for f in contents.closed
     )
+    why = _CLOSED_BECAUSE.get(contents.batch.get("kind"), _CLOSED_BECAUSE["delivery"])
     return (
         f'<section id="closed"><h2>Findings of earlier batches closed ({len(contents.closed)})</h2>'
-        "<p>This delivery changed or retired their parcels and checked them again: what still "
-        "holds is among its own findings.</p><table><thead><tr><th>Batch</th><th>Rule</th>"
+        f"<p>{_e(why)}</p><table><thead><tr><th>Batch</th><th>Rule</th>"
         "<th>Severity</th><th>Parcels</th><th>Message</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></section>"
     )
+
+
+#: Why a batch of each kind closed findings of earlier batches.
+_CLOSED_BECAUSE = {
+    "delivery": "This delivery changed or retired their parcels and checked them again: what "
+    "still holds is among its own findings.",
+    "revalidation": "This revalidation ran their rules again over the commune's current "
+    "parcels: what still holds is among its own findings.",
+    "review": "A person compared the changed parcel with its certificate and closed its flags.",
+}
 
 
 #: Changed and retired parcels listed in the page; the GeoPackage's ``changes`` has them all.

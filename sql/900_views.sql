@@ -1,8 +1,8 @@
 -- Views for district land offices, notebooks and QGIS.
 
 -- Per batch: what was read, loaded, repaired and rejected, how the register changed, and the
--- findings per rule it made (closed ones included); for a revalidation (kind), the findings it
--- closed (n_closed).
+-- findings per rule it made (closed ones included); for a revalidation or a review (kind), the
+-- findings it closed (n_closed), and for a review who made it and what they found.
 CREATE OR REPLACE VIEW land.batch_summary AS
 SELECT b.id AS batch_id, b.source_path, b.commune_code, b.status, b.started_at, b.finished_at,
        b.n_read, b.n_loaded, b.n_repaired, b.n_rejected,
@@ -10,7 +10,7 @@ SELECT b.id AS batch_id, b.source_path, b.commune_code, b.status, b.started_at, 
        coalesce((SELECT jsonb_object_agg(f.rule_code, f.n ORDER BY f.rule_code)
                  FROM (SELECT rule_code, count(*) AS n FROM land.finding
                        WHERE batch_id = b.id GROUP BY rule_code) f), '{}'::jsonb) AS findings,
-       b.kind, b.n_closed
+       b.kind, b.n_closed, b.reviewed_by, b.note
 FROM land.batch b;
 
 -- Current parcels with their commune, district and whether an open `block` finding holds them:

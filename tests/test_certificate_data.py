@@ -375,13 +375,10 @@ def test_the_certify_command_records_a_certificate_on_a_ready_parcel_only(
     assert scalar_count(register) == 2
 
 
-def certify_behind(register, hold, **certificate):
-    """``record_certificate(register, **certificate)`` on a thread while another transaction,
-    set up by ``hold(conn)``, is open: it is still waiting 2 s on. Returns its result and the
-    moment that transaction ended."""
+def behind(register, hold, work):
+    """``work()`` on a thread while another transaction, set up by ``hold(conn)``, is open:
+    it is still waiting 2 s on. Returns its result and the moment that transaction ended."""
     import threading
-
-    from landpipe.extract import record_certificate
 
     done = []
     raw = register.raw_connection()
@@ -389,9 +386,7 @@ def certify_behind(register, hold, **certificate):
         conn = raw.driver_connection
         with conn.transaction():
             hold(conn)
-            worker = threading.Thread(
-                target=lambda: done.append(record_certificate(register, **certificate))
-            )
+            worker = threading.Thread(target=lambda: done.append(work()))
             worker.start()
             worker.join(timeout=2)
             assert worker.is_alive() and not done
@@ -401,6 +396,13 @@ def certify_behind(register, hold, **certificate):
         raw.close()
     assert done
     return done[0], released
+
+
+def certify_behind(register, hold, **certificate):
+    """``record_certificate(register, **certificate)`` behind ``hold`` (:func:`behind`)."""
+    from landpipe.extract import record_certificate
+
+    return behind(register, hold, lambda: record_certificate(register, **certificate))
 
 
 def test_recording_a_certificate_waits_for_a_load_of_its_commune(register, tmp_path):
@@ -512,3 +514,152 @@ def test_district_offices_find_parcels_by_owner_as_typed_and_by_point(register, 
         timing_out.dispose()
     assert run_cli("find", "--at", "108.1,10.9", env=cli_env).returncode == 2  # longitude first
     assert run_cli("find", "--xy", "12345", env=cli_env).returncode == 2
+
+
+def open_flags(engine) -> list[tuple[int, str | None]]:
+    """(parcel, batch that closed it) of every CERT_CHANGED finding."""
+    return rows(
+        engine,
+        "SELECT parcel_no, closed_by_batch_id FROM land.finding"
+        " WHERE rule_code = 'CERT_CHANGED' ORDER BY parcel_no, id",
+    )
+
+
+def test_a_review_closes_a_certificate_flag_and_nothing_else(register, cli_env, tmp_path):
+    """A certified parcel a delivery changed is held (CERT_CHANGED) until a person reviews
+    it; the review closes that flag only, and the parcel can then be certified again."""
+    records = [record(0), record(1), record(2)]
+    load_as_the_flow_does(register, write(tmp_path, records, "d1.gpkg"))
+    certify(register, "CS-1", parcel_no=1)
+    certify(register, "CS-2", parcel_no=2)
+    # Parcel 1 sold; parcel 2 given a land use nobody knows.
+    changed = [record(0, TenChu="Lê Thị Hoa"), record(1, KyHieuMucDichSuDung="XYZ"), record(2)]
+    (second, _) = load_as_the_flow_does(register, write(tmp_path, changed, "d2.gpkg"))
+    assert open_flags(register) == [(1, None), (2, None)]
+    assert ready(register) == [3]
+
+    for wrong in (["--by", " ", "--note", "checked"], ["--by", "An", "--note", "x\x07y"]):
+        usage = run_cli("review", "22924", "5", "1", *wrong, env=cli_env)
+        assert usage.returncode == 2, usage.stderr
+        assert usage.stderr.startswith("landpipe: --") and usage.stderr.count("\n") == 1
+    nothing = run_cli("review", "22924", "5", "3", "--by", "An", "--note", "ok", env=cli_env)
+    assert nothing.returncode == 1
+    assert nothing.stderr == "landpipe: parcel 22924/5/3 has no open CERT_CHANGED finding\n"
+
+    done = run_cli(
+        "review", "22924", "5", "1", "--by", "Trần  Văn Bình,\nVPĐK Phan Thiết",
+        "--note", "Sale contract 12/2026 seen; boundary unchanged", env=cli_env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"reviewed parcel 22924/5/1 (batch {second.batch + 1}, by Trần Văn Bình, VPĐK Phan"
+        f" Thiết): closed CERT_CHANGED of batch {second.batch} (certificate CS-1, changed)",
+        "  parcel 22924/5/1 is ready for a certificate",
+    ]
+    assert rows(
+        register,
+        "SELECT kind, status, commune_code, reviewed_by, note, n_closed, source_path"
+        f" FROM land.batch WHERE id > {second.batch}",
+    ) == [
+        ("review", "reviewed", "22924", "Trần Văn Bình, VPĐK Phan Thiết",
+         "Sale contract 12/2026 seen; boundary unchanged", 1, None),
+    ]  # fmt: skip
+    assert open_flags(register) == [(1, second.batch + 1), (2, None)]
+    assert ready(register) == [1, 3]
+    # Its report says who reviewed, what they found, and the flag it closed.
+    report = run_cli("report", str(second.batch + 1), "--out", str(tmp_path / "r"), env=cli_env)
+    assert report.returncode == 0, report.stderr
+    page = (tmp_path / "r" / f"batch-{second.batch + 1}.report.html").read_text()
+    assert "<dt>Reviewed by</dt><dd>Trần Văn Bình, VPĐK Phan Thiết</dd>" in page
+    assert "<dt>Note</dt><dd>Sale contract 12/2026 seen; boundary unchanged</dd>" in page
+    assert "compared the changed parcel with its certificate" in page
+    assert "holds certificate CS-1" in page and "<dt>Delivery</dt>" not in page
+    again = run_cli("review", "22924", "5", "1", "--by", "An", "--note", "ok", env=cli_env)
+    assert again.returncode == 1
+    certified = run_cli("certify", "22924", "5", "1", "--serial", "CS-3", env=cli_env)
+    assert certified.returncode == 0, certified.stderr
+
+    # Parcel 2's flag is closed; the unknown land use still holds it.
+    data = json.loads(
+        run_cli(
+            "review", "22924", "5", "2", "--by", "An", "--note", "land use to be corrected",
+            "--json", env=cli_env,
+        ).stdout
+    )  # fmt: skip
+    assert data["reviewed"] is True and data["current"] is True and data["ready"] is False
+    assert data["closed"] == [
+        {"finding": data["closed"][0]["finding"], "made_by_batch": second.batch,
+         "certificate": "CS-2", "change": "changed"},
+    ]  # fmt: skip
+    assert data["not_ready_because"] == [
+        "an open block finding (ATTR_LAND_USE_UNKNOWN)",
+        "unknown land-use code XYZ",
+    ]
+    summary = rows(
+        register,
+        "SELECT kind, n_closed, reviewed_by FROM land.batch_summary WHERE kind = 'review'"
+        " ORDER BY batch_id",
+    )
+    assert summary == [("review", 1, "Trần Văn Bình, VPĐK Phan Thiết"), ("review", 1, "An")]
+
+    # A retired certified parcel is reviewed as well; it has no current version to certify.
+    load_as_the_flow_does(register, write(tmp_path, [changed[1], changed[2]], "d3.gpkg"))
+    gone = run_cli("review", "22924", "5", "1", "--by", "An", "--note", "merged", env=cli_env)
+    assert gone.returncode == 0, gone.stderr
+    # (Retiring it flagged each certificate the key ever held, the earlier CS-1 too.)
+    assert gone.stdout.splitlines() == [
+        f"reviewed parcel 22924/5/1 (batch {second.batch + 4}, by An): closed CERT_CHANGED of"
+        f" batch {second.batch + 3} (certificate CS-1, retired); CERT_CHANGED of batch"
+        f" {second.batch + 3} (certificate CS-3, retired)",
+        "  parcel 22924/5/1 has no current version",
+    ]
+    assert [closed for _, closed in open_flags(register)] == [
+        second.batch + 1, second.batch + 4, second.batch + 4, second.batch + 2,
+    ]  # fmt: skip
+
+
+def test_a_review_waits_for_a_load_of_its_commune(register, tmp_path):
+    """The review reads and closes the flags under the commune's lock, the one a load takes
+    (a load in progress may flag the parcel again, or close its findings)."""
+    from landpipe.extract import review_certificate_change
+
+    load_as_the_flow_does(register, write(tmp_path, [record(0)], "d1.gpkg"))
+    certify(register, "CS-1", parcel_no=1)
+    load_as_the_flow_does(register, write(tmp_path, [record(0, TenChu="Lê Thị Hoa")], "d2.gpkg"))
+    result, released = behind(
+        register,
+        lambda conn: lock_communes(conn, ["22924"]),  # as a load of the commune holds it
+        lambda: review_certificate_change(register, "22924", 5, 1, by="An", note="seen"),
+    )
+    assert result["reviewed"] is True and result["ready"] is True
+    ((finished_at,),) = rows(register, "SELECT finished_at FROM land.batch WHERE kind = 'review'")
+    assert finished_at >= released
+
+
+def test_a_load_keeps_its_look_across_a_review_not_across_a_delivery(register, tmp_path):
+    """A review writes no parcel: a load that looked at the register before one committed
+    still uses what it saw; after another delivery of the commune it reads them again."""
+    from landpipe import load as loader
+    from landpipe import register as land_register
+    from landpipe.extract import review_certificate_change
+    from landpipe.sources import read_delivery
+
+    load_as_the_flow_does(register, write(tmp_path, [record(0), record(1)], "d1.gpkg"))
+    certify(register, "CS-1", parcel_no=1)
+    sold = [record(0, TenChu="Lê Thị Hoa"), record(1)]
+    load_as_the_flow_does(register, write(tmp_path, sold, "d2.gpkg"))
+    look, _ = loader.look_at_register(register, read_delivery(write(tmp_path, sold, "d3.gpkg")))
+
+    def still_current():
+        raw = register.raw_connection()
+        try:
+            with raw.driver_connection.transaction():
+                lock_communes(raw.driver_connection, ["22924"])
+                return land_register.still_current(raw.driver_connection, look, look.sheets)
+        finally:
+            raw.close()
+
+    assert review_certificate_change(register, "22924", 5, 1, by="An", note="seen")["reviewed"]
+    assert still_current() is look.current
+    load_as_the_flow_does(register, write(tmp_path, [record(0), record(1)], "d4.gpkg"))
+    assert still_current() is None

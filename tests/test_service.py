@@ -425,6 +425,14 @@ def test_revalidation_refreshes_findings_and_keeps_cert_changed(register, cli_en
     )
     assert _open_findings(register, "22924") == found | {("CERT_CHANGED", 1)}
     assert _parcels(register, "SELECT parcel_no FROM land.parcel_ready") == ready
+    # Its report reads no delivery and says why it closed the first one's findings.
+    out = tmp_path / "reports"
+    report = run_cli("report", str(again.batch), "--out", str(out), env=cli_env)
+    assert report.returncode == 0, report.stderr
+    page = (out / f"batch-{again.batch}.report.html").read_text()
+    assert f"<h2>Findings of earlier batches closed ({len(found)})</h2>" in page
+    assert "This revalidation ran their rules again" in page
+    assert "<dt>Delivery</dt>" not in page and "<dt>Commune</dt>" in page
 
 
 _SNAPSHOT = """
