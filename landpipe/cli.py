@@ -443,7 +443,14 @@ def certify_command(
             raise typer.Exit(2)
     result = _on_register(
         lambda engine, _: record_certificate(
-            engine, commune, sheet, parcel, serial=serial, holder=holder, issued_on=issued_on
+            engine,
+            commune,
+            sheet,
+            parcel,
+            serial=serial,
+            holder=holder,
+            issued_on=issued_on,
+            waiting=_say_waiting,
         )
     )
     if as_json:
@@ -506,7 +513,7 @@ def review_command(
         raise typer.Exit(2) from None
     result = _on_register(
         lambda engine, _: review_certificate_change(
-            engine, commune, sheet, parcel, by=by, note=note
+            engine, commune, sheet, parcel, by=by, note=note, waiting=_say_waiting
         )
     )
     if as_json:
@@ -535,6 +542,14 @@ def review_command(
             f"  parcel {where} is not ready for a certificate: "
             + "; ".join(result["not_ready_because"])
         )
+
+
+def _say_waiting(commune: str) -> None:
+    """On stderr: a person's command waits for work on ``commune`` (a load may take minutes)."""
+    typer.echo(
+        f"landpipe: commune {commune} is being loaded or checked; waiting for that to finish",
+        err=True,
+    )
 
 
 def _point(value: str | None, option: str) -> tuple[float, float] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -49,19 +51,37 @@ def make_engine(settings: Settings, *, url: str | None = None) -> Engine:
     return engine
 
 
-def lock_communes(conn, commune_codes: list[str]) -> None:
+def lock_communes(
+    conn, commune_codes: list[str], *, waiting: Callable[[str], None] | None = None
+) -> None:
     """Wait for, then hold until the transaction ends, the locks of some communes' parcels,
     in the order of their codes, in one statement.
 
-    Loads, revalidations and the recording of a certificate on one commune take it, so they
-    run one after the other; work on different communes runs side by side. Every load takes
-    its locks in the same order, so two loads never deadlock over them. One statement makes
-    one round trip, however many the communes, which a load waits for no longer than it must
-    while its background checks hold the interpreter. ``conn`` is a psycopg connection in a
-    transaction.
+    Loads, revalidations, reviews and the recording of a certificate on one commune take it,
+    so they run one after the other; work on different communes runs side by side. Every
+    load takes its locks in the same order, so two loads never deadlock over them. One
+    statement makes one round trip, however many the communes, which a load waits for no
+    longer than it must while its background checks hold the interpreter. ``conn`` is a
+    psycopg connection in a transaction.
+
+    ``waiting(code)``, if given, is called before waiting for the lock of a commune that
+    another transaction holds (a person's command says so instead of seeming to hang behind
+    a long load); the locks are then tried one by one first.
     """
+    codes = sorted(commune_codes)
+    if waiting is not None:
+        for i, code in enumerate(codes):
+            if not conn.execute(_TRY_LOCK, [code]).fetchone()[0]:
+                waiting(code)
+                codes = codes[i:]
+                break
+        else:
+            return
     conn.execute(
         "SELECT count(pg_advisory_xact_lock(hashtext('landpipe:commune:' || c)))"
         " FROM unnest(%s::text[]) AS c",  # one after the other, in the array's order
-        [sorted(commune_codes)],
+        [codes],
     )
+
+
+_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext('landpipe:commune:' || %s))"

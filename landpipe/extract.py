@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -238,6 +239,7 @@ def record_certificate(
     serial: str,
     holder: str | None = None,
     issued_on: date | None = None,
+    waiting: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Record that certificate ``serial`` was issued on the current version of a parcel, to
     ``holder`` (the parcel's owner by default) on ``issued_on`` (today in Vietnam by default):
@@ -249,6 +251,7 @@ def record_certificate(
     parcel between the check and the record. Returns ``"recorded"`` and, when it was not,
     why: ``"found"`` False (no current parcel), ``"serial_taken"`` (the key of the parcel it
     was recorded on) or ``"not_ready_because"``. Raises ValueError on unusable text.
+    ``waiting`` is called if the lock is held by another transaction, before waiting for it.
     """
     from landpipe.db import lock_communes
 
@@ -259,7 +262,7 @@ def record_certificate(
     result: dict[str, Any] = {"recorded": False, "serial": serial, "key": key}
     try:
         with engine.connect() as connection, connection.begin():
-            lock_communes(connection.connection.driver_connection, [commune])
+            lock_communes(connection.connection.driver_connection, [commune], waiting=waiting)
             row = connection.execute(sa.text(_CERTIFIABLE), key).first()
             result["found"] = row is not None
             if row is None:
@@ -308,7 +311,14 @@ MAX_NOTE = 2000
 
 
 def review_certificate_change(
-    engine: Engine, commune: str, sheet: int, parcel: int, *, by: str, note: str
+    engine: Engine,
+    commune: str,
+    sheet: int,
+    parcel: int,
+    *,
+    by: str,
+    note: str,
+    waiting: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Close the ``CERT_CHANGED`` findings in force on a parcel key: ``by`` compared what a
     delivery changed (or retired) with the certificate issued on the parcel, and wrote what
@@ -321,7 +331,8 @@ def review_certificate_change(
     no such finding), the batch, the findings closed (``"closed"``: finding, batch that made
     it, certificate, change) and, for a current parcel, whether it is ready for a
     certificate now and why not. ``by`` and ``note`` are kept as :func:`certificate_text`
-    makes them; raises ValueError on unusable text.
+    makes them; raises ValueError on unusable text. ``waiting`` is as for
+    :func:`record_certificate`.
     """
     from landpipe.db import lock_communes
 
@@ -331,7 +342,7 @@ def review_certificate_change(
     result: dict[str, Any] = {"reviewed": False, "key": key, "by": by, "note": note}
     try:
         with engine.connect() as connection, connection.begin():
-            lock_communes(connection.connection.driver_connection, [commune])
+            lock_communes(connection.connection.driver_connection, [commune], waiting=waiting)
             found = [
                 dict(row) for row in connection.execute(sa.text(_CERT_CHANGED), key).mappings()
             ]

@@ -376,9 +376,11 @@ def test_the_certify_command_records_a_certificate_on_a_ready_parcel_only(
 
 
 def behind(register, hold, work):
-    """``work()`` on a thread while another transaction, set up by ``hold(conn)``, is open:
-    it is still waiting 2 s on. Returns its result and the moment that transaction ended."""
+    """``work()`` on a thread while another transaction, set up by ``hold(conn)``, is open,
+    until the work waits for a lock: it is still waiting 0.5 s on. Returns its result and
+    the moment that transaction ended."""
     import threading
+    import time
 
     done = []
     raw = register.raw_connection()
@@ -388,7 +390,12 @@ def behind(register, hold, work):
             hold(conn)
             worker = threading.Thread(target=lambda: done.append(work()))
             worker.start()
-            worker.join(timeout=2)
+            deadline = time.monotonic() + 60  # a command starts in a second or two
+            while worker.is_alive() and time.monotonic() < deadline:
+                if conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]:
+                    break
+                time.sleep(0.05)
+            worker.join(timeout=0.5)
             assert worker.is_alive() and not done
             (released,) = conn.execute("SELECT clock_timestamp()").fetchone()
         worker.join(timeout=60)
@@ -405,19 +412,25 @@ def certify_behind(register, hold, **certificate):
     return behind(register, hold, lambda: record_certificate(register, **certificate))
 
 
-def test_recording_a_certificate_waits_for_a_load_of_its_commune(register, tmp_path):
+def test_recording_a_certificate_waits_for_a_load_of_its_commune(register, cli_env, tmp_path):
     """The check that the parcel is ready and the record are made under the commune's lock,
-    the one a load takes: a load in progress is waited for."""
+    the one a load takes: a load in progress is waited for, and the command says so."""
     load_as_the_flow_does(register, write(tmp_path, [record(0)], "d1.gpkg"))
-    result, released = certify_behind(
+    command, released = behind(
         register,
         lambda conn: lock_communes(conn, ["22924"]),  # as a load of the commune holds it
-        commune="22924", sheet=5, parcel=1, serial="CS-9",
-    )  # fmt: skip
-    assert result["recorded"] is True
+        lambda: run_cli("certify", "22924", "5", "1", "--serial", "CS-9", env=cli_env),
+    )
+    assert command.returncode == 0, command.stderr
+    assert command.stderr == (
+        "landpipe: commune 22924 is being loaded or checked; waiting for that to finish\n"
+    )
     # Dated when it was made, after the wait.
     ((recorded_at,),) = rows(register, "SELECT recorded_at FROM land.certificate")
     assert recorded_at >= released
+    # Not waiting, it says nothing.
+    quiet = run_cli("certify", "22924", "5", "1", "--serial", "CS-10", env=cli_env)
+    assert quiet.returncode == 5 and "waiting" not in quiet.stderr
 
 
 def test_one_serial_recorded_at_once_on_parcels_of_two_communes_lands_once(register, tmp_path):
@@ -626,12 +639,15 @@ def test_a_review_waits_for_a_load_of_its_commune(register, tmp_path):
     load_as_the_flow_does(register, write(tmp_path, [record(0)], "d1.gpkg"))
     certify(register, "CS-1", parcel_no=1)
     load_as_the_flow_does(register, write(tmp_path, [record(0, TenChu="Lê Thị Hoa")], "d2.gpkg"))
+    told = []
     result, released = behind(
         register,
         lambda conn: lock_communes(conn, ["22924"]),  # as a load of the commune holds it
-        lambda: review_certificate_change(register, "22924", 5, 1, by="An", note="seen"),
+        lambda: review_certificate_change(
+            register, "22924", 5, 1, by="An", note="seen", waiting=told.append
+        ),
     )
-    assert result["reviewed"] is True and result["ready"] is True
+    assert result["reviewed"] is True and result["ready"] is True and told == ["22924"]
     ((finished_at,),) = rows(register, "SELECT finished_at FROM land.batch WHERE kind = 'review'")
     assert finished_at >= released
 
@@ -663,3 +679,25 @@ def test_a_load_keeps_its_look_across_a_review_not_across_a_delivery(register, t
     assert still_current() is look.current
     load_as_the_flow_does(register, write(tmp_path, [record(0), record(1)], "d4.gpkg"))
     assert still_current() is None
+
+
+def test_a_command_told_of_waiting_is_told_once_and_takes_every_lock(register):
+    """Locks tried in the order of the codes: the first held elsewhere is told of, then
+    waited for with the rest."""
+    told = []
+
+    def work():
+        raw = register.raw_connection()
+        try:
+            conn = raw.driver_connection
+            with conn.transaction():
+                lock_communes(conn, ["22930", "22927", "22924"], waiting=told.append)
+                return conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND pid = pg_backend_pid() AND granted"
+                ).fetchone()[0]
+        finally:
+            raw.close()
+
+    held, _ = behind(register, lambda conn: lock_communes(conn, ["22927"]), work)
+    assert told == ["22927"] and held == 3
