@@ -616,19 +616,28 @@ def test_a_review_closes_a_certificate_flag_and_nothing_else(register, cli_env, 
     assert summary == [("review", 1, "Trần Văn Bình, VPĐK Phan Thiết"), ("review", 1, "An")]
 
     # A retired certified parcel is reviewed as well; it has no current version to certify.
-    load_as_the_flow_does(register, write(tmp_path, [changed[1], changed[2]], "d3.gpkg"))
+    # Parcel 3, certified to two co-users, is changed: both certificates are flagged.
+    certify(register, "CS-5", parcel_no=3)
+    certify(register, "CS-6", parcel_no=3)
+    redrawn = [changed[1], record(2, TenChu="Phạm Văn Cường")]
+    (third, _) = load_as_the_flow_does(register, write(tmp_path, redrawn, "d3.gpkg"))
     gone = run_cli("review", "22924", "5", "1", "--by", "An", "--note", "merged", env=cli_env)
     assert gone.returncode == 0, gone.stderr
-    # (Retiring it flagged each certificate the key ever held, the earlier CS-1 too.)
+    # Only CS-3: the CS-1 of its first version was replaced by it.
     assert gone.stdout.splitlines() == [
-        f"reviewed parcel 22924/5/1 (batch {second.batch + 4}, by An): closed CERT_CHANGED of"
-        f" batch {second.batch + 3} (certificate CS-1, retired); CERT_CHANGED of batch"
-        f" {second.batch + 3} (certificate CS-3, retired)",
+        f"reviewed parcel 22924/5/1 (batch {third.batch + 1}, by An): closed CERT_CHANGED of"
+        f" batch {third.batch} (certificate CS-3, retired)",
         "  parcel 22924/5/1 has no current version",
     ]
-    assert [closed for _, closed in open_flags(register)] == [
-        second.batch + 1, second.batch + 4, second.batch + 4, second.batch + 2,
+    assert open_flags(register) == [
+        (1, second.batch + 1), (1, third.batch + 1), (2, second.batch + 2), (3, None), (3, None),
     ]  # fmt: skip
+    flags = rows(
+        register,
+        "SELECT detail ->> 'certificate' FROM land.finding WHERE rule_code = 'CERT_CHANGED'"
+        " AND parcel_no = 3 ORDER BY 1",
+    )
+    assert flags == [("CS-5",), ("CS-6",)]
 
 
 def test_a_review_waits_for_a_load_of_its_commune(register, tmp_path):
