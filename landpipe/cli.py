@@ -487,6 +487,15 @@ def review_command(
     commune: CommuneArgument,
     sheet: SheetArgument,
     parcel: ParcelArgument,
+    batch: Annotated[
+        int,
+        typer.Option(
+            "--batch",
+            min=1,
+            help="The batch whose change you reviewed: the latest that flagged the parcel "
+            "(`landpipe parcel` lists its CERT_CHANGED findings and their batch).",
+        ),
+    ],
     by: Annotated[str, typer.Option("--by", help="Who reviewed the change (name, office).")],
     note: Annotated[
         str, typer.Option("--note", help="What the review found: why the data may stand.")
@@ -499,8 +508,11 @@ def review_command(
     a block finding): it is not ready for another certificate until someone compares the new
     data with the certificate. This records that review (who, and what they found, as a batch
     of kind 'review') and closes the parcel's CERT_CHANGED findings; other findings stay. A
-    load of the commune waits meanwhile. Prints whether the parcel is now ready. Exits 1 when
-    the parcel has no open CERT_CHANGED finding, 2 on a blank or overlong --by or --note.
+    load of the commune waits meanwhile. Prints whether the parcel is now ready.
+
+    Nothing is closed when a batch later than --batch flagged the parcel (a change nobody
+    reviewed yet; exit 5). Exits 1 when the parcel has no open CERT_CHANGED finding, 2 on a
+    blank or overlong --by or --note.
     """
     from landpipe.extract import MAX_HOLDER, MAX_NOTE, certificate_text, review_certificate_change
 
@@ -513,25 +525,35 @@ def review_command(
         raise typer.Exit(2) from None
     result = _on_register(
         lambda engine, _: review_certificate_change(
-            engine, commune, sheet, parcel, by=by, note=note, waiting=_say_waiting
+            engine, commune, sheet, parcel, flagged_by=batch, by=by, note=note,
+            waiting=_say_waiting,
         )
-    )
+    )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
     where = f"{commune}/{sheet}/{parcel}"
-    if not result["reviewed"]:
+    flags = "; ".join(
+        f"CERT_CHANGED of batch {f['made_by_batch']} (certificate {f['certificate']},"
+        f" {f['change']})"
+        for f in result["open"]
+    )
+    if not result["open"]:
         typer.echo(f"landpipe: parcel {where} has no open CERT_CHANGED finding", err=True)
         raise typer.Exit(1)
+    if not result["reviewed"]:
+        latest = result["latest"]
+        typer.echo(
+            f"landpipe: nothing closed: the latest change that flagged parcel {where} is batch"
+            f" {latest}'s, not batch {batch}'s"
+            + (" (made since: look at it first, `landpipe parcel`)" if latest > batch else "")
+            + f"; open: {flags}",
+            err=True,
+        )
+        raise typer.Exit(5)
     if as_json:
         return
-    closed = result["closed"]
     typer.echo(
-        f"reviewed parcel {where} (batch {result['batch']}, by {result['by']}): closed "
-        + "; ".join(
-            f"CERT_CHANGED of batch {c['made_by_batch']} (certificate {c['certificate']},"
-            f" {c['change']})"
-            for c in closed
-        )
+        f"reviewed parcel {where} (batch {result['batch']}, by {result['by']}): closed {flags}"
     )
     if not result["current"]:
         typer.echo(f"  parcel {where} has no current version")

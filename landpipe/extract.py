@@ -219,7 +219,7 @@ _SPACES = re.compile(r"\s+")
 def certificate_text(value: str, what: str, longest: int) -> str:
     """``value`` as the register keeps a certificate's text: NFC, runs of white space (line
     breaks and tabs included) as one space, trimmed; ValueError when it is blank, longer than
-    ``longest`` or holds another control character."""
+    ``longest``, holds another control character or is no Unicode text."""
     text = _SPACES.sub(" ", unicodedata.normalize("NFC", value)).strip()
     if not text:
         raise ValueError(f"{what} is blank")
@@ -227,6 +227,10 @@ def certificate_text(value: str, what: str, longest: int) -> str:
         raise ValueError(f"{what} is longer than {longest} characters")
     if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
         raise ValueError(f"{what} holds a control character")
+    if any(unicodedata.category(c) in ("Cs", "Co", "Cn") for c in text):
+        # Bytes that were no UTF-8 reach Python as lone surrogates: a terminal in another
+        # encoding (TCVN3, VNI, Windows-1258).
+        raise ValueError(f"{what} is not Unicode text (a terminal in another encoding?)")
     return text
 
 
@@ -316,20 +320,26 @@ def review_certificate_change(
     sheet: int,
     parcel: int,
     *,
+    flagged_by: int,
     by: str,
     note: str,
     waiting: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Close the ``CERT_CHANGED`` findings in force on a parcel key: ``by`` compared what a
-    delivery changed (or retired) with the certificate issued on the parcel, and wrote what
-    they found in ``note``.
+    """Close the ``CERT_CHANGED`` findings in force on a parcel key: ``by`` compared the
+    change that batch ``flagged_by`` made (or the retirement) with the certificate issued on
+    the parcel, and wrote what they found in ``note``.
 
-    The review is a batch of kind ``review`` (``sql/140_reviews.sql``) that closes those
-    findings and nothing else: a parcel still held by another finding stays so. Holds the
-    commune's lock (:func:`landpipe.db.lock_communes`), so no load of the commune flags or
-    closes findings of the parcel meanwhile. Returns ``"reviewed"`` (False when the key has
-    no such finding), the batch, the findings closed (``"closed"``: finding, batch that made
-    it, certificate, change) and, for a current parcel, whether it is ready for a
+    ``flagged_by`` must be the latest batch that flagged the key: a change made after the
+    one reviewed (a load that committed since the reviewer looked, or that the review waited
+    for) was not reviewed, so nothing is closed then. The review is a batch of kind
+    ``review`` (``sql/140_reviews.sql``) that closes those findings and nothing else: a
+    parcel still held by another finding stays so. Holds the commune's lock
+    (:func:`landpipe.db.lock_communes`), so no load of the commune flags or closes findings
+    of the parcel meanwhile.
+
+    Returns ``"reviewed"``; ``"open"``, the flags in force before (finding, batch that made
+    it, certificate, change), and ``"latest"``, the latest batch among them; and when it was
+    reviewed, the review's ``"batch"`` and, for a current parcel, whether it is ready for a
     certificate now and why not. ``by`` and ``note`` are kept as :func:`certificate_text`
     makes them; raises ValueError on unusable text. ``waiting`` is as for
     :func:`record_certificate`.
@@ -339,19 +349,22 @@ def review_certificate_change(
     by = certificate_text(by, "the reviewer", MAX_HOLDER)
     note = certificate_text(note, "the note", MAX_NOTE)
     key = {"commune": commune, "sheet": sheet, "parcel": parcel}
-    result: dict[str, Any] = {"reviewed": False, "key": key, "by": by, "note": note}
+    result: dict[str, Any] = {
+        "reviewed": False, "key": key, "flagged_by": flagged_by, "by": by, "note": note,
+    }  # fmt: skip
     try:
         with engine.connect() as connection, connection.begin():
             lock_communes(connection.connection.driver_connection, [commune], waiting=waiting)
             found = [
                 dict(row) for row in connection.execute(sa.text(_CERT_CHANGED), key).mappings()
             ]
-            result["closed"] = [
+            result["open"] = [
                 {"finding": f["id"], "made_by_batch": f["batch_id"],
                  "certificate": f["certificate"], "change": f["change"]}
                 for f in found
             ]  # fmt: skip
-            if not found:
+            result["latest"] = max((f["batch_id"] for f in found), default=None)
+            if result["latest"] != flagged_by:
                 return result
             batch = connection.execute(
                 sa.text(_REVIEW), {"commune": commune, "by": by, "note": note, "n": len(found)}

@@ -573,6 +573,10 @@ def _batch_table(batch: dict[str, Any]) -> pd.DataFrame:
         "n_changed",
         "n_unchanged",
         "n_retired",
+        "kind",
+        "n_closed",
+        "reviewed_by",
+        "note",
     )
     row = {name: batch.get(name) for name in columns}
     for name in ("started_at", "finished_at"):
@@ -623,6 +627,11 @@ def _write_geopackage(contents: _Contents, path: Path) -> dict[str, int]:
                         promote_to_multi=True if family != "point" else None,
                     )
                 written[layer] = int(rows.sum())
+        if contents.closed:  # no geometry: the findings of earlier batches, by key
+            pyogrio.write_dataframe(
+                pd.DataFrame(contents.closed), target, layer="closed_findings", driver="GPKG"
+            )
+            written["closed_findings"] = len(contents.closed)
         if contents.changes is not None and not contents.changes.empty:
             changes = contents.changes.copy()
             changes["geometry"] = [_only(g, "polygon") for g in changes.geometry.values]
@@ -1149,7 +1158,13 @@ def _header(contents: _Contents, report: Report) -> str:
     meta = "".join(f"<dt>{_e(name)}</dt><dd>{_e(value)}</dd>" for name, value in rows)
     files = (
         f'<dt>GeoPackage</dt><dd><a href="{html.escape(report.gpkg.name)}">'
-        f"{_e(report.gpkg.name)}</a> (findings and rejected records, EPSG:9218)</dd>"
+        f"{_e(report.gpkg.name)}</a> ("
+        + (
+            "the review and the flags it closed"
+            if batch.get("kind") == "review"
+            else "findings and rejected records, EPSG:9218"
+        )
+        + ")</dd>"
         f"<dt>Generated</dt><dd>{_when(datetime.now(UTC))}</dd>"
     )
     refusal = (
@@ -1158,7 +1173,8 @@ def _header(contents: _Contents, report: Report) -> str:
         else ""
     )
     return (
-        f"<header><h1>Quality report: batch {report.batch_id} "
+        f"<header><h1>{'Review' if batch.get('kind') == 'review' else 'Quality report'}:"
+        f" batch {report.batch_id} "
         f'<span class="status {html.escape(status)}">{_e(status)}</span></h1>'
         f'{refusal}<dl class="meta">{meta}{files}</dl></header>'
     )
@@ -1344,11 +1360,14 @@ def _findings_table(findings: gpd.GeoDataFrame) -> str:
 
 
 def _page(contents: _Contents, report: Report) -> str:
-    title = f"Batch {report.batch_id}: quality report"
+    review = contents.batch.get("kind") == "review"  # a person's: no delivery, no map
+    title = f"Batch {report.batch_id}: " + ("review" if review else "quality report")
     if report.source_path:
         title += f" ({Path(report.source_path).name})"
-    body = [_header(contents, report), _counts(report), _closed(contents), _changes(contents)]
-    if report.status != "failed":
+    body = [_header(contents, report)]
+    body += [_closed(contents)] if review else [_counts(report), _closed(contents)]
+    body.append(_changes(contents))
+    if report.status != "failed" and not review:
         drawn = _map(contents)
         body.append(
             f'<div class="grid">{_map_section(contents, drawn)}'

@@ -37,3 +37,8 @@ BEGIN
     END IF;
 END
 $$;
+
+-- (After those of 020_batch.sql and 070_revalidation.sql, which every upgrade applies again.)
+COMMENT ON TABLE land.batch IS 'Deliveries processed: loaded (parcels written), rejected (no parcel usable) or failed (the delivery could not be used as a whole); revalidations (kind revalidation) and reviews of certified parcels (kind review)';
+COMMENT ON COLUMN land.batch.n_closed IS 'Findings of earlier batches this batch closed (superseded): by a revalidation, by a delivery that changed or retired their parcels, or by a review (CERT_CHANGED only)';
+COMMENT ON COLUMN land.finding.closed_by_batch_id IS 'The batch that superseded this finding (a revalidation, a delivery that checked its parcels again, or the review that closed a CERT_CHANGED); NULL while it is in force';

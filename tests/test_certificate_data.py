@@ -7,6 +7,7 @@ import json
 import unicodedata
 from decimal import Decimal
 
+import pyogrio
 import pyproj
 import pytest
 import sqlalchemy as sa
@@ -360,6 +361,7 @@ def test_the_certify_command_records_a_certificate_on_a_ready_parcel_only(
         ["--issued", "2999-01-01"],  # after today
         ["--holder", " \t"],
         ["--holder", "Lê\x07Văn"],
+        ["--holder", "Tr\udce0n"],  # the byte 0xE0 of a terminal in TCVN3
         ["--serial", "A" * 41],
     )
     for wrong in wrong_inputs:
@@ -551,16 +553,23 @@ def test_a_review_closes_a_certificate_flag_and_nothing_else(register, cli_env, 
     assert open_flags(register) == [(1, None), (2, None)]
     assert ready(register) == [3]
 
-    for wrong in (["--by", " ", "--note", "checked"], ["--by", "An", "--note", "x\x07y"]):
-        usage = run_cli("review", "22924", "5", "1", *wrong, env=cli_env)
+    wrong_inputs = (
+        ["--by", " ", "--note", "checked"],
+        ["--by", "An", "--note", "x\x07y"],
+        ["--by", "Tr\udce0n", "--note", "ok"],  # the byte 0xE0 of a terminal in TCVN3
+    )
+    for wrong in wrong_inputs:
+        usage = run_cli("review", "22924", "5", "1", "--batch", "2", *wrong, env=cli_env)
         assert usage.returncode == 2, usage.stderr
         assert usage.stderr.startswith("landpipe: --") and usage.stderr.count("\n") == 1
-    nothing = run_cli("review", "22924", "5", "3", "--by", "An", "--note", "ok", env=cli_env)
+    review = ["--batch", str(second.batch), "--by", "An"]
+    nothing = run_cli("review", "22924", "5", "3", *review, "--note", "ok", env=cli_env)
     assert nothing.returncode == 1
     assert nothing.stderr == "landpipe: parcel 22924/5/3 has no open CERT_CHANGED finding\n"
 
     done = run_cli(
-        "review", "22924", "5", "1", "--by", "Trần  Văn Bình,\nVPĐK Phan Thiết",
+        "review", "22924", "5", "1", "--batch", str(second.batch),
+        "--by", "Trần  Văn Bình,\nVPĐK Phan Thiết",
         "--note", "Sale contract 12/2026 seen; boundary unchanged", env=cli_env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -587,7 +596,18 @@ def test_a_review_closes_a_certificate_flag_and_nothing_else(register, cli_env, 
     assert "<dt>Note</dt><dd>Sale contract 12/2026 seen; boundary unchanged</dd>" in page
     assert "compared the changed parcel with its certificate" in page
     assert "holds certificate CS-1" in page and "<dt>Delivery</dt>" not in page
-    again = run_cli("review", "22924", "5", "1", "--by", "An", "--note", "ok", env=cli_env)
+    assert f"<title>Batch {second.batch + 1}: review</title>" in page
+    assert "Findings per rule" not in page and "Nothing to draw" not in page
+    gpkg = tmp_path / "r" / f"batch-{second.batch + 1}.findings.gpkg"
+    (batch,) = pyogrio.read_dataframe(gpkg, layer="batch").to_dict("records")
+    assert (batch["kind"], batch["n_closed"], batch["note"]) == (
+        "review", 1, "Sale contract 12/2026 seen; boundary unchanged",
+    )  # fmt: skip
+    closed = pyogrio.read_dataframe(gpkg, layer="closed_findings")
+    assert closed[["batch_id", "rule_code", "parcel_no"]].values.tolist() == [
+        [second.batch, "CERT_CHANGED", 1]
+    ]
+    again = run_cli("review", "22924", "5", "1", *review, "--note", "ok", env=cli_env)
     assert again.returncode == 1
     certified = run_cli("certify", "22924", "5", "1", "--serial", "CS-3", env=cli_env)
     assert certified.returncode == 0, certified.stderr
@@ -595,13 +615,14 @@ def test_a_review_closes_a_certificate_flag_and_nothing_else(register, cli_env, 
     # Parcel 2's flag is closed; the unknown land use still holds it.
     data = json.loads(
         run_cli(
-            "review", "22924", "5", "2", "--by", "An", "--note", "land use to be corrected",
+            "review", "22924", "5", "2", *review, "--note", "land use to be corrected",
             "--json", env=cli_env,
         ).stdout
     )  # fmt: skip
     assert data["reviewed"] is True and data["current"] is True and data["ready"] is False
-    assert data["closed"] == [
-        {"finding": data["closed"][0]["finding"], "made_by_batch": second.batch,
+    assert data["latest"] == data["flagged_by"] == second.batch
+    assert data["open"] == [
+        {"finding": data["open"][0]["finding"], "made_by_batch": second.batch,
          "certificate": "CS-2", "change": "changed"},
     ]  # fmt: skip
     assert data["not_ready_because"] == [
@@ -621,7 +642,10 @@ def test_a_review_closes_a_certificate_flag_and_nothing_else(register, cli_env, 
     certify(register, "CS-6", parcel_no=3)
     redrawn = [changed[1], record(2, TenChu="Phạm Văn Cường")]
     (third, _) = load_as_the_flow_does(register, write(tmp_path, redrawn, "d3.gpkg"))
-    gone = run_cli("review", "22924", "5", "1", "--by", "An", "--note", "merged", env=cli_env)
+    gone = run_cli(
+        "review", "22924", "5", "1", "--batch", str(third.batch), "--by", "An", "--note", "merged",
+        env=cli_env,
+    )  # fmt: skip
     assert gone.returncode == 0, gone.stderr
     # Only CS-3: the CS-1 of its first version was replaced by it.
     assert gone.stdout.splitlines() == [
@@ -653,7 +677,7 @@ def test_a_review_waits_for_a_load_of_its_commune(register, tmp_path):
         register,
         lambda conn: lock_communes(conn, ["22924"]),  # as a load of the commune holds it
         lambda: review_certificate_change(
-            register, "22924", 5, 1, by="An", note="seen", waiting=told.append
+            register, "22924", 5, 1, flagged_by=2, by="An", note="seen", waiting=told.append
         ),
     )
     assert result["reviewed"] is True and result["ready"] is True and told == ["22924"]
@@ -684,7 +708,8 @@ def test_a_load_keeps_its_look_across_a_review_not_across_a_delivery(register, t
         finally:
             raw.close()
 
-    assert review_certificate_change(register, "22924", 5, 1, by="An", note="seen")["reviewed"]
+    reviewed = review_certificate_change(register, "22924", 5, 1, flagged_by=2, by="A", note="n")
+    assert reviewed["reviewed"]
     assert still_current() is look.current
     load_as_the_flow_does(register, write(tmp_path, [record(0), record(1)], "d4.gpkg"))
     assert still_current() is None
@@ -710,3 +735,46 @@ def test_a_command_told_of_waiting_is_told_once_and_takes_every_lock(register):
 
     held, _ = behind(register, lambda conn: lock_communes(conn, ["22927"]), work)
     assert told == ["22927"] and held == 3
+
+
+def test_a_review_closes_nothing_when_the_parcel_was_flagged_again_since(
+    register, cli_env, tmp_path
+):
+    """The reviewer names the change they reviewed (the batch that flagged the parcel): a
+    later one, loaded since they looked (or while the review waited for the commune's lock),
+    was reviewed by nobody, so nothing is closed."""
+    load_as_the_flow_does(register, write(tmp_path, [record(0), record(1)], "d1.gpkg"))
+    certify(register, "CS-1", parcel_no=1)
+    sold = [record(0, TenChu="Lê Thị Hoa"), record(1)]
+    (second, _) = load_as_the_flow_does(register, write(tmp_path, sold, "d2.gpkg"))
+    moved = [record(0, TenChu="Lê Thị Hoa", geometry=shift(lot(0), 3.0)), record(1)]
+    (third, _) = load_as_the_flow_does(register, write(tmp_path, moved, "d3.gpkg"))
+    flags = (
+        f"CERT_CHANGED of batch {second.batch} (certificate CS-1, changed);"
+        f" CERT_CHANGED of batch {third.batch} (certificate CS-1, changed)"
+    )
+
+    def review(batch: int):
+        return run_cli(
+            "review", "22924", "5", "1", "--batch", str(batch), "--by", "An",
+            "--note", "sale to Lê Thị Hoa seen; boundary unchanged", env=cli_env,
+        )  # fmt: skip
+
+    stale = review(second.batch)
+    assert stale.returncode == 5
+    assert stale.stderr == (
+        "landpipe: nothing closed: the latest change that flagged parcel 22924/5/1 is batch"
+        f" {third.batch}'s, not batch {second.batch}'s (made since: look at it first,"
+        f" `landpipe parcel`); open: {flags}\n"
+    )
+    typo = review(third.batch + 7)
+    assert typo.returncode == 5
+    assert f"is batch {third.batch}'s, not batch {third.batch + 7}'s; open: " in typo.stderr
+    assert open_flags(register) == [(1, None), (1, None)]
+    assert rows(register, "SELECT count(*) FROM land.batch WHERE kind = 'review'") == [(0,)]
+    assert 1 not in ready(register)
+
+    done = review(third.batch)
+    assert done.returncode == 0, done.stderr
+    assert f"closed {flags}" in done.stdout
+    assert open_flags(register) == [(1, third.batch + 1), (1, third.batch + 1)]
