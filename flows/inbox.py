@@ -191,6 +191,12 @@ def scheduled_inbox(inbox: str | None = None, quiet_seconds: float = 60) -> Stat
             logger.info("still being copied in, left for the next run: %s", scan.arriving)
         if scan.ignored:
             logger.info("not deliveries, left where they are: %s", scan.ignored)
+        if scan.misnamed:
+            logger.warning(
+                "names not UTF-8 (TCVN3, VNI or Windows-1258?), left where they are until"
+                " renamed: %s",
+                scan.misnamed,
+            )
         futures = [
             deliver_step.with_options(task_run_name=f"deliver {delivery.name}").submit(
                 settings, folder, delivery
@@ -207,6 +213,7 @@ def scheduled_inbox(inbox: str | None = None, quiet_seconds: float = 60) -> Stat
         "counts": dict(sorted(counts.items())),
         "arriving": scan.arriving,
         "ignored": scan.ignored,
+        "misnamed": scan.misnamed,
     }
     message = f"{len(outcomes)} deliveries: " + (
         ", ".join(f"{n} {status}" for status, n in summary["counts"].items()) or "none"

@@ -1018,11 +1018,37 @@ def format_inbox(summary: dict[str, Any]) -> str:
         lines.append(f"  {name}: still being copied in, left for the next run")
     for name in summary.get("ignored", []):
         lines.append(f"  {name}: not a delivery, left in the inbox")
+    for name in summary.get("misnamed", []):
+        lines.append(
+            f"  {name}: its name is not UTF-8 (TCVN3, VNI or Windows-1258?), left in the inbox:"
+            " rename it"
+        )
     return "\n".join(lines)
+
+
+def _not_utf8(arguments: list[str]) -> str | None:
+    """The first argument holding bytes that are no UTF-8, as those bytes; None if none.
+
+    Python hands such bytes on as lone surrogates (PEP 383): a file or folder named in
+    TCVN3, VNI or Windows-1258, or text typed on a terminal in one of them. Neither the
+    register (``land.batch.source_path``), Prefect's parameters nor a search can carry them.
+    """
+    for argument in arguments:
+        if any("\udc80" <= c <= "\udcff" for c in argument):
+            return repr(os.fsencode(argument))[1:]
+    return None
 
 
 def main() -> None:
     """Entry point of the ``landpipe`` command."""
+    undecodable = _not_utf8(sys.argv[1:])
+    if undecodable is not None:
+        typer.echo(
+            f"landpipe: the argument {undecodable} is not UTF-8 (a name or text in TCVN3, VNI"
+            " or Windows-1258?): rename the file or folder, or type the text in UTF-8",
+            err=True,
+        )
+        sys.exit(2)
     try:
         app()
     except LandpipeError as error:  # pragma: no cover - commands map their own errors

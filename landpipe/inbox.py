@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -94,6 +95,8 @@ class Scan:
     deliveries: list[InboxDelivery] = field(default_factory=list)
     arriving: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    #: Names that are no UTF-8 (written as their bytes, ``x\\xe0y``): see :func:`scan_inbox`.
+    misnamed: list[str] = field(default_factory=list)
 
 
 def delivery_stem(path: Path) -> str:
@@ -122,13 +125,20 @@ def _shapefile_parts(shp: Path, names: dict[str, Path]) -> tuple[Path, ...]:
     return (shp, *sorted(p for p in sidecars if p != shp))
 
 
+def _utf8(name: str) -> bool:
+    """Whether a file name read from the disk was UTF-8 (other bytes come as surrogates)."""
+    return not any("\udc80" <= c <= "\udcff" for c in name)
+
+
 def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = None) -> Scan:
     """The deliveries in ``inbox`` (not in its subfolders ``archive`` and ``failed``).
 
     A delivery any of whose files changed less than ``quiet_seconds`` ago is still being
     copied in: it is listed in ``arriving`` and left for the next run. Hidden files and files
     that belong to no delivery (a sidecar without its ``.shp``, a note) are listed in
-    ``ignored`` and left where they are.
+    ``ignored`` and left where they are. So are files and folders whose name is no UTF-8
+    (named in TCVN3, VNI or Windows-1258 on an office PC), listed in ``misnamed``: the
+    register, Prefect and the report cannot carry such a name, so it waits to be renamed.
 
     Raises
     ------
@@ -143,6 +153,8 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
         for entry in inbox.iterdir()
         if not entry.name.startswith(".") and entry.name not in (ARCHIVE, FAILED)
     )
+    misnamed = [entry for entry in entries if not _utf8(entry.name)]
+    entries = [entry for entry in entries if _utf8(entry.name)]
     names = {entry.name.lower(): entry for entry in entries if entry.is_file()}
     claimed: set[Path] = set()
     groups: list[tuple[Path, tuple[Path, ...]]] = []
@@ -157,7 +169,10 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
         else:
             continue
         claimed.update(groups[-1][1])
-    scan = Scan(ignored=[entry.name for entry in entries if entry not in claimed])
+    scan = Scan(
+        ignored=[entry.name for entry in entries if entry not in claimed],
+        misnamed=[repr(os.fsencode(entry.name))[2:-1] for entry in misnamed],
+    )
     for path, parts in groups:
         if now - _newest_change(parts) < quiet_seconds:
             scan.arriving.append(path.name)

@@ -16,7 +16,7 @@ from shapely.geometry import Polygon, box
 
 from landpipe.db import lock_communes
 from landpipe.errors import DatabaseError
-from landpipe.extract import find_parcels
+from landpipe.extract import certificate_text, find_parcels
 from tests.conftest import run_cli
 from tests.parcels import BOW_TIE, X0, Y0, lot, record
 from tests.test_load import load_file, write
@@ -561,7 +561,10 @@ def test_a_review_closes_a_certificate_flag_and_nothing_else(register, cli_env, 
     for wrong in wrong_inputs:
         usage = run_cli("review", "22924", "5", "1", "--batch", "2", *wrong, env=cli_env)
         assert usage.returncode == 2, usage.stderr
-        assert usage.stderr.startswith("landpipe: --") and usage.stderr.count("\n") == 1
+        assert usage.stderr.startswith("landpipe: ") and usage.stderr.count("\n") == 1
+    # (The command refuses such bytes in any argument; the API in its text.)
+    with pytest.raises(ValueError, match=r"^the note is not Unicode text"):
+        certificate_text("Tr\udce0n", "the note", 40)
     review = ["--batch", str(second.batch), "--by", "An"]
     nothing = run_cli("review", "22924", "5", "3", *review, "--note", "ok", env=cli_env)
     assert nothing.returncode == 1

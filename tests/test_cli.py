@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -419,3 +420,18 @@ def test_sample_refuses_a_wrong_argument_in_one_line(cli_env, tmp_path, argument
     assert result.stderr.startswith("landpipe: ") and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_an_argument_that_is_no_utf8_is_one_line_and_exit_2(cli_env, tmp_path):
+    """A delivery in a folder named in TCVN3 on an office PC, or an owner typed on a terminal
+    in VNI, reaches Python as lone surrogates, which neither the register nor Prefect carry."""
+    folder = tmp_path / os.fsdecode(b"th\xfea_dat")  # "thửa" in TCVN3
+    folder.mkdir()
+    for arguments in (["load", str(folder)], ["find", "--owner", os.fsdecode(b"Tr\xe0n")]):
+        result = run_cli(*arguments, env=cli_env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        "landpipe: the argument 'Tr\\xe0n' is not UTF-8 (a name or text in TCVN3, VNI or"
+        " Windows-1258?): rename the file or folder, or type the text in UTF-8\n"
+    )

@@ -223,10 +223,19 @@ def test_scheduled_inbox_on_a_worker_loads_files_and_never_loads_twice(register,
     # On demand, from the command line: a file still being copied in is left alone.
     arriving = inbox / "d_dang_chep.geojson"
     arriving.write_text('{"type": "FeatureCollection", "features": [')
+    # A folder named on an office PC in TCVN3 ("thửa" as its bytes): said, and left alone.
+    misnamed = inbox / os.fsdecode(b"th\xfea_dat")
+    shutil.copytree(inbox / ARCHIVE / next(iter(archived)), misnamed)
+    old = time.time() - 3600
+    os.utime(misnamed, (old, old))
     result = run_cli("inbox", str(inbox), env=worker)
     assert result.returncode == 0, result.stderr
     assert "d_dang_chep.geojson: still being copied in" in result.stdout
-    assert arriving.exists()
+    assert (
+        "  th\\xfea_dat: its name is not UTF-8 (TCVN3, VNI or Windows-1258?), left in the"
+        " inbox: rename it"
+    ) in result.stdout.splitlines()
+    assert arriving.exists() and misnamed.is_dir()
     assert rows(register, "SELECT count(*), max(id) FROM land.batch") == before
 
 
