@@ -151,6 +151,12 @@ def _extract(connection: sa.Connection, key: dict[str, Any]) -> dict[str, Any]:
             }
         )
         reasons.append("an open block finding" + (f" ({', '.join(rules)})" if rules else ""))
+        flagged = [f["batch_id"] for f in findings if f["rule_code"] == "CERT_CHANGED"]
+        if flagged:  # what the person who reviews the change runs afterwards
+            reasons.append(
+                f"its certificate to review against batch {max(flagged)}'s change (landpipe"
+                f" review {key['commune']} {key['sheet']} {key['parcel']} --batch {max(flagged)})"
+            )
     if not parcel_row["owner_name"]:
         reasons.append("no owner")
     if not parcel_row["land_use_codes"]:

@@ -370,10 +370,15 @@ def test_the_certify_command_records_a_certificate_on_a_ready_parcel_only(
         assert usage.stderr.startswith("landpipe: ") and usage.stderr.count("\n") == 1
     # Parcel 1 sold after its certificate: the refusal names the flag that holds it.
     sold = [record(0, TenChu="Lê Thị Hoa"), *records[1:]]
-    load_as_the_flow_does(register, write(tmp_path, sold, "d2.gpkg"))
+    (second, _) = load_as_the_flow_does(register, write(tmp_path, sold, "d2.gpkg"))
     flagged = run_cli("certify", "22924", "5", "1", "--serial", "CS 000130", env=cli_env)
     assert flagged.returncode == 5
-    assert "not ready for a certificate: an open block finding (CERT_CHANGED)" in flagged.stderr
+    # And what the reviewer runs once they have compared the change with the certificate.
+    assert flagged.stderr == (
+        "landpipe: parcel 22924/5/1 is not ready for a certificate: an open block finding"
+        f" (CERT_CHANGED); its certificate to review against batch {second.batch}'s change"
+        f" (landpipe review 22924 5 1 --batch {second.batch})\n"
+    )
     assert scalar_count(register) == 2
 
 
@@ -775,6 +780,8 @@ def test_a_review_closes_nothing_when_the_parcel_was_flagged_again_since(
     assert f"is batch {third.batch}'s, not batch {third.batch + 7}'s; open: " in typo.stderr
     assert open_flags(register) == [(1, None), (1, None)]
     assert rows(register, "SELECT count(*) FROM land.batch WHERE kind = 'review'") == [(0,)]
+    data = json.loads(run_cli("parcel", "22924", "5", "1", "--json", env=cli_env).stdout)
+    assert data["not_ready_because"][1].endswith(f"--batch {third.batch})")
     assert 1 not in ready(register)
 
     done = review(third.batch)
