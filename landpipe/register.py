@@ -1109,9 +1109,7 @@ def _flag_certificates(
     conn, batch_id: int, changed: np.ndarray, retired: np.ndarray, *, added: bool
 ) -> int:
     """A ``CERT_CHANGED`` finding for each certified parcel this batch changed or retired,
-    and, when it ``added`` parcels, for each key it added again that held a certificate: one
-    per certificate issued on the latest version of the key that got any (a certificate of an
-    earlier version was replaced by those)."""
+    and, when it ``added`` parcels, for each key it added again that held a certificate."""
     if not len(changed) and not len(retired) and not added:
         return 0
     severity = schemas.rules()["CERT_CHANGED"].severity
@@ -1135,12 +1133,6 @@ def _flag_certificates(
         JOIN land.certificate cert
           ON (cert.commune_code, cert.sheet_no, cert.parcel_no)
            = (v.commune_code, v.sheet_no, v.parcel_no)
-        -- Those of the latest version certified (co-users may each hold one): a certificate
-        -- issued on an earlier version was replaced by them.
-        WHERE cert.parcel_version_id = (
-            SELECT max(c.parcel_version_id) FROM land.certificate c
-            WHERE (c.commune_code, c.sheet_no, c.parcel_no)
-                = (v.commune_code, v.sheet_no, v.parcel_no))
         """,
         {
             "batch": batch_id,
