@@ -628,9 +628,11 @@ def _write_geopackage(contents: _Contents, path: Path) -> dict[str, int]:
                     )
                 written[layer] = int(rows.sum())
         if contents.closed:  # no geometry: the findings of earlier batches, by key
-            pyogrio.write_dataframe(
-                pd.DataFrame(contents.closed), target, layer="closed_findings", driver="GPKG"
-            )
+            closed = pd.DataFrame(contents.closed)
+            for name in closed.columns:  # typed as in the findings layers, even all null
+                integer = name == "batch_id" or name in _INT_COLUMNS
+                closed[name] = closed[name].astype("Int64" if integer else "string")
+            pyogrio.write_dataframe(closed, target, layer="closed_findings", driver="GPKG")
             written["closed_findings"] = len(contents.closed)
         if contents.changes is not None and not contents.changes.empty:
             changes = contents.changes.copy()

@@ -3,7 +3,9 @@ the coordinate table of a parcel's vertices with its edge lengths, and its neigh
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import unicodedata
 from decimal import Decimal
 
@@ -615,6 +617,10 @@ def test_a_review_closes_a_certificate_flag_and_nothing_else(register, cli_env, 
     assert closed[["batch_id", "rule_code", "parcel_no"]].values.tolist() == [
         [second.batch, "CERT_CHANGED", 1]
     ]
+    with contextlib.closing(sqlite3.connect(gpkg)) as db:  # typed as the findings layers
+        types = {row[1]: row[2] for row in db.execute("PRAGMA table_info(closed_findings)")}
+    assert (types["other_sheet_no"], types["other_parcel_no"]) == ("INTEGER", "INTEGER")
+    assert (types["other_commune_code"], types["batch_id"]) == ("TEXT", "INTEGER")
     again = run_cli("review", "22924", "5", "1", *review, "--note", "ok", env=cli_env)
     assert again.returncode == 1
     certified = run_cli("certify", "22924", "5", "1", "--serial", "CS-3", env=cli_env)
