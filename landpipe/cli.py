@@ -1026,26 +1026,15 @@ def format_inbox(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _not_utf8(arguments: list[str]) -> str | None:
-    """The first argument holding bytes that are no UTF-8, as those bytes; None if none.
-
-    Python hands such bytes on as lone surrogates (PEP 383): a file or folder named in
-    TCVN3, VNI or Windows-1258, or text typed on a terminal in one of them. Neither the
-    register (``land.batch.source_path``), Prefect's parameters nor a search can carry them.
-    """
-    for argument in arguments:
-        if any("\udc80" <= c <= "\udcff" for c in argument):
-            return repr(os.fsencode(argument))[1:]
-    return None
-
-
 def main() -> None:
     """Entry point of the ``landpipe`` command."""
-    undecodable = _not_utf8(sys.argv[1:])
-    if undecodable is not None:
+    from landpipe.undecodable import as_bytes, not_utf8
+
+    # Neither the register, Prefect's parameters nor a search can carry such an argument.
+    for argument in filter(not_utf8, sys.argv[1:]):
         typer.echo(
-            f"landpipe: the argument {undecodable} is not UTF-8 (a name or text in TCVN3, VNI"
-            " or Windows-1258?): rename the file or folder, or type the text in UTF-8",
+            f"landpipe: the argument '{as_bytes(argument)}' is not UTF-8 (a name or text in"
+            " TCVN3, VNI or Windows-1258?): rename the file or folder, or type the text in UTF-8",
             err=True,
         )
         sys.exit(2)

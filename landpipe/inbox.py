@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from sqlalchemy.engine import Engine
 from landpipe.errors import ConfigError
 from landpipe.report import Report, folder_beside, write_report
 from landpipe.sources.files import DRIVERS, fingerprint
+from landpipe.undecodable import as_bytes, not_utf8
 
 ARCHIVE = "archive"
 FAILED = "failed"
@@ -125,11 +125,6 @@ def _shapefile_parts(shp: Path, names: dict[str, Path]) -> tuple[Path, ...]:
     return (shp, *sorted(p for p in sidecars if p != shp))
 
 
-def _utf8(name: str) -> bool:
-    """Whether a file name read from the disk was UTF-8 (other bytes come as surrogates)."""
-    return not any("\udc80" <= c <= "\udcff" for c in name)
-
-
 def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = None) -> Scan:
     """The deliveries in ``inbox`` (not in its subfolders ``archive`` and ``failed``).
 
@@ -153,8 +148,8 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
         for entry in inbox.iterdir()
         if not entry.name.startswith(".") and entry.name not in (ARCHIVE, FAILED)
     )
-    misnamed = [entry for entry in entries if not _utf8(entry.name)]
-    entries = [entry for entry in entries if _utf8(entry.name)]
+    misnamed = [entry for entry in entries if not_utf8(entry.name)]
+    entries = [entry for entry in entries if not not_utf8(entry.name)]
     names = {entry.name.lower(): entry for entry in entries if entry.is_file()}
     claimed: set[Path] = set()
     groups: list[tuple[Path, tuple[Path, ...]]] = []
@@ -171,7 +166,7 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
         claimed.update(groups[-1][1])
     scan = Scan(
         ignored=[entry.name for entry in entries if entry not in claimed],
-        misnamed=[repr(os.fsencode(entry.name))[2:-1] for entry in misnamed],
+        misnamed=[as_bytes(entry.name) for entry in misnamed],
     )
     for path, parts in groups:
         if now - _newest_change(parts) < quiet_seconds:

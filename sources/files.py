@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import stat
 import tempfile
@@ -32,6 +33,7 @@ from pyogrio.geopandas import _try_parse_datetime
 
 from landpipe.errors import LayerError, SourceError
 from landpipe.sources.fields import match_fields
+from landpipe.undecodable import as_bytes, not_utf8
 
 #: Driver by file suffix, for the formats landpipe reads. A folder ending in .gdb is a FileGDB.
 DRIVERS = {
@@ -118,7 +120,7 @@ def fingerprint(path: Path) -> str:
         parts = {"": path}
     digest = hashlib.sha256()
     for name, part in parts.items():
-        digest.update(name.encode() + b"\0")
+        digest.update(os.fsencode(name) + b"\0")  # as .encode() for a UTF-8 name
         with part.open("rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
@@ -140,7 +142,8 @@ def open_source(path: str | Path, *, fingerprinted: bool = True) -> Source:
     ------
     SourceError
         The path does not exist, is of an unsupported kind, a Shapefile lacks a part or is
-        truncated, or a zip is broken or has a member that escapes it.
+        truncated, a zip is broken or has a member that escapes it, or a folder holds a file
+        whose name is no UTF-8.
     LayerError
         A zip or folder holds no dataset landpipe reads.
     """
@@ -154,6 +157,14 @@ def _locate(path: Path) -> tuple[Path, str, tempfile.TemporaryDirectory | None]:
     unpacked into; checked as :func:`open_source` says."""
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder")
+    if path.is_dir():
+        for inner in sorted(path.rglob("*")):
+            if not_utf8(inner.name):
+                name = as_bytes(inner.relative_to(path).as_posix())
+                raise SourceError(
+                    f"{path}: the name of {name} is not UTF-8 (TCVN3, VNI or Windows-1258?):"
+                    " rename it"
+                )
     if path.suffix.lower() == ".zip":
         workdir = tempfile.TemporaryDirectory(prefix="landpipe-zip-")
         _unzip(path, Path(workdir.name))

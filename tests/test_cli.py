@@ -435,3 +435,16 @@ def test_an_argument_that_is_no_utf8_is_one_line_and_exit_2(cli_env, tmp_path):
         "landpipe: the argument 'Tr\\xe0n' is not UTF-8 (a name or text in TCVN3, VNI or"
         " Windows-1258?): rename the file or folder, or type the text in UTF-8\n"
     )
+    # A folder delivery holding such a file is refused as a source, recorded as a failed batch.
+    delivery = tmp_path / "giao_nop_22924"
+    written = delivery / "thua_dat.gpkg"
+    synth.write_delivery(synth.generate_delivery("22924", n_parcels=5, faults=False), written)
+    written.rename(delivery / os.fsdecode(b"th\xfea_dat.gpkg"))  # GDAL cannot write that name
+    refused = run_cli("load", str(delivery), "--json", env=cli_env)
+    assert refused.returncode == 10, refused.stderr
+    summary = json.loads(refused.stdout)
+    assert summary["error"] == (
+        f"{delivery}: the name of th\\xfea_dat.gpkg is not UTF-8 (TCVN3, VNI or"
+        " Windows-1258?): rename it"
+    )
+    assert summary["status"] == "failed" and summary["batch"] is not None

@@ -249,16 +249,22 @@ def test_scan_groups_shapefile_sidecars_and_leaves_the_rest(tmp_path):
     (inbox / "orphan.dbf").write_bytes(b"\0")
     (inbox / ".hidden.gpkg").write_bytes(b"\0")
     (inbox / ARCHIVE).mkdir()
+    # Names in TCVN3: one in the inbox is left until renamed; one inside a folder delivery
+    # makes a delivery that its load refuses (filed in failed/), not a scan that fails.
+    (inbox / os.fsdecode(b"x\xe0.gpkg")).write_bytes(b"\0")
+    (inbox / "giao_nop").mkdir()
+    (inbox / "giao_nop" / os.fsdecode(b"th\xfea.gpkg")).write_bytes(b"\0")
     old = time.time() - 3600
     for path in inbox.rglob("*"):
         os.utime(path, (old, old))
     synth.write_delivery(frame, inbox / "fresh.gpkg")  # being copied in now
 
     scan = scan_inbox(inbox, quiet_seconds=60)
-    assert [d.name for d in scan.deliveries] == ["folder_delivery", "thua_dat.shp"]
+    assert [d.name for d in scan.deliveries] == ["folder_delivery", "giao_nop", "thua_dat.shp"]
     assert scan.arriving == ["fresh.gpkg"]
     assert scan.ignored == ["orphan.dbf"]
-    shapefile = scan.deliveries[1]
+    assert scan.misnamed == ["x\\xe0.gpkg"]
+    shapefile = scan.deliveries[2]
     assert [p.name for p in shapefile.parts] == [
         "thua_dat.shp",
         "thua_dat.cpg",
@@ -276,6 +282,7 @@ def test_scan_groups_shapefile_sidecars_and_leaves_the_rest(tmp_path):
     assert [d.name for d in scan_inbox(inbox, quiet_seconds=0).deliveries] == [
         "folder_delivery",
         "fresh.gpkg",
+        "giao_nop",
     ]
     # One run at a time per inbox.
     with inbox_lock(inbox), pytest.raises(ConfigError, match="another run"), inbox_lock(inbox):
