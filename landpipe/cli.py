@@ -381,6 +381,16 @@ def parcel_command(
                 f"; delivered in batch {r['batch_id']} (row {r['source_row']}) and not loaded:"
                 f" {', '.join(r['rule_codes'])}"
                 for r in extract["rejected"][:1]
+            )
+            + "".join(
+                f"; certificate {f['certificate']} flagged ({f['change']}) by batch {f['batch_id']}"
+                for f in extract["certificate_flags"]
+            )
+            + (
+                f": review with landpipe review {commune} {sheet} {parcel} --batch"
+                f" {max(f['batch_id'] for f in extract['certificate_flags'])}"
+                if extract["certificate_flags"]
+                else ""
             ),
             err=True,
         )

@@ -92,12 +92,23 @@ ORDER BY valid_from DESC LIMIT 1
 """
 
 
+_OPEN_FLAGS = """
+SELECT batch_id, detail ->> 'certificate' AS certificate, detail ->> 'change' AS change
+FROM land.finding
+WHERE rule_code = 'CERT_CHANGED' AND closed_by_batch_id IS NULL
+  AND (commune_code, sheet_no, parcel_no) = (:commune, :sheet, :parcel)
+ORDER BY id
+"""
+
+
 def parcel_extract(engine: Engine, commune: str, sheet: int, parcel: int) -> dict[str, Any]:
     """The extract of the current parcel ``commune``/``sheet``/``parcel``, as JSON-able values
     (areas and coordinates as decimal strings, as the register holds them).
 
     ``"found"`` is False when the key has no current parcel; ``"retired"`` then says when and
-    by which batch its last version was retired, if it ever had one. ``"rejected"`` lists the
+    by which batch its last version was retired, if it ever had one, and
+    ``"certificate_flags"`` lists the ``CERT_CHANGED`` findings in force on the key (batch,
+    certificate, change) that a review closes. ``"rejected"`` lists the
     delivered records of the key that were not loaded (batch, row, rules; ``standing``: the
     record still stands for a parcel the register lacks, see ``land.unloaded_record``).
     Times are in Vietnam's time (UTC+7).
@@ -116,6 +127,8 @@ def _extract(connection: sa.Connection, key: dict[str, Any]) -> dict[str, Any]:
     rejected = [dict(r) for r in connection.execute(sa.text(_REJECTED), key).mappings()]
     if row is None:
         retired = connection.execute(sa.text(_RETIRED), key).mappings().first()
+        # A certified parcel retired: the flags a review closes (landpipe review).
+        flags = [dict(f) for f in connection.execute(sa.text(_OPEN_FLAGS), key).mappings()]
         return _json(
             {
                 "found": False,
@@ -124,6 +137,7 @@ def _extract(connection: sa.Connection, key: dict[str, Any]) -> dict[str, Any]:
                 if retired is None
                 else {"at": retired["valid_to"], "batch": retired["retired_batch_id"]},
                 "rejected": rejected,
+                "certificate_flags": flags,
             }
         )
     parcel_row = dict(row)

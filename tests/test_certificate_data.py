@@ -656,6 +656,16 @@ def test_a_review_closes_a_certificate_flag_and_nothing_else(register, cli_env, 
     certify(register, "CS-6", parcel_no=3)
     redrawn = [changed[1], record(2, TenChu="Phạm Văn Cường")]
     (third, _) = load_as_the_flow_does(register, write(tmp_path, redrawn, "d3.gpkg"))
+    retired = run_cli("parcel", "22924", "5", "1", env=cli_env)  # what to review, and how
+    assert retired.returncode == 1
+    assert retired.stderr.startswith(
+        f"landpipe: no current parcel 22924/5/1 (retired by batch {third.batch} at "
+    )
+    assert retired.stderr.endswith(
+        f"; certificate CS-1 flagged (retired) by batch {third.batch}; certificate CS-3 flagged"
+        f" (retired) by batch {third.batch}: review with landpipe review 22924 5 1 --batch"
+        f" {third.batch}\n"
+    )
     gone = run_cli(
         "review", "22924", "5", "1", "--batch", str(third.batch), "--by", "An", "--note", "merged",
         env=cli_env,
