@@ -92,8 +92,9 @@ ORDER BY valid_from DESC LIMIT 1
 """
 
 
+#: The ``CERT_CHANGED`` findings in force on a parcel key: the flags a review closes.
 _OPEN_FLAGS = """
-SELECT batch_id, detail ->> 'certificate' AS certificate, detail ->> 'change' AS change
+SELECT id, batch_id, detail ->> 'certificate' AS certificate, detail ->> 'change' AS change
 FROM land.finding
 WHERE rule_code = 'CERT_CHANGED' AND closed_by_batch_id IS NULL
   AND (commune_code, sheet_no, parcel_no) = (:commune, :sheet, :parcel)
@@ -107,8 +108,8 @@ def parcel_extract(engine: Engine, commune: str, sheet: int, parcel: int) -> dic
 
     ``"found"`` is False when the key has no current parcel; ``"retired"`` then says when and
     by which batch its last version was retired, if it ever had one, and
-    ``"certificate_flags"`` lists the ``CERT_CHANGED`` findings in force on the key (batch,
-    certificate, change) that a review closes. ``"rejected"`` lists the
+    ``"certificate_flags"`` lists the ``CERT_CHANGED`` findings in force on the key (id,
+    batch, certificate, change) that a review closes. ``"rejected"`` lists the
     delivered records of the key that were not loaded (batch, row, rules; ``standing``: the
     record still stands for a parcel the register lacks, see ``land.unloaded_record``).
     Times are in Vietnam's time (UTC+7).
@@ -317,14 +318,6 @@ def record_certificate(
     return _json(result)
 
 
-#: The open ``CERT_CHANGED`` findings of a parcel key, locked until the review commits.
-_CERT_CHANGED = """
-SELECT id, batch_id, detail ->> 'certificate' AS certificate, detail ->> 'change' AS change
-FROM land.finding
-WHERE rule_code = 'CERT_CHANGED' AND closed_by_batch_id IS NULL
-  AND (commune_code, sheet_no, parcel_no) = (:commune, :sheet, :parcel)
-ORDER BY id FOR UPDATE
-"""
 _REVIEW = """
 INSERT INTO land.batch (kind, status, commune_code, started_at, finished_at, reviewed_by, note,
                         n_closed)
@@ -376,7 +369,8 @@ def review_certificate_change(
         with engine.connect() as connection, connection.begin():
             lock_communes(connection.connection.driver_connection, [commune], waiting=waiting)
             found = [
-                dict(row) for row in connection.execute(sa.text(_CERT_CHANGED), key).mappings()
+                dict(row)
+                for row in connection.execute(sa.text(_OPEN_FLAGS + "FOR UPDATE"), key).mappings()
             ]
             result["open"] = [
                 {"finding": f["id"], "made_by_batch": f["batch_id"],

@@ -1148,7 +1148,8 @@ def _header(contents: _Contents, report: Report) -> str:
             ", ".join(f"{n} {severity}" for severity, n in report.severities.items()),
         ),
     ]
-    if batch.get("kind") == "review":  # a person's, on the register: no file, no parcel
+    review = batch.get("kind") == "review"  # a person's, on the register: no file, no parcel
+    if review:
         rows = [
             ("Commune", commune),
             ("Reviewed", _when(batch.get("finished_at"))),
@@ -1163,7 +1164,7 @@ def _header(contents: _Contents, report: Report) -> str:
         f"{_e(report.gpkg.name)}</a> ("
         + (
             "the review and the flags it closed"
-            if batch.get("kind") == "review"
+            if review
             else "findings and rejected records, EPSG:9218"
         )
         + ")</dd>"
@@ -1175,7 +1176,7 @@ def _header(contents: _Contents, report: Report) -> str:
         else ""
     )
     return (
-        f"<header><h1>{'Review' if batch.get('kind') == 'review' else 'Quality report'}:"
+        f"<header><h1>{'Review' if review else 'Quality report'}:"
         f" batch {report.batch_id} "
         f'<span class="status {html.escape(status)}">{_e(status)}</span></h1>'
         f'{refusal}<dl class="meta">{meta}{files}</dl></header>'

@@ -24,4 +24,4 @@ CREATE TABLE IF NOT EXISTS land.batch (
     n_retired      integer NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS batch_sha256_idx ON land.batch (source_sha256);
-COMMENT ON TABLE land.batch IS 'Deliveries processed: loaded (parcels written), rejected (no parcel usable) or failed (the delivery could not be used as a whole)';
+COMMENT ON TABLE land.batch IS 'Deliveries processed: loaded (parcels written), rejected (no parcel usable) or failed (the delivery could not be used as a whole); revalidations (kind revalidation) and reviews of certified parcels (kind review)';

@@ -14,33 +14,15 @@ ALTER TABLE land.batch ADD COLUMN IF NOT EXISTS n_closed integer NOT NULL DEFAUL
 -- A revalidation reads no file.
 ALTER TABLE land.batch ALTER COLUMN source_path DROP NOT NULL;
 ALTER TABLE land.batch ALTER COLUMN source_sha256 DROP NOT NULL;
-COMMENT ON COLUMN land.batch.kind IS 'delivery (a survey delivery processed) or revalidation (the rule catalogue re-run over the current parcels of commune_code)';
-COMMENT ON COLUMN land.batch.n_closed IS 'Findings of earlier batches this batch closed (superseded): by a revalidation, or by a delivery that changed or retired their parcels';
+COMMENT ON COLUMN land.batch.kind IS 'delivery (a survey delivery processed), revalidation (the rule catalogue re-run over the current parcels of commune_code) or review (a person closed the CERT_CHANGED findings of a parcel of commune_code)';
+COMMENT ON COLUMN land.batch.n_closed IS 'Findings of earlier batches this batch closed (superseded): by a revalidation, by a delivery that changed or retired their parcels, or by a review (CERT_CHANGED only)';
 
--- The checks of kind and status, replaced only when they differ (every file re-runs on upgrade).
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint
-                   WHERE conrelid = 'land.batch'::regclass AND conname = 'batch_status_check'
-                     AND position('revalidated' IN pg_get_constraintdef(oid)) > 0) THEN
-        ALTER TABLE land.batch DROP CONSTRAINT IF EXISTS batch_status_check;
-        ALTER TABLE land.batch ADD CONSTRAINT batch_status_check
-            CHECK (status IN ('loaded', 'rejected', 'failed', 'revalidated'));
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint
-                   WHERE conrelid = 'land.batch'::regclass AND conname = 'batch_kind_check') THEN
-        ALTER TABLE land.batch ADD CONSTRAINT batch_kind_check CHECK (
-            (kind = 'delivery' AND status <> 'revalidated'
-                AND source_path IS NOT NULL AND source_sha256 IS NOT NULL)
-            OR (kind = 'revalidation' AND status = 'revalidated' AND commune_code IS NOT NULL));
-    END IF;
-END
-$$;
+-- The checks of kind and status are sql/140_reviews.sql's, which knows every kind.
 
 -- The batch (a later revalidation or re-delivery) that closed a finding; NULL while in force.
 ALTER TABLE land.finding ADD COLUMN IF NOT EXISTS closed_by_batch_id bigint
     REFERENCES land.batch (id) ON DELETE SET NULL;
-COMMENT ON COLUMN land.finding.closed_by_batch_id IS 'The batch that superseded this finding (a revalidation, or a delivery that checked its parcels again); NULL while it is in force';
+COMMENT ON COLUMN land.finding.closed_by_batch_id IS 'The batch that superseded this finding (a revalidation, a delivery that checked its parcels again, or the review that closed a CERT_CHANGED); NULL while it is in force';
 CREATE INDEX IF NOT EXISTS finding_in_force_key_idx
     ON land.finding (commune_code, sheet_no, parcel_no) WHERE closed_by_batch_id IS NULL;
 CREATE INDEX IF NOT EXISTS finding_in_force_other_key_idx

@@ -11,10 +11,10 @@ ALTER TABLE land.batch ADD COLUMN IF NOT EXISTS reviewed_by text;
 ALTER TABLE land.batch ADD COLUMN IF NOT EXISTS note text;
 COMMENT ON COLUMN land.batch.reviewed_by IS 'Of a review: who compared the changed parcel with its certificate';
 COMMENT ON COLUMN land.batch.note IS 'Of a review: what the reviewer found, as they wrote it';
-COMMENT ON COLUMN land.batch.kind IS 'delivery (a survey delivery processed), revalidation (the rule catalogue re-run over the current parcels of commune_code) or review (a person closed the CERT_CHANGED findings of a parcel of commune_code)';
 
--- The checks of kind and status, replaced only when they lack the review (every file re-runs
--- on upgrade; 070_revalidation.sql leaves checks that exist as they are).
+-- The checks of kind and status, for every kind (every file re-runs on upgrade): replaced only
+-- when they lack the review (020_batch.sql's status check, or those that earlier versions of
+-- 070_revalidation.sql made).
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_constraint
@@ -37,8 +37,3 @@ BEGIN
     END IF;
 END
 $$;
-
--- (After those of 020_batch.sql and 070_revalidation.sql, which every upgrade applies again.)
-COMMENT ON TABLE land.batch IS 'Deliveries processed: loaded (parcels written), rejected (no parcel usable) or failed (the delivery could not be used as a whole); revalidations (kind revalidation) and reviews of certified parcels (kind review)';
-COMMENT ON COLUMN land.batch.n_closed IS 'Findings of earlier batches this batch closed (superseded): by a revalidation, by a delivery that changed or retired their parcels, or by a review (CERT_CHANGED only)';
-COMMENT ON COLUMN land.finding.closed_by_batch_id IS 'The batch that superseded this finding (a revalidation, a delivery that checked its parcels again, or the review that closed a CERT_CHANGED); NULL while it is in force';
