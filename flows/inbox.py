@@ -197,6 +197,8 @@ def scheduled_inbox(inbox: str | None = None, quiet_seconds: float = 60) -> Stat
                 " renamed: %s",
                 scan.misnamed,
             )
+        if scan.unreadable:
+            logger.warning("cannot be read, left where they are: %s", scan.unreadable)
         futures = [
             deliver_step.with_options(task_run_name=f"deliver {delivery.name}").submit(
                 settings, folder, delivery
@@ -214,6 +216,7 @@ def scheduled_inbox(inbox: str | None = None, quiet_seconds: float = 60) -> Stat
         "arriving": scan.arriving,
         "ignored": scan.ignored,
         "misnamed": scan.misnamed,
+        "unreadable": scan.unreadable,
     }
     message = f"{len(outcomes)} deliveries: " + (
         ", ".join(f"{n} {status}" for status, n in summary["counts"].items()) or "none"

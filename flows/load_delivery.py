@@ -199,13 +199,17 @@ def refuse_step(
     delivered = Path(path)
     if not delivered.exists():
         return None
+    try:
+        sha256 = fingerprint(delivered)
+    except (OSError, DeliveryError):  # not there, or not to be read: nothing to record it by
+        return None
     engine = make_engine(settings)
     try:
         ensure_current(engine, upgrade_if_needed=settings.database_url is None)
         return record_refusal(
             engine,
             source_path=str(delivered.resolve()),
-            sha256=fingerprint(delivered),
+            sha256=sha256,
             driver=DRIVERS.get(delivered.suffix.lower()),
             error=str(error),
             started_at=started_at,

@@ -1033,6 +1033,8 @@ def format_inbox(summary: dict[str, Any]) -> str:
             f"  {name}: its name is not UTF-8 (TCVN3, VNI or Windows-1258?), left in the inbox:"
             " rename it"
         )
+    for entry in summary.get("unreadable", []):
+        lines.append(f"  {entry}; left in the inbox")
     return "\n".join(lines)
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,9 +24,9 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from landpipe.errors import ConfigError
+from landpipe.errors import ConfigError, SourceError
 from landpipe.report import Report, folder_beside, write_report
-from landpipe.sources.files import DRIVERS, fingerprint
+from landpipe.sources.files import DRIVERS, SPECIAL, fingerprint
 from landpipe.undecodable import as_bytes, not_utf8
 
 ARCHIVE = "archive"
@@ -97,6 +99,8 @@ class Scan:
     ignored: list[str] = field(default_factory=list)
     #: Names that are no UTF-8 (written as their bytes, ``x\\xe0y``): see :func:`scan_inbox`.
     misnamed: list[str] = field(default_factory=list)
+    #: Entries that could not be read, as ``name: why``: see :func:`scan_inbox`.
+    unreadable: list[str] = field(default_factory=list)
 
 
 def delivery_stem(path: Path) -> str:
@@ -134,6 +138,10 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
     ``ignored`` and left where they are. So are files and folders whose name is no UTF-8
     (named in TCVN3, VNI or Windows-1258 on an office PC), listed in ``misnamed``: the
     register, Prefect and the report cannot carry such a name, so it waits to be renamed.
+    Entries that cannot be read are listed in ``unreadable`` with the reason and left too:
+    a link whose target is gone (a shortcut to an unmounted share), a pipe or a device
+    (reading one would wait forever), a file the service may not read, or one removed
+    while the scan looked at it. The other deliveries are processed all the same.
 
     Raises
     ------
@@ -150,6 +158,8 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
     )
     misnamed = [entry for entry in entries if not_utf8(entry.name)]
     entries = [entry for entry in entries if not not_utf8(entry.name)]
+    unreadable = {entry: why for entry in entries if (why := _unreadable(entry))}
+    entries = [entry for entry in entries if entry not in unreadable]
     names = {entry.name.lower(): entry for entry in entries if entry.is_file()}
     claimed: set[Path] = set()
     groups: list[tuple[Path, tuple[Path, ...]]] = []
@@ -167,13 +177,43 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
     scan = Scan(
         ignored=[entry.name for entry in entries if entry not in claimed],
         misnamed=[as_bytes(entry.name) for entry in misnamed],
+        unreadable=[f"{entry.name}: {why}" for entry, why in unreadable.items()],
     )
     for path, parts in groups:
-        if now - _newest_change(parts) < quiet_seconds:
-            scan.arriving.append(path.name)
-            continue
-        scan.deliveries.append(InboxDelivery(path, parts, fingerprint(path)))
+        try:
+            if now - _newest_change(parts) < quiet_seconds:
+                scan.arriving.append(path.name)
+                continue
+            scan.deliveries.append(InboxDelivery(path, parts, fingerprint(path)))
+        except OSError as error:
+            scan.unreadable.append(f"{path.name}: {_why(error, path)}")
+        except SourceError as error:  # a part of it is a pipe or a device
+            scan.unreadable.append(f"{path.name}: {error}")
+    scan.unreadable.sort()
     return scan
+
+
+def _unreadable(entry: Path) -> str | None:
+    """Why the inbox entry ``entry`` is no file or folder landpipe can read, or None."""
+    try:
+        mode = entry.stat().st_mode  # through a link
+    except FileNotFoundError:
+        return "a link to something that is not there" if entry.is_symlink() else "removed"
+    except OSError as error:
+        return _why(error, entry)
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return SPECIAL
+    if not os.access(entry, os.R_OK | (os.X_OK if stat.S_ISDIR(mode) else 0)):
+        return "this service may not read it (its permissions)"
+    return None
+
+
+def _why(error: OSError, path: Path) -> str:
+    """``error`` in a few words, naming the file when it is not ``path`` itself."""
+    what = error.strerror or str(error)
+    if error.filename is not None and (name := os.fsdecode(error.filename)) != str(path):
+        what += f" ({as_bytes(name) if not_utf8(name) else name})"
+    return f"cannot be read: {what}"
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ temporary folder, refusing any member that would land outside it.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -107,6 +108,13 @@ def fingerprint(path: Path) -> str:
 
     Each part contributes its name relative to the delivery (lower-cased suffix for Shapefile
     parts) and its bytes, so renaming the delivery keeps its fingerprint.
+
+    Raises
+    ------
+    SourceError
+        A part is a pipe, a socket or a device (:func:`is_special`).
+    OSError
+        A part cannot be read.
     """
     if path.is_dir():
         parts = {
@@ -120,6 +128,8 @@ def fingerprint(path: Path) -> str:
         parts = {"": path}
     digest = hashlib.sha256()
     for name, part in parts.items():
+        if is_special(part):  # opened, it would wait forever
+            raise SourceError(f"{part}: {SPECIAL}")
         digest.update(os.fsencode(name) + b"\0")  # as .encode() for a UTF-8 name
         with part.open("rb") as handle:
             while chunk := handle.read(1 << 20):
@@ -142,8 +152,9 @@ def open_source(path: str | Path, *, fingerprinted: bool = True) -> Source:
     ------
     SourceError
         The path does not exist, is of an unsupported kind, a Shapefile lacks a part or is
-        truncated, a zip is broken or has a member that escapes it, or a folder holds a file
-        whose name is no UTF-8.
+        truncated, a zip is broken or has a member that escapes it, a folder holds a file
+        whose name is no UTF-8, or the delivery or one of its files is a pipe, a socket or a
+        device.
     LayerError
         A zip or folder holds no dataset landpipe reads.
     """
@@ -157,6 +168,8 @@ def _locate(path: Path) -> tuple[Path, str, tempfile.TemporaryDirectory | None]:
     unpacked into; checked as :func:`open_source` says."""
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder")
+    if is_special(path):
+        raise SourceError(f"{path}: {SPECIAL}")
     if path.is_dir():
         for inner in sorted(path.rglob("*")):
             if not_utf8(inner.name):
@@ -165,6 +178,8 @@ def _locate(path: Path) -> tuple[Path, str, tempfile.TemporaryDirectory | None]:
                     f"{path}: the name of {name} is not UTF-8 (TCVN3, VNI or Windows-1258?):"
                     " rename it"
                 )
+            if is_special(inner):  # GDAL or the fingerprint would wait on it forever
+                raise SourceError(f"{path}: {inner.relative_to(path).as_posix()} is {SPECIAL}")
     if path.suffix.lower() == ".zip":
         workdir = tempfile.TemporaryDirectory(prefix="landpipe-zip-")
         _unzip(path, Path(workdir.name))
@@ -176,6 +191,11 @@ def _locate(path: Path) -> tuple[Path, str, tempfile.TemporaryDirectory | None]:
         _check_shapefiles(dataset, driver)
         return dataset, driver, None
     driver = DRIVERS.get(path.suffix.lower())
+    for sibling in (
+        path.parent.glob(f"{glob.escape(path.stem)}.*") if driver == "ESRI Shapefile" else ()
+    ):
+        if is_special(sibling):
+            raise SourceError(f"{sibling}: {SPECIAL}")
     if driver is None:
         known = ", ".join(sorted([*DRIVERS, ".zip"]))
         raise SourceError(
@@ -183,6 +203,20 @@ def _locate(path: Path) -> tuple[Path, str, tempfile.TemporaryDirectory | None]:
         )
     _check_shapefiles(path, driver)
     return path, driver, None
+
+
+#: What :func:`_special` finds.
+SPECIAL = "not a file or a folder (a pipe, a socket or a device)"
+
+
+def is_special(path: Path) -> bool:
+    """Whether ``path`` (through a link) is neither a regular file nor a folder: reading a
+    pipe waits for a writer that never comes."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # a link to nothing: whoever opens it says so
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _check_shapefiles(dataset: Path, driver: str) -> None:

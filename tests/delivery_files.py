@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import threading
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -98,3 +102,27 @@ def write(kind: str, frame: gpd.GeoDataFrame, folder: Path) -> Path:
 
 KINDS = ("shp", "gpkg", "geojson", "gdb", "shp.zip", "gdb.zip", "dxf", "dgn", "lines.zip")
 LINEWORK = {"dxf", "dgn", "lines.zip"}
+
+
+@contextlib.contextmanager
+def pipes(*paths: Path) -> Iterator[None]:
+    """Named pipes at ``paths``, and a thread that lets go of any reader waiting on one (it
+    opens the pipe to write and closes it: the reader reads an end of file), so that code
+    that opens one fails the test instead of hanging it."""
+    for path in paths:
+        os.mkfifo(path)
+    done = threading.Event()
+
+    def release() -> None:
+        while not done.wait(0.2):
+            for path in paths:
+                with contextlib.suppress(OSError):  # no reader waiting: ENXIO
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+    releaser = threading.Thread(target=release, daemon=True)
+    releaser.start()
+    try:
+        yield
+    finally:
+        done.set()
+        releaser.join()

@@ -23,6 +23,7 @@ from landpipe.inbox import ARCHIVE, FAILED, inbox_lock, move_delivery, scan_inbo
 from landpipe.revalidate import KEPT_RULES, RECHECKED_RULES, revalidate_commune
 from landpipe.sources.files import fingerprint
 from tests.conftest import REPO, run_cli
+from tests.delivery_files import pipes
 from tests.parcels import BOW_TIE, record
 from tests.test_load import load_file, write
 
@@ -228,9 +229,15 @@ def test_scheduled_inbox_on_a_worker_loads_files_and_never_loads_twice(register,
     shutil.copytree(inbox / ARCHIVE / next(iter(archived)), misnamed)
     old = time.time() - 3600
     os.utime(misnamed, (old, old))
+    # A shortcut to a share that is not mounted: said, and left alone.
+    (inbox / "loi_tat.gpkg").symlink_to(tmp_path / "unmounted" / "thua_dat.gpkg")
     result = run_cli("inbox", str(inbox), env=worker)
     assert result.returncode == 0, result.stderr
     assert "d_dang_chep.geojson: still being copied in" in result.stdout
+    assert (
+        "  loi_tat.gpkg: a link to something that is not there; left in the inbox"
+        in result.stdout.splitlines()
+    )
     assert (
         "  th\\xfea_dat: its name is not UTF-8 (TCVN3, VNI or Windows-1258?), left in the"
         " inbox: rename it"
@@ -258,12 +265,26 @@ def test_scan_groups_shapefile_sidecars_and_leaves_the_rest(tmp_path):
     for path in inbox.rglob("*"):
         os.utime(path, (old, old))
     synth.write_delivery(frame, inbox / "fresh.gpkg")  # being copied in now
+    # What cannot be read is said and left, and the rest goes on: a shortcut to a share that
+    # is not mounted, a pipe (reading it would wait forever), a Shapefile with a pipe as part.
+    (inbox / "loi_tat.gpkg").symlink_to(tmp_path / "unmounted" / "thua_dat.gpkg")
+    synth.write_delivery(frame, inbox / "to_2.shp")
+    (inbox / "to_2.shx").unlink()
+    for path in inbox.glob("to_2.*"):
+        os.utime(path, (old, old))
 
-    scan = scan_inbox(inbox, quiet_seconds=60)
+    with pipes(inbox / "dang_ghi.gpkg", inbox / "to_2.shx"):
+        scan = scan_inbox(inbox, quiet_seconds=60)
     assert [d.name for d in scan.deliveries] == ["folder_delivery", "giao_nop", "thua_dat.shp"]
     assert scan.arriving == ["fresh.gpkg"]
     assert scan.ignored == ["orphan.dbf"]
     assert scan.misnamed == ["x\\xe0.gpkg"]
+    assert scan.unreadable == [
+        "dang_ghi.gpkg: not a file or a folder (a pipe, a socket or a device)",
+        "loi_tat.gpkg: a link to something that is not there",
+        f"to_2.shp: {inbox / 'to_2.shx'}: not a file or a folder (a pipe, a socket or a device)",
+        "to_2.shx: not a file or a folder (a pipe, a socket or a device)",
+    ]
     shapefile = scan.deliveries[2]
     assert [p.name for p in shapefile.parts] == [
         "thua_dat.shp",

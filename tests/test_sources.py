@@ -11,6 +11,7 @@ from landpipe import synth
 from landpipe.errors import CRSError, LayerError, SourceError
 from landpipe.sources import read_delivery
 from landpipe.sources.files import fingerprint
+from tests.delivery_files import pipes
 from tests.parcels import delivery, record
 
 FORMATS = {
@@ -113,6 +114,31 @@ def test_missing_and_unsupported_files(tmp_path):
     shp.with_suffix(".dbf").unlink()
     with pytest.raises(SourceError, match=r"missing \.dbf"):
         read_delivery(shp)
+
+
+def test_a_pipe_socket_or_device_is_refused_not_waited_on(tmp_path):
+    """Opened for reading, a named pipe waits for a writer that never comes: the read, the
+    fingerprint and the Shapefile check would hang the load (and the inbox) for good."""
+    pipe = tmp_path / "thua_dat.gpkg"
+    folder = tmp_path / "giao_nop"
+    folder.mkdir()
+    delivery([record(i) for i in range(3)]).to_file(folder / "thua.gpkg")
+    shp = tmp_path / "shp" / "thua.shp"
+    shp.parent.mkdir()
+    delivery([record(i) for i in range(3)]).to_file(shp)
+    shp.with_suffix(".shx").unlink()
+    with pipes(pipe, folder / "ghi_chu.gpkg", shp.with_suffix(".shx")):
+        with pytest.raises(SourceError, match=r"thua_dat\.gpkg: not a file or a folder \(a pipe"):
+            read_delivery(pipe)
+        with pytest.raises(SourceError, match="not a file or a folder"):
+            fingerprint(pipe)
+        with pytest.raises(SourceError, match=r"giao_nop: ghi_chu\.gpkg is not a file or a fold"):
+            read_delivery(folder)
+        with pytest.raises(SourceError, match=r"thua\.shx: not a file or a folder"):
+            read_delivery(shp)
+    # /dev/null is a device: refused, though it reads (empty) without waiting.
+    with pytest.raises(SourceError, match="not a file or a folder"):
+        read_delivery("/dev/null")
 
 
 def test_fingerprint_follows_content_not_name(tmp_path):
