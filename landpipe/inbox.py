@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 
 from landpipe.errors import ConfigError, SourceError
 from landpipe.report import Report, folder_beside, write_report
-from landpipe.sources.files import DRIVERS, SPECIAL, fingerprint
+from landpipe.sources.files import DRIVERS, SPECIAL, fingerprint, is_report
 from landpipe.undecodable import as_bytes, not_utf8
 
 ARCHIVE = "archive"
@@ -133,9 +133,10 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
     """The deliveries in ``inbox`` (not in its subfolders ``archive`` and ``failed``).
 
     A delivery any of whose files changed less than ``quiet_seconds`` ago is still being
-    copied in: it is listed in ``arriving`` and left for the next run. Hidden files and files
-    that belong to no delivery (a sidecar without its ``.shp``, a note) are listed in
-    ``ignored`` and left where they are. So are files and folders whose name is no UTF-8
+    copied in: it is listed in ``arriving`` and left for the next run. Hidden files are left
+    alone. Files that belong to no delivery (a sidecar without its ``.shp``, a note, a report
+    of landpipe's written beside a delivery) are listed in ``ignored`` and left where they
+    are. So are files and folders whose name is no UTF-8
     (named in TCVN3, VNI or Windows-1258 on an office PC), listed in ``misnamed``: the
     register, Prefect and the report cannot carry such a name, so it waits to be renamed.
     Entries that cannot be read are listed in ``unreadable`` with the reason and left too:
@@ -164,6 +165,8 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
     claimed: set[Path] = set()
     groups: list[tuple[Path, tuple[Path, ...]]] = []
     for entry in entries:
+        if is_report(entry):  # landpipe's own: a report loaded as parcels would retire them
+            continue
         if entry.is_dir():
             groups.append((entry, (entry,)))
         elif entry.suffix.lower() == ".shp":

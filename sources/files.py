@@ -153,8 +153,8 @@ def open_source(path: str | Path, *, fingerprinted: bool = True) -> Source:
     SourceError
         The path does not exist, is of an unsupported kind, a Shapefile lacks a part or is
         truncated, a zip is broken or has a member that escapes it, a folder holds a file
-        whose name is no UTF-8, or the delivery or one of its files is a pipe, a socket or a
-        device.
+        whose name is no UTF-8, the delivery or one of its files is a pipe, a socket or a
+        device, or the delivery is a report of landpipe's.
     LayerError
         A zip or folder holds no dataset landpipe reads.
     """
@@ -170,6 +170,8 @@ def _locate(path: Path) -> tuple[Path, str, tempfile.TemporaryDirectory | None]:
         raise SourceError(f"{path}: no such file or folder")
     if is_special(path):
         raise SourceError(f"{path}: {SPECIAL}")
+    if is_report(path):  # its findings layer has parcel keys: loaded, it would retire parcels
+        raise SourceError(f"{path}: a report of landpipe's, not a delivery")
     if path.is_dir():
         for inner in sorted(path.rglob("*")):
             if not_utf8(inner.name):

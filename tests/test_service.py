@@ -254,6 +254,10 @@ def test_scan_groups_shapefile_sidecars_and_leaves_the_rest(tmp_path):
     (inbox / "thua_dat.qix").write_bytes(b"\0")
     synth.write_delivery(frame, inbox / "folder_delivery" / "to_1.shp")
     (inbox / "orphan.dbf").write_bytes(b"\0")
+    # A report written beside a delivery loaded from the inbox by hand: its findings layer has
+    # parcel keys, and loaded as a delivery it would retire the parcels it does not name.
+    synth.write_delivery(frame, inbox / "giao_truoc.shp.batch-3.findings.gpkg")
+    (inbox / "giao_truoc.shp.batch-3.report.html").write_text("<html></html>")
     (inbox / ".hidden.gpkg").write_bytes(b"\0")
     (inbox / ARCHIVE).mkdir()
     # Names in TCVN3: one in the inbox is left until renamed; one inside a folder delivery
@@ -277,7 +281,11 @@ def test_scan_groups_shapefile_sidecars_and_leaves_the_rest(tmp_path):
         scan = scan_inbox(inbox, quiet_seconds=60)
     assert [d.name for d in scan.deliveries] == ["folder_delivery", "giao_nop", "thua_dat.shp"]
     assert scan.arriving == ["fresh.gpkg"]
-    assert scan.ignored == ["orphan.dbf"]
+    assert scan.ignored == [
+        "giao_truoc.shp.batch-3.findings.gpkg",
+        "giao_truoc.shp.batch-3.report.html",
+        "orphan.dbf",
+    ]
     assert scan.misnamed == ["x\\xe0.gpkg"]
     assert scan.unreadable == [
         "dang_ghi.gpkg: not a file or a folder (a pipe, a socket or a device)",

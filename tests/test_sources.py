@@ -114,6 +114,11 @@ def test_missing_and_unsupported_files(tmp_path):
     shp.with_suffix(".dbf").unlink()
     with pytest.raises(SourceError, match=r"missing \.dbf"):
         read_delivery(shp)
+    # A report's findings layer has parcel keys: loaded, it would retire the parcels it lacks.
+    report = tmp_path / "thua.gpkg.batch-3.findings.gpkg"
+    delivery([record(0)]).to_file(report)
+    with pytest.raises(SourceError, match="a report of landpipe's, not a delivery"):
+        read_delivery(report)
 
 
 def test_a_pipe_socket_or_device_is_refused_not_waited_on(tmp_path):
