@@ -15,6 +15,7 @@ load of the commune in between), the load validates the delivery again, under it
 from __future__ import annotations
 
 import json
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,7 +184,22 @@ def _ewkb(geometry: shapely.Geometry | None) -> str | None:
 
 
 def _json_text(value: Any) -> str:
-    return json.dumps(value, default=str)
+    """``value`` as JSON, a number that is not finite as null (PostgreSQL's JSON has no NaN or
+    Infinity)."""
+    try:
+        return json.dumps(value, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _optional(value: Any) -> Any:

@@ -58,6 +58,7 @@ from psycopg.copy import QueuedLibpqWriter
 from landpipe import schemas
 from landpipe.schemas import parcel as canonical
 from landpipe.sources import Delivery
+from landpipe.sources.crs import finite_coordinates
 from landpipe.sources.fields import (
     area_tenths,
     attribute_json,
@@ -277,16 +278,23 @@ def _same_otherwise(
     polygon = shapely.get_type_id(delivered) == 3
     if polygon.any():
         delivered[polygon] = shapely.multipolygons(delivered[polygon].reshape(-1, 1).tolist())
-    close = shapely.equals_exact(delivered, geometry, tolerance=REPROJECTED_TOLERANCE_M)
-    other = np.flatnonzero(~close)
+    # A NaN coordinate compares as equal to any: such a parcel is changed, and validation
+    # rejects it.
+    finite = finite_coordinates(delivered)
+    with np.errstate(invalid="ignore"):
+        close = shapely.equals_exact(delivered, geometry, tolerance=REPROJECTED_TOLERANCE_M)
+    close &= finite
+    other = np.flatnonzero(~close & finite)
     # Written otherwise, it has as many vertices, each within the tolerance of the other's
     # outline: a cheap test that leaves out the parcels that moved or were redrawn.
+    with np.errstate(over="ignore", invalid="ignore"):  # coordinates of 1e300: far apart
+        near = shapely.hausdorff_distance(delivered[other], geometry[other])
     other = other[
         (
             shapely.get_num_coordinates(delivered[other])
             == shapely.get_num_coordinates(geometry[other])
         )
-        & (shapely.hausdorff_distance(delivered[other], geometry[other]) <= REPROJECTED_TOLERANCE_M)
+        & (near <= REPROJECTED_TOLERANCE_M)
     ]
     normal = [shapely.normalize(delivered[other]), shapely.normalize(geometry[other])]
     close[other] = shapely.equals_exact(*normal, tolerance=REPROJECTED_TOLERANCE_M)
@@ -656,7 +664,9 @@ def _held(conn, version_ids: np.ndarray, validation: Validation) -> np.ndarray:
     polygon) or far smaller holds no parcel."""
     rejected = np.asarray(validation.rejected.geometry.values, dtype=object)
     rejected = rejected[~shapely.is_missing(rejected)]
-    rejected = shapely.make_valid(rejected[~shapely.is_empty(rejected)])
+    rejected = rejected[~shapely.is_empty(rejected)]
+    with np.errstate(over="ignore", invalid="ignore"):  # coordinates of 1e300 hold nothing
+        rejected = shapely.make_valid(rejected)
     held = np.zeros(len(version_ids), dtype=bool)
     if not len(rejected):
         return held

@@ -39,6 +39,8 @@ from landpipe.schemas.findings import Finding
 from landpipe.sources.crs import boundary, district_of
 from landpipe.sources.fields import land_use_arrow
 
+#: How GEOS's validity reason begins for a NaN or infinite coordinate.
+_NOT_A_NUMBER = "Invalid Coordinate"
 _REASON_LOCATION = re.compile(r"\[\s*(-?[\d.eE+-]+)\s+(-?[\d.eE+-]+)\s*\]")
 
 
@@ -227,8 +229,21 @@ def validate(
     refused = np.zeros(len(parcels), dtype=bool)  # invalid and not repaired
     repaired: set[int] = set()
     repair_params = rules["GEOM_REPAIRED"].params
+    unplaceable = np.zeros(len(parcels), dtype=bool)  # a coordinate is NaN or infinite
     for i in np.flatnonzero(invalid):
         reason = shapely.is_valid_reason(geometries[i])
+        if reason.startswith(_NOT_A_NUMBER):
+            # Nowhere on a map, and GEOS cannot repair it (make_valid raises): it is rejected,
+            # and kept without its geometry, which neither PostGIS nor a report could show.
+            unplaceable[i] = refused[i] = True
+            geometries[i] = None
+            add(
+                "GEOM_INVALID",
+                i,
+                f"{where(i)} has a coordinate that is not a number (NaN or infinite): {reason}",
+                reason=reason,
+            )
+            continue
         location = _invalid_location(reason, geometries[i])
         fixed = _repair(geometries[i], repair_params)
         if fixed is None:
@@ -289,7 +304,7 @@ def validate(
         )
 
     # Extent: inside the district of its commune (buffered), for polygons with a known commune.
-    _check_extent(parcels, geometries, checked & commune_known, refused, add, where)
+    _check_extent(parcels, geometries, checked & commune_known & ~unplaceable, refused, add, where)
 
     # Land use: every code in the current or the old list.
     _check_land_use(parcels["land_use_codes"], geometries, check, add, where)
@@ -315,6 +330,8 @@ def validate(
             reject_rows.setdefault(finding.source_row, []).append(finding.rule_code)
     rejected_mask = np.isin(source_rows, list(reject_rows))
     rejected = parcels[rejected_mask].copy()
+    if unplaceable.any():
+        rejected.loc[unplaceable[rejected_mask], rejected.geometry.name] = None
     rejected["rule_codes"] = [sorted(set(reject_rows[r])) for r in rejected[parcel.SOURCE_ROW]]
     accepted = parcels[~rejected_mask].copy()
     accepted = accepted.set_geometry(
@@ -471,14 +488,18 @@ def _check_areas(parcels, geometries, eligible, add, where) -> None:
     params = schemas.rules()["ATTR_AREA_MISMATCH"].params
     declared = parcels["declared_area_m2"].to_numpy(dtype="float64")
     computed = np.full(len(parcels), np.nan)
-    computed[eligible] = shapely.area(geometries[eligible])
     perimeter = np.full(len(parcels), np.nan)
-    perimeter[eligible] = shapely.length(geometries[eligible])
+    with np.errstate(over="ignore", invalid="ignore"):  # coordinates of 1e300: see below
+        computed[eligible] = shapely.area(geometries[eligible])
+        perimeter[eligible] = shapely.length(geometries[eligible])
     difference = np.abs(np.round(computed, 1) - declared)
     scale = parcels["map_scale"].astype("float64").to_numpy() if "map_scale" in parcels else None
     tolerance = area_tolerance(declared, params, perimeter, scale)
     with np.errstate(invalid="ignore"):
+        # An area too large to be a number (coordinates of 1e300) is no parcel's: the extent
+        # check rejects it.
         mismatched = eligible & ~np.isnan(declared) & (difference > tolerance)
+        mismatched &= np.isfinite(computed)
     for i in np.flatnonzero(mismatched):
         add(
             "ATTR_AREA_MISMATCH",
@@ -495,7 +516,8 @@ def _check_areas(parcels, geometries, eligible, add, where) -> None:
 def _point(geometry: shapely.Geometry | None) -> shapely.Geometry | None:
     if geometry is None or geometry.is_empty:
         return None
-    return shapely.point_on_surface(shapely.make_valid(geometry))
+    with np.errstate(over="ignore", invalid="ignore"):  # coordinates of 1e300
+        return shapely.point_on_surface(shapely.make_valid(geometry))
 
 
 def _check_extent(parcels, geometries, eligible, refused, add, where) -> None:
@@ -550,6 +572,7 @@ def _outside(area, geometries, bounds, invalid) -> np.ndarray:
         return outside
     shapes = geometries[doubt]
     broken = invalid[doubt]
-    shapes[broken] = shapely.make_valid(shapes[broken])
-    outside[doubt] = ~shapely.contains(area, shapely.point_on_surface(shapes))
+    with np.errstate(over="ignore", invalid="ignore"):  # coordinates of 1e300 lie outside
+        shapes[broken] = shapely.make_valid(shapes[broken])
+        outside[doubt] = ~shapely.contains(area, shapely.point_on_surface(shapes))
     return outside

@@ -82,7 +82,21 @@ def _sample_points(parcels: gpd.GeoDataFrame) -> np.ndarray:
     present = geometries[~(shapely.is_missing(geometries) | shapely.is_empty(geometries))]
     if len(present) > SAMPLE_SIZE:
         present = present[np.linspace(0, len(present) - 1, SAMPLE_SIZE).astype(int)]
-    return shapely.get_coordinates(shapely.point_on_surface(shapely.make_valid(present)))
+    # A NaN or infinite coordinate places nothing (and GEOS's make_valid raises on it): such
+    # a record is left to validation, which rejects it.
+    present = present[finite_coordinates(present)]
+    with np.errstate(over="ignore", invalid="ignore"):  # coordinates of 1e300 place nothing
+        return shapely.get_coordinates(shapely.point_on_surface(shapely.make_valid(present)))
+
+
+def finite_coordinates(geometry: np.ndarray) -> np.ndarray:
+    """Whether each geometry's x and y are finite numbers (not NaN nor infinite) throughout:
+    GEOS compares NaN as equal to anything, and cannot repair it."""
+    xy, at = shapely.get_coordinates(geometry, return_index=True)  # x and y: z is dropped
+    finite = np.ones(len(geometry), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        finite[at[~np.isfinite(xy).all(axis=1)]] = False
+    return finite
 
 
 def share_inside(points: np.ndarray, crs: CRS, area: shapely.Geometry) -> float:

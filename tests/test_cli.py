@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -10,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from shapely.geometry import Polygon, box
 
 from landpipe import synth
 from tests.conftest import run_cli
-from tests.parcels import delivery, record
-from tests.test_load import table_counts
+from tests.parcels import X0, Y0, delivery, record
+from tests.test_load import rows, table_counts, write
 
 pytestmark = pytest.mark.slow
 
@@ -174,6 +176,48 @@ def test_unusable_delivery_is_refused_and_changes_nothing(
         ).all()
     assert [status for status, _ in refusals] == ["failed"]
     assert message in refusals[0][1]
+
+
+def test_a_coordinate_that_is_no_number_rejects_its_record_not_the_delivery(
+    register, cli_env, tmp_path
+):
+    """A vertex exported as NaN made GEOS raise (a traceback, no batch); coordinates of 1e300
+    made an infinite area, which no finding could hold. Each rejects its record only, and a
+    NaN parcel is not taken for the registered one it compares equal to."""
+    first, _ = load_json(write(tmp_path, [record(i) for i in range(10)], "d1.gpkg"), cli_env)
+    assert first["status"] == "loaded"
+    nan = Polygon([(X0 + 10, Y0), (math.nan, Y0), (X0 + 20, Y0 + 10), (X0 + 10, Y0 + 10)])
+    records = [record(i) for i in range(10)]
+    records[1]["geometry"] = nan
+    records.append(record(10, geometry=box(0, 0, 1e300, 1e300)))
+    summary, result = load_json(write(tmp_path, records, "d2.gpkg"), cli_env, "--no-report")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "RuntimeWarning" not in result.stderr
+    assert summary["parcels"] == {"read": 11, "loaded": 9, "repaired": 0, "rejected": 2}
+    assert summary["issues"] == {"GEOM_INVALID": 1, "GEOM_OUT_OF_EXTENT": 1}
+    assert summary["changes"] == {"added": 0, "changed": 0, "unchanged": 9, "retired": 0}
+    assert rows(
+        register,
+        "SELECT source_row, rule_codes, geom IS NULL, f.message FROM land.rejected_record r"
+        " JOIN land.finding f USING (batch_id, source_row) WHERE batch_id = :batch ORDER BY 1",
+        batch=summary["batch"],
+    ) == [
+        (
+            1,
+            ["GEOM_INVALID"],
+            True,
+            "record 1 (parcel 22924/5/2) has a coordinate that is not a number (NaN or"
+            f" infinite): Invalid Coordinate[nan {Y0:.0f}]",
+        ),
+        (
+            10,
+            ["GEOM_OUT_OF_EXTENT"],
+            False,
+            "record 10 (parcel 22924/5/11) lies outside district 593 of commune 22924",
+        ),
+    ]
+    # The parcel delivered broken keeps its registered version.
+    assert rows(register, "SELECT count(*) FROM land.parcel WHERE sheet_no = 5") == [(10,)]
 
 
 def test_missing_commune_option_is_explained(register, cli_env, tmp_path):
