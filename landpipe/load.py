@@ -170,6 +170,19 @@ def lock_area(conn, geometry: np.ndarray, *, shared: bool = False) -> None:
         cursor.executemany(f"SELECT pg_advisory_xact_lock{mode}(%s::int4, %s::int4)", cells)
 
 
+#: Whether the file of batch ``b`` was loaded since, read otherwise (another layer, encoding,
+#: mapping, CRS or option), into parcels that changed: then ``b`` is no longer what the
+#: register holds of it, and loading the file as ``b`` read it is no longer a no-op.
+READ_OTHERWISE_SINCE = """EXISTS (
+    SELECT FROM land.batch later
+    WHERE later.source_sha256 = b.source_sha256 AND later.id > b.id
+      AND later.kind = 'delivery' AND later.status = 'loaded'
+      AND (later.source_layer, later.reading_context)
+          IS DISTINCT FROM (b.source_layer, b.reading_context)
+      AND coalesce(later.n_added, 0) + coalesce(later.n_changed, 0)
+          + coalesce(later.n_retired, 0) > 0)"""
+
+
 def _commune_codes(delivery: Delivery) -> list[str]:
     return [str(code) for code in delivery.parcels["commune_code"].dropna().unique().tolist()]
 
@@ -303,11 +316,13 @@ def load(
             register.no_jit(conn)
             lock_communes(conn, _commune_codes(delivery))
             # The same file read the same way: read otherwise (another encoding, mapping,
-            # CRS or option), it is compared with the register as any delivery is.
+            # CRS or option), it is compared with the register as any delivery is. So it is
+            # when it was loaded since read otherwise: loading it again as it was read first
+            # puts right what the other reading made of it.
             earlier = conn.execute(
-                "SELECT id FROM land.batch WHERE source_sha256 = %s AND status = 'loaded'"
+                "SELECT id FROM land.batch b WHERE source_sha256 = %s AND status = 'loaded'"
                 " AND source_layer IS NOT DISTINCT FROM %s AND reading_context = %s"
-                " ORDER BY id LIMIT 1",
+                f" AND NOT {READ_OTHERWISE_SINCE} ORDER BY id DESC LIMIT 1",
                 [delivery.source.sha256, delivery.layer, delivery.reading_context],
             ).fetchone()
             if earlier:

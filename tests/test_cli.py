@@ -429,7 +429,31 @@ def test_the_same_file_read_otherwise_is_loaded_again_and_the_inbox_ignores_opti
     assert (again["status"], again["batch"]) == ("unchanged", right["batch"])
     with register.connect() as connection:
         owners = set(connection.execute(sa.text("SELECT owner_name FROM land.parcel")).scalars())
-    assert owners == set(synth.generate_delivery("22924", n_parcels=60, faults=False)["TenChu"])
+    names = set(synth.generate_delivery("22924", n_parcels=60, faults=False)["TenChu"])
+    assert owners == names
+    # Read wrongly once more, after the right reading: loading it right again is no no-op
+    # (that right reading's batch no longer says what the register holds), on the command
+    # line as in the inbox.
+    for put_right in ("load", "inbox"):
+        wrong, _ = load_json(path, cli_env, "--encoding", "vni", "--no-report")
+        assert wrong["changes"]["changed"] == 60
+        if put_right == "load":
+            right, _ = load_json(path, cli_env, "--no-report")
+            assert (right["status"], right["changes"]["changed"]) == ("loaded", 60)
+        else:
+            inbox = tmp_path / "put_right"
+            inbox.mkdir()
+            for part in path.parent.glob("thua_dat_22924.*"):
+                shutil.copy2(part, inbox / part.name)
+            result = run_cli("inbox", str(inbox), "--quiet-seconds", "0", "--json", env=cli_env)
+            assert result.returncode == 0, result.stderr
+            (outcome,) = json.loads(result.stdout)["deliveries"]
+            assert outcome["status"] == "loaded", outcome
+        with register.connect() as connection:
+            owners = connection.execute(sa.text("SELECT owner_name FROM land.parcel")).scalars()
+            assert set(owners) == names
+    again, _ = load_json(path, cli_env, "--no-report")
+    assert again["status"] == "unchanged"
 
     # A delivery refused because of a wrong option on the command line...
     other = tmp_path / "other" / "thua_dat_22924.shp"
