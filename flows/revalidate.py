@@ -18,6 +18,7 @@ lost connection) does not stop the others; the flow then ends Failed, listing it
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from prefect import flow, get_run_logger, runtime, task, unmapped
@@ -138,7 +139,7 @@ def revalidate(communes: list[str] | None = None, dask_address: str | None = Non
     logger = get_run_logger()
     settings = Settings()
     if communes is not None:
-        bad = [code for code in communes if not (len(code) == 5 and code.isdigit())]
+        bad = [code for code in communes if not re.fullmatch(r"[0-9]{5}", code)]
         if bad:
             raise ConfigError(f"not 5-digit commune codes: {', '.join(bad)}")
     codes = communes_step(settings, communes)

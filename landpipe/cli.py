@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,7 +128,7 @@ def _flow_summary(state, what: str) -> dict[str, Any]:
 def _check_commune_codes(codes: list[str], name: str = "--commune") -> None:
     """Exit 2 (a usage error) on a commune code (given as ``name``) that is not 5 digits."""
     for code in codes:
-        if not (code.isdigit() and len(code) == 5):
+        if not re.fullmatch(r"[0-9]{5}", code):  # ASCII: "２２９２４" is no code the register holds
             typer.echo(f"landpipe: {name} {code!r} is not a 5-digit commune code", err=True)
             raise typer.Exit(2)
 
@@ -426,7 +427,6 @@ def certify_command(
     refused (not ready, or the serial taken), 2 on a blank or overlong text or a date that is
     not YYYY-MM-DD or lies after today.
     """
-    import re
     from datetime import date, datetime
     from zoneinfo import ZoneInfo
 
@@ -442,7 +442,7 @@ def certify_command(
     issued_on = None
     if issued is not None:
         try:
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", issued):
+            if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", issued):
                 raise ValueError
             issued_on = date.fromisoformat(issued)
         except ValueError:
@@ -929,6 +929,12 @@ def revalidate_command(
     those made while reading a delivery stay open. Exit 0 when every commune was revalidated.
     """
     _check_commune_codes(commune or [])
+    from landpipe import schemas
+
+    for code in commune or []:  # a typo would revalidate nothing and say so as a success
+        if code not in schemas.commune_codes():
+            typer.echo(f"landpipe: --commune {code} is not a commune of the province", err=True)
+            raise typer.Exit(2)
     settings = _settings()
     prepare_prefect(settings, verbose=verbose)
     from landpipe.flows.revalidate import revalidate

@@ -237,8 +237,16 @@ def test_sheet_or_scale_zero_is_a_usage_error(cli_env, tmp_path, option):
 
 
 def test_bad_commune_option_is_a_usage_error(cli_env, tmp_path):
-    result = run_cli("load", str(tmp_path / "x.gpkg"), "--commune", "abc", env=cli_env)
+    # Full-width digits (typed with a Vietnamese input method) are no code the register holds.
+    for code in ("abc", "２２９２４"):
+        result = run_cli("load", str(tmp_path / "x.gpkg"), "--commune", code, env=cli_env)
+        assert result.returncode == 2 and "5-digit" in result.stderr
+    result = run_cli("revalidate", "--commune", "２２９２４", env=cli_env)
     assert result.returncode == 2 and "5-digit" in result.stderr
+    # A typo revalidated nothing, and said so as a success.
+    result = run_cli("revalidate", "--commune", "22924", "--commune", "99999", env=cli_env)
+    assert result.returncode == 2
+    assert result.stderr == "landpipe: --commune 99999 is not a commune of the province\n"
 
 
 def test_help_lists_the_commands(cli_env):
