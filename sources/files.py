@@ -32,7 +32,7 @@ import shapely
 # read is the one ``read_dataframe`` makes (it has no public function for that step).
 from pyogrio.geopandas import _try_parse_datetime
 
-from landpipe.errors import LayerError, SourceError
+from landpipe.errors import DeliveryError, LayerError, SourceError
 from landpipe.sources.fields import match_fields
 from landpipe.undecodable import as_bytes, not_utf8
 
@@ -184,9 +184,18 @@ def _locate(path: Path) -> tuple[Path, str, tempfile.TemporaryDirectory | None]:
                 raise SourceError(f"{path}: {inner.relative_to(path).as_posix()} is {SPECIAL}")
     if path.suffix.lower() == ".zip":
         workdir = tempfile.TemporaryDirectory(prefix="landpipe-zip-")
-        _unzip(path, Path(workdir.name))
-        dataset, driver = _find_dataset(path, Path(workdir.name))
-        _check_shapefiles(dataset, driver)
+        try:
+            _unzip(path, Path(workdir.name))
+            dataset, driver = _find_dataset(path, Path(workdir.name))
+            _check_shapefiles(dataset, driver)
+        except DeliveryError as error:  # named by the zip's member, not the folder gone now
+            workdir.cleanup()
+            unpacked = f"{Path(workdir.name)}{os.sep}"
+            error.args = (str(error).replace(unpacked, f"{path}: "), *error.args[1:])
+            raise
+        except BaseException:
+            workdir.cleanup()
+            raise
         return dataset, driver, workdir
     if path.is_dir() and path.suffix.lower() != ".gdb":
         dataset, driver = _find_dataset(path, path)

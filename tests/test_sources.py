@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import zipfile
 
 import pytest
 import shapely
@@ -114,6 +115,14 @@ def test_missing_and_unsupported_files(tmp_path):
     shp.with_suffix(".dbf").unlink()
     with pytest.raises(SourceError, match=r"missing \.dbf"):
         read_delivery(shp)
+    # In a zip, named by the zip and its member: the folder it was unpacked into is gone.
+    bundle = tmp_path / "giao_nop.zip"
+    with zipfile.ZipFile(bundle, "w") as archive:
+        for part in (shp, shp.with_suffix(".shx")):
+            archive.write(part, f"to_5/{part.name}")
+    with pytest.raises(SourceError) as refused:
+        read_delivery(bundle)
+    assert str(refused.value) == f"{bundle}: to_5/lonely.shp: incomplete Shapefile, missing .dbf"
     # A report's findings layer has parcel keys: loaded, it would retire the parcels it lacks.
     report = tmp_path / "thua.gpkg.batch-3.findings.gpkg"
     delivery([record(0)]).to_file(report)
