@@ -142,7 +142,8 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
     Entries that cannot be read are listed in ``unreadable`` with the reason and left too:
     a link whose target is gone (a shortcut to an unmounted share), a pipe or a device
     (reading one would wait forever), a file the service may not read, or one removed
-    while the scan looked at it. The other deliveries are processed all the same.
+    while the scan looked at it. So are empty files and folders (all share one fingerprint, and
+    none holds a delivery). The other deliveries are processed all the same.
 
     Raises
     ------
@@ -187,6 +188,9 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
             if now - _newest_change(parts) < quiet_seconds:
                 scan.arriving.append(path.name)
                 continue
+            if _empty(path):  # all empty files share one fingerprint: "loaded before"
+                scan.unreadable.append(f"{path.name}: empty (a copy that failed?)")
+                continue
             scan.deliveries.append(InboxDelivery(path, parts, fingerprint(path)))
         except OSError as error:
             scan.unreadable.append(f"{path.name}: {_why(error, path)}")
@@ -194,6 +198,13 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
             scan.unreadable.append(f"{path.name}: {error}")
     scan.unreadable.sort()
     return scan
+
+
+def _empty(path: Path) -> bool:
+    """Whether the delivery at ``path`` holds no byte: an empty file, or a folder of none."""
+    if path.is_dir():
+        return not any(inner.is_file() and inner.stat().st_size for inner in path.rglob("*"))
+    return path.stat().st_size == 0
 
 
 def _unreadable(entry: Path) -> str | None:

@@ -265,6 +265,9 @@ def test_scan_groups_shapefile_sidecars_and_leaves_the_rest(tmp_path):
     (inbox / os.fsdecode(b"x\xe0.gpkg")).write_bytes(b"\0")
     (inbox / "giao_nop").mkdir()
     (inbox / "giao_nop" / os.fsdecode(b"th\xfea.gpkg")).write_bytes(b"\0")
+    # Empty, a copy that failed: every empty file has the same content as any other.
+    (inbox / "zero.geojson").write_bytes(b"")
+    (inbox / "trong").mkdir()
     old = time.time() - 3600
     for path in inbox.rglob("*"):
         os.utime(path, (old, old))
@@ -292,6 +295,8 @@ def test_scan_groups_shapefile_sidecars_and_leaves_the_rest(tmp_path):
         "loi_tat.gpkg: a link to something that is not there",
         f"to_2.shp: {inbox / 'to_2.shx'}: not a file or a folder (a pipe, a socket or a device)",
         "to_2.shx: not a file or a folder (a pipe, a socket or a device)",
+        "trong: empty (a copy that failed?)",
+        "zero.geojson: empty (a copy that failed?)",
     ]
     shapefile = scan.deliveries[2]
     assert [p.name for p in shapefile.parts] == [
