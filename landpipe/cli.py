@@ -430,11 +430,11 @@ def certify_command(
     from datetime import date, datetime
     from zoneinfo import ZoneInfo
 
-    from landpipe.extract import MAX_HOLDER, MAX_SERIAL, certificate_text, record_certificate
+    from landpipe.extract import MAX_HOLDER, certificate_text, record_certificate, serial_text
 
     _check_commune_codes([commune], "COMMUNE")
     try:
-        serial = certificate_text(serial, "--serial", MAX_SERIAL).upper()
+        serial = serial_text(serial, "--serial")
         holder = None if holder is None else certificate_text(holder, "--holder", MAX_HOLDER)
     except ValueError as error:
         typer.echo(f"landpipe: {error}", err=True)

@@ -255,6 +255,13 @@ def certificate_text(value: str, what: str, longest: int) -> str:
     return text
 
 
+def serial_text(value: str, what: str = "the serial") -> str:
+    """A certificate's serial as the register keeps it: :func:`certificate_text`, of its
+    compatibility form (NFKC: full-width letters, digits and spaces, as some input methods
+    type them, as their plain forms), in capitals; so one serial is not taken for two."""
+    return certificate_text(unicodedata.normalize("NFKC", value), what, MAX_SERIAL).upper()
+
+
 def record_certificate(
     engine: Engine,
     commune: str,
@@ -270,8 +277,8 @@ def record_certificate(
     ``holder`` (the parcel's owner by default) on ``issued_on`` (today in Vietnam by default):
     only if the parcel is ready for one (``land.parcel_ready``) and the serial is new.
 
-    ``serial`` and ``holder`` are kept as :func:`certificate_text` makes them, the serial in
-    capitals (``cs  000123`` is ``CS 000123``). Holds the commune's lock
+    ``serial`` and ``holder`` are kept as :func:`serial_text` and :func:`certificate_text` make
+    them (``cs  000123`` and ``ＣＳ　000123`` are ``CS 000123``). Holds the commune's lock
     (:func:`landpipe.db.lock_communes`) meanwhile, so no load of the commune changes the
     parcel between the check and the record. Returns ``"recorded"`` and, when it was not,
     why: ``"found"`` False (no current parcel), ``"serial_taken"`` (the key of the parcel it
@@ -280,7 +287,7 @@ def record_certificate(
     """
     from landpipe.db import lock_communes
 
-    serial = certificate_text(serial, "the serial", MAX_SERIAL).upper()
+    serial = serial_text(serial)
     if holder is not None:
         holder = certificate_text(holder, "the holder", MAX_HOLDER)
     key = {"commune": commune, "sheet": sheet, "parcel": parcel}

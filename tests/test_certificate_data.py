@@ -354,8 +354,10 @@ def test_the_certify_command_records_a_certificate_on_a_ready_parcel_only(
     missing = run_cli("certify", "22924", "5", "9", "--serial", "CS 000126", env=cli_env)
     assert missing.returncode == 1 and "no current parcel 22924/5/9" in missing.stderr
     # The serial as typed otherwise is the same serial.
-    retyped = run_cli("certify", "22924", "5", "3", "--serial", "cs \n 000123", env=cli_env)
-    assert retyped.returncode == 5 and "certificate CS 000123 is already" in retyped.stderr
+    # Retyped, full-width as some Vietnamese input methods type it, it is the same serial.
+    for again in ("cs \n 000123", "ＣＳ\u3000０００１２３"):
+        retyped = run_cli("certify", "22924", "5", "3", "--serial", again, env=cli_env)
+        assert retyped.returncode == 5 and "certificate CS 000123 is already" in retyped.stderr
     wrong_inputs = (
         ["--issued", "2.11.2026"],
         ["--issued", "20261102"],  # ISO, but not as the help says
