@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import sys
@@ -590,6 +591,8 @@ def _point(value: str | None, option: str) -> tuple[float, float] | None:
         return None
     try:
         a, b = (float(part) for part in value.replace(" ", "").split(","))
+        if not (math.isfinite(a) and math.isfinite(b)):  # float() takes "nan" and "inf"
+            raise ValueError
     except ValueError:
         typer.echo(f"landpipe: {option} {value!r} is not two numbers as A,B", err=True)
         raise typer.Exit(2) from None
@@ -776,6 +779,8 @@ def sample_command(
     Exits 2 on a wrong argument: a commune the generator cannot place inside its district,
     no parcel, or a file type it does not write.
     """
+    from pyogrio.errors import DataLayerError, DataSourceError
+
     from landpipe import synth
 
     placeable = synth.placeable_communes()
@@ -795,6 +800,12 @@ def sample_command(
         raise typer.Exit(2) from None
     except OSError as error:
         typer.echo(f"landpipe: cannot write {out}: {error.strerror or error}", err=True)
+        raise typer.Exit(3) from None
+    except (
+        DataLayerError,
+        DataSourceError,
+    ) as error:  # GDAL cannot create the file there (/proc, a read-only share)
+        typer.echo(f"landpipe: cannot write {out}: {error}", err=True)
         raise typer.Exit(3) from None
     typer.echo(f"wrote {len(frame)} parcels to {written}")
 
@@ -929,6 +940,14 @@ def revalidate_command(
     those made while reading a delivery stay open. Exit 0 when every commune was revalidated.
     """
     _check_commune_codes(commune or [])
+    if dask_address is not None and not re.fullmatch(
+        r"(?:[a-z]+://)?[^\s:/]+:[0-9]+", dask_address
+    ):
+        typer.echo(
+            f"landpipe: --dask-address {dask_address!r} is no scheduler address (tcp://host:8786)",
+            err=True,
+        )
+        raise typer.Exit(2)
     from landpipe import schemas
 
     for code in commune or []:  # a typo would revalidate nothing and say so as a success

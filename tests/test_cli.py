@@ -498,6 +498,29 @@ def test_sample_refuses_a_wrong_argument_in_one_line(cli_env, tmp_path, argument
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    ("arguments", "code", "message"),
+    [
+        (["find", "--xy", "nan,1"], 2, "--xy 'nan,1' is not two numbers as A,B"),
+        (["find", "--at", "11,inf"], 2, "--at '11,inf' is not two numbers as A,B"),
+        (
+            ["revalidate", "--dask-address", "garbage"],
+            2,
+            "--dask-address 'garbage' is no scheduler address (tcp://host:8786)",
+        ),
+        (
+            ["sample", "/proc/a.shp", "--no-faults"],
+            3,
+            "cannot write /proc/a.shp: Failed to create file",
+        ),
+    ],
+)
+def test_a_wrong_argument_is_one_line_not_a_traceback(cli_env, arguments, code, message):
+    result = run_cli(*arguments, env=cli_env)
+    assert result.returncode == code, result.stderr
+    assert result.stderr.startswith(f"landpipe: {message}") and result.stderr.count("\n") == 1
+
+
 def test_an_argument_that_is_no_utf8_is_one_line_and_exit_2(cli_env, tmp_path):
     """A delivery in a folder named in TCVN3 on an office PC, or an owner typed on a terminal
     in VNI, reaches Python as lone surrogates, which neither the register nor Prefect carry."""
