@@ -45,7 +45,6 @@ from landpipe.inbox import (
     move_delivery,
     scan_inbox,
 )
-from landpipe.load import READ_OTHERWISE_SINCE
 from landpipe.migrate import ensure_current
 
 #: Environment variable naming the inbox folder.
@@ -81,30 +80,27 @@ def scan_step(inbox: str, quiet_seconds: float) -> Scan:
 
 @task(name="check", cache_policy=NO_CACHE, **ON_CONNECTION_LOSS)
 def check_step(settings: Settings, sha256: str) -> tuple[int, str] | None:
-    """A batch of this content read as the inbox reads it (with no option), the latest
-    loaded one first, else the earliest: (id, status), or None. A batch of a load given
-    options (a technician's, on the command line) says nothing of how the inbox's load would
-    go; but when such a load changed parcels after the loaded batch (a wrong encoding), the
-    content is loaded again, which puts them right (None)."""
+    """A batch of this content read as the inbox reads it (with no option), a loaded one
+    first, else the earliest: (id, status), or None. A batch of a load given options (a
+    technician's, on the command line) says nothing of how the inbox's load would go. Nor
+    does the inbox load content again that a technician loaded since with options: that load
+    may be the right one (a mapping the detection missed); a person puts it right with
+    ``landpipe load``."""
     engine = make_engine(settings)
     try:
         ensure_current(engine, upgrade_if_needed=settings.database_url is None)
         with engine.connect() as connection:
             row = connection.execute(
                 sa.text(
-                    f"SELECT id, status, status = 'loaded' AND {READ_OTHERWISE_SINCE}"
-                    " FROM land.batch b WHERE source_sha256 = :sha"
+                    "SELECT id, status FROM land.batch WHERE source_sha256 = :sha"
                     " AND jsonb_strip_nulls(options) = '{}'::jsonb"
-                    " ORDER BY status <> 'loaded', CASE WHEN status = 'loaded' THEN -id ELSE id END"
-                    " LIMIT 1"
+                    " ORDER BY status <> 'loaded', id LIMIT 1"
                 ),
                 {"sha": sha256},
             ).first()
     finally:
         engine.dispose()
-    if row is None or row[2]:  # loaded since read otherwise: loaded again, to put it right
-        return None
-    return int(row[0]), str(row[1])
+    return None if row is None else (int(row[0]), str(row[1]))
 
 
 @task(name="move", cache_policy=NO_CACHE)

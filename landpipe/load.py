@@ -171,8 +171,11 @@ def lock_area(conn, geometry: np.ndarray, *, shared: bool = False) -> None:
 
 
 #: Whether the file of batch ``b`` was loaded since, read otherwise (another layer, encoding,
-#: mapping, CRS or option), into parcels that changed: then ``b`` is no longer what the
-#: register holds of it, and loading the file as ``b`` read it is no longer a no-op.
+#: mapping, CRS or option), into parcels that changed, and what that load made is still the
+#: latest delivered over its sheets: then ``b`` no longer says what the register holds of
+#: the file, and loading it again as ``b`` read it (to put a wrong option right) is compared
+#: with the register. A newer delivery over those sheets since (another file, or the file
+#: read again) is not undone by loading an old file again: that stays a no-op.
 READ_OTHERWISE_SINCE = """EXISTS (
     SELECT FROM land.batch later
     WHERE later.source_sha256 = b.source_sha256 AND later.id > b.id
@@ -180,7 +183,15 @@ READ_OTHERWISE_SINCE = """EXISTS (
       AND (later.source_layer, later.reading_context)
           IS DISTINCT FROM (b.source_layer, b.reading_context)
       AND coalesce(later.n_added, 0) + coalesce(later.n_changed, 0)
-          + coalesce(later.n_retired, 0) > 0)"""
+          + coalesce(later.n_retired, 0) > 0
+      AND NOT EXISTS (
+          SELECT FROM land.batch newer
+          WHERE newer.id > later.id AND newer.kind = 'delivery' AND newer.status = 'loaded'
+            AND coalesce(newer.n_added, 0) + coalesce(newer.n_changed, 0)
+                + coalesce(newer.n_retired, 0) > 0
+            AND (newer.covered_sheets IS NULL OR later.covered_sheets IS NULL
+                 OR EXISTS (SELECT FROM jsonb_array_elements(newer.covered_sheets) s
+                            WHERE later.covered_sheets @> jsonb_build_array(s)))))"""
 
 
 def _commune_codes(delivery: Delivery) -> list[str]:

@@ -435,33 +435,49 @@ def test_the_same_file_read_otherwise_is_loaded_again_and_the_inbox_ignores_opti
     assert right["changes"]["changed"] == 60
     again, _ = load_json(path, cli_env, "--no-report")
     assert (again["status"], again["batch"]) == ("unchanged", right["batch"])
-    with register.connect() as connection:
-        owners = set(connection.execute(sa.text("SELECT owner_name FROM land.parcel")).scalars())
-    names = set(synth.generate_delivery("22924", n_parcels=60, faults=False)["TenChu"])
-    assert owners == names
-    # Read wrongly once more, after the right reading: loading it right again is no no-op
-    # (that right reading's batch no longer says what the register holds), on the command
-    # line as in the inbox.
-    for put_right in ("load", "inbox"):
-        wrong, _ = load_json(path, cli_env, "--encoding", "vni", "--no-report")
-        assert wrong["changes"]["changed"] == 60
-        if put_right == "load":
-            right, _ = load_json(path, cli_env, "--no-report")
-            assert (right["status"], right["changes"]["changed"]) == ("loaded", 60)
-        else:
-            inbox = tmp_path / "put_right"
-            inbox.mkdir()
-            for part in path.parent.glob("thua_dat_22924.*"):
-                shutil.copy2(part, inbox / part.name)
-            result = run_cli("inbox", str(inbox), "--quiet-seconds", "0", "--json", env=cli_env)
-            assert result.returncode == 0, result.stderr
-            (outcome,) = json.loads(result.stdout)["deliveries"]
-            assert outcome["status"] == "loaded", outcome
+
+    def owners() -> list[str]:
         with register.connect() as connection:
-            owners = connection.execute(sa.text("SELECT owner_name FROM land.parcel")).scalars()
-            assert set(owners) == names
+            query = sa.text("SELECT owner_name FROM land.parcel ORDER BY sheet_no, parcel_no")
+            return list(connection.execute(query).scalars())
+
+    names = set(synth.generate_delivery("22924", n_parcels=60, faults=False)["TenChu"])
+    assert set(owners()) == names
+
+    # Read wrongly once more, after the right reading: loading it right again is no no-op
+    # (that right reading's batch no longer says what the register holds).
+    wrong, _ = load_json(path, cli_env, "--encoding", "vni", "--no-report")
+    assert wrong["changes"]["changed"] == 60
+    right, _ = load_json(path, cli_env, "--no-report")
+    assert (right["status"], right["changes"]["changed"]) == ("loaded", 60)
+    assert set(owners()) == names
+    # But a newer delivery of those sheets since is never undone by loading the old file again.
+    wrong, _ = load_json(path, cli_env, "--encoding", "vni", "--no-report")
+    assert wrong["changes"]["changed"] == 60
+    sold = synth.generate_delivery("22924", n_parcels=60, faults=False)
+    sold.loc[:9, "TenChu"] = "Nguyễn Văn Mới"
+    newer = tmp_path / "newer" / "thua_dat_22924.shp"
+    synth.write_delivery(sold, newer)
+    newer_load, _ = load_json(newer, cli_env, "--no-report")
+    assert newer_load["changes"]["changed"] == 60  # the 10 sold, and the 50 read wrongly
+    expected = owners()
+    assert expected.count("Nguyễn Văn Mới") == 10
     again, _ = load_json(path, cli_env, "--no-report")
-    assert again["status"] == "unchanged"
+    assert (again["status"], again["batch"]) == ("unchanged", right["batch"])
+    assert owners() == expected
+    # Nor does the inbox load content again to undo a technician's load with options: that
+    # load may be the right reading (a mapping the detection missed).
+    wrong, _ = load_json(newer, cli_env, "--encoding", "vni", "--no-report")
+    assert wrong["changes"]["changed"] == 60
+    inbox = tmp_path / "again"
+    inbox.mkdir()
+    for part in newer.parent.glob("thua_dat_22924.*"):
+        shutil.copy2(part, inbox / part.name)
+    result = run_cli("inbox", str(inbox), "--quiet-seconds", "0", "--json", env=cli_env)
+    assert result.returncode == 0, result.stderr
+    (outcome,) = json.loads(result.stdout)["deliveries"]
+    assert (outcome["status"], outcome["batch"]) == ("loaded before", newer_load["batch"])
+    assert owners() != expected
 
     # A delivery refused because of a wrong option on the command line...
     other = tmp_path / "other" / "thua_dat_22924.shp"
