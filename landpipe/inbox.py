@@ -194,8 +194,8 @@ def scan_inbox(inbox: Path, quiet_seconds: float = 60, *, now: float | None = No
             scan.deliveries.append(InboxDelivery(path, parts, fingerprint(path)))
         except OSError as error:
             scan.unreadable.append(f"{path.name}: {_why(error, path)}")
-        except SourceError as error:  # a part of it is a pipe or a device
-            scan.unreadable.append(f"{path.name}: {error}")
+        except SourceError as error:  # a file of it is a pipe or a device
+            scan.unreadable.append(f"{path.name}: {str(error).removeprefix(f'{path}: ')}")
     scan.unreadable.sort()
     return scan
 

@@ -116,6 +116,7 @@ def fingerprint(path: Path) -> str:
     OSError
         A part cannot be read.
     """
+    refuse_special(path)  # a pipe would wait forever; and its refusal is no batch of this content
     if path.is_dir():
         parts = {
             p.relative_to(path).as_posix(): p
@@ -128,8 +129,6 @@ def fingerprint(path: Path) -> str:
         parts = {"": path}
     digest = hashlib.sha256()
     for name, part in parts.items():
-        if is_special(part):  # opened, it would wait forever
-            raise SourceError(f"{part}: {SPECIAL}")
         digest.update(os.fsencode(name) + b"\0")  # as .encode() for a UTF-8 name
         with part.open("rb") as handle:
             while chunk := handle.read(1 << 20):
@@ -168,8 +167,7 @@ def _locate(path: Path) -> tuple[Path, str, tempfile.TemporaryDirectory | None]:
     unpacked into; checked as :func:`open_source` says."""
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder")
-    if is_special(path):
-        raise SourceError(f"{path}: {SPECIAL}")
+    refuse_special(path)
     if is_report(path):  # its findings layer has parcel keys: loaded, it would retire parcels
         raise SourceError(f"{path}: a report of landpipe's, not a delivery")
     if path.is_dir():
@@ -180,8 +178,6 @@ def _locate(path: Path) -> tuple[Path, str, tempfile.TemporaryDirectory | None]:
                     f"{path}: the name of {name} is not UTF-8 (TCVN3, VNI or Windows-1258?):"
                     " rename it"
                 )
-            if is_special(inner):  # GDAL or the fingerprint would wait on it forever
-                raise SourceError(f"{path}: {inner.relative_to(path).as_posix()} is {SPECIAL}")
     if path.suffix.lower() == ".zip":
         workdir = tempfile.TemporaryDirectory(prefix="landpipe-zip-")
         try:
@@ -202,11 +198,6 @@ def _locate(path: Path) -> tuple[Path, str, tempfile.TemporaryDirectory | None]:
         _check_shapefiles(dataset, driver)
         return dataset, driver, None
     driver = DRIVERS.get(path.suffix.lower())
-    for sibling in (
-        path.parent.glob(f"{glob.escape(path.stem)}.*") if driver == "ESRI Shapefile" else ()
-    ):
-        if is_special(sibling):
-            raise SourceError(f"{sibling}: {SPECIAL}")
     if driver is None:
         known = ", ".join(sorted([*DRIVERS, ".zip"]))
         raise SourceError(
@@ -228,6 +219,30 @@ def is_special(path: Path) -> bool:
     except OSError:  # a link to nothing: whoever opens it says so
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def refuse_special(path: Path) -> None:
+    """Refuse the delivery at ``path`` if it, a file in its folder or a file of its Shapefile
+    is a pipe, a socket or a device (:func:`is_special`): GDAL, the Shapefile check and the
+    fingerprint would wait on a pipe forever. Checked before the fingerprint is made, so no
+    refused batch is recorded under the content of the delivery's other files.
+
+    Raises
+    ------
+    SourceError
+        Naming the file, relative to the delivery's folder.
+    """
+    if is_special(path):
+        raise SourceError(f"{path}: {SPECIAL}")
+    if path.is_dir():
+        folder, parts = path, path.rglob("*")
+    elif path.suffix.lower() == ".shp":
+        folder, parts = path.parent, path.parent.glob(f"{glob.escape(path.stem)}.*")
+    else:
+        return
+    for part in sorted(parts):
+        if is_special(part):
+            raise SourceError(f"{path}: {part.relative_to(folder).as_posix()} is {SPECIAL}")
 
 
 def _check_shapefiles(dataset: Path, driver: str) -> None:

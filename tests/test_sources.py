@@ -148,8 +148,13 @@ def test_a_pipe_socket_or_device_is_refused_not_waited_on(tmp_path):
             fingerprint(pipe)
         with pytest.raises(SourceError, match=r"giao_nop: ghi_chu\.gpkg is not a file or a fold"):
             read_delivery(folder)
-        with pytest.raises(SourceError, match=r"thua\.shx: not a file or a folder"):
+        with pytest.raises(SourceError, match=r"thua\.shp: thua\.shx is not a file or a folder"):
             read_delivery(shp)
+        # Nor is a fingerprint made of the rest: a refusal recorded under it would make the
+        # same files, delivered again without the pipe, "refused before".
+        for delivered in (folder, shp):
+            with pytest.raises(SourceError, match="is not a file or a folder"):
+                fingerprint(delivered)
     # /dev/null is a device: refused, though it reads (empty) without waiting.
     with pytest.raises(SourceError, match="not a file or a folder"):
         read_delivery("/dev/null")
