@@ -809,3 +809,24 @@ def test_a_review_closes_nothing_when_the_parcel_was_flagged_again_since(
     assert done.returncode == 0, done.stderr
     assert f"closed {flags}" in done.stdout
     assert open_flags(register) == [(1, third.batch + 1), (1, third.batch + 1)]
+
+
+def test_upgrading_puts_serials_recorded_full_width_in_their_plain_form(register, tmp_path):
+    """Serials recorded before they were kept in their compatibility form: each becomes its
+    plain form, unless that one is recorded too, which a person resolves."""
+    from landpipe.migrate import upgrade
+
+    load_file(register, write(tmp_path, [record(i) for i in range(3)]))
+    certify(register, "ＣＳ　０００１２３", parcel_no=1)  # as typed, kept so before
+    certify(register, "cs  000124 ", parcel_no=2)
+    certify(register, "ＣＳ　０００１２５", parcel_no=3)
+    certify(register, "CS 000125", parcel_no=2)  # the same serial, recorded twice
+    upgrade(register)
+    assert rows(register, "SELECT serial, parcel_no FROM land.certificate ORDER BY 1") == [
+        ("CS 000123", 1),
+        ("CS 000124", 2),
+        ("CS 000125", 2),
+        ("ＣＳ　０００１２５", 3),
+    ]
+    upgrade(register)  # again: nothing left to change, nothing fails
+    assert rows(register, "SELECT count(*) FROM land.certificate") == [(4,)]
