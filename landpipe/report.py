@@ -652,6 +652,10 @@ def _write_geopackage(contents: _Contents, path: Path) -> dict[str, int]:
 # --------------------------------------------------------------------------- map
 
 
+#: How many times the map's size a geometry may span and still be drawn on it.
+_FAR = 1000
+
+
 @dataclass(frozen=True)
 class _MapFrame:
     """Metres of EPSG:9218 to SVG user units: x to the right, y down, MAP_UNITS on the long
@@ -684,6 +688,12 @@ class _MapFrame:
             self.ymax,
         )
         present = ~shapely.is_missing(geometries) & ~shapely.is_empty(geometries)
+        # A record whose coordinates are out of all proportion (1e300: an export gone wrong)
+        # has no drawing on this map, nor one the SVG's whole units could hold.
+        with np.errstate(over="ignore", invalid="ignore"):
+            bounds = shapely.bounds(geometries[present])
+            size = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1])
+            present[present] = np.isfinite(size) & (size * self.scale <= _FAR * MAP_UNITS)
         hits = np.zeros(len(geometries), dtype=bool)
         hits[present] = shapely.intersects(box, shapely.envelope(geometries[present]))
         return hits

@@ -346,6 +346,26 @@ def test_batch_with_every_record_rejected(register, tmp_path):
     }
 
 
+def test_a_record_far_beyond_the_map_is_not_drawn(register, tmp_path):
+    """Coordinates of 1e300 (an export gone wrong) drew a fill over the whole map, from
+    -9223372036854775808: the record is listed, not drawn."""
+    path = tmp_path / "far.gpkg"
+    far = shapely.box(0, 0, 1e300, 1e300)
+    delivery([*(record(i) for i in range(20)), record(20, geometry=far)]).to_file(path)
+    read = read_delivery(path)
+    result = loader.load(register, read, validate(read.parcels), started_at=datetime.now(UTC))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        report = write_report(register, result.batch, tmp_path)
+    assert (report.loaded, report.rejected) == (20, 1)
+    page = report.html.read_text(encoding="utf-8")
+    assert "<tr data-f=" in page and "GEOM_OUT_OF_EXTENT" in page
+    assert 'class="rejected area"' not in page
+    assert (
+        max(len(n) for n in re.findall(r"-?\d+", page.split("<svg", 1)[1].split("</svg>")[0])) < 8
+    )
+
+
 def absolute_paths(data: str) -> list[tuple[list[tuple[int, int]], bool]]:
     """The subpaths of relative SVG path data (``m``, implicit lines, ``z``) as absolute
     vertices, each with whether it is closed."""
