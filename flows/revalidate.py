@@ -27,6 +27,7 @@ from prefect.client.orchestration import get_client
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
+from landpipe import schemas
 from landpipe.config import Settings
 from landpipe.db import make_engine
 from landpipe.errors import ConfigError
@@ -142,6 +143,9 @@ def revalidate(communes: list[str] | None = None, dask_address: str | None = Non
         bad = [code for code in communes if not re.fullmatch(r"[0-9]{5}", code)]
         if bad:
             raise ConfigError(f"not 5-digit commune codes: {', '.join(bad)}")
+        unknown = [code for code in communes if code not in schemas.commune_codes()]
+        if unknown:  # a typo would revalidate nothing, as a success
+            raise ConfigError(f"not communes of the province: {', '.join(unknown)}")
     codes = communes_step(settings, communes)
     runner = task_runner(dask_address)
     where = f"Dask at {runner.address}" if getattr(runner, "address", None) else "local processes"

@@ -940,9 +940,8 @@ def revalidate_command(
     those made while reading a delivery stay open. Exit 0 when every commune was revalidated.
     """
     _check_commune_codes(commune or [])
-    if dask_address is not None and not re.fullmatch(
-        r"(?:[a-z]+://)?[^\s:/]+:[0-9]+", dask_address
-    ):
+    host = r"(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+)"  # a name, IPv4, or [IPv6]
+    if dask_address is not None and not re.fullmatch(rf"(?:[a-z]+://)?{host}:[0-9]+", dask_address):
         typer.echo(
             f"landpipe: --dask-address {dask_address!r} is no scheduler address (tcp://host:8786)",
             err=True,

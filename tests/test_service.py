@@ -548,3 +548,13 @@ def test_dask_cluster_gives_the_findings_of_local_processes(
         " WHERE b.kind = 'revalidation' AND f.closed_by_batch_id IS NULL"
     )
     assert scalar(register, in_force) == len(expected)
+
+
+def test_the_revalidate_flow_refuses_a_commune_code_it_cannot_revalidate(prefect_api):
+    """Run from its deployment, a typo revalidated nothing and reported success."""
+    from landpipe.flows.revalidate import revalidate
+
+    with pytest.raises(ConfigError, match="not communes of the province: 99999"):
+        revalidate(communes=["22924", "99999"])
+    with pytest.raises(ConfigError, match="not 5-digit commune codes: ２２９２４"):
+        revalidate(communes=["２２９２４"])
