@@ -37,7 +37,7 @@ from landpipe.memory import collector_paused
 from landpipe.schemas import parcel
 from landpipe.schemas.findings import Finding
 from landpipe.sources.crs import boundary, district_of
-from landpipe.sources.fields import land_use_arrow
+from landpipe.sources.fields import MAX_KEY_NUMBER, land_use_arrow
 
 #: How GEOS's validity reason begins for a NaN or infinite coordinate.
 _NOT_A_NUMBER = "Invalid Coordinate"
@@ -275,7 +275,8 @@ def validate(
         add(
             "ATTR_MISSING",
             i,
-            f"{where(i)} lacks {', '.join(absent)} (missing, unreadable or not a positive number)",
+            f"{where(i)} lacks {', '.join(absent)} (missing, unreadable, or not a whole number"
+            f" from 1 to {MAX_KEY_NUMBER})",
             _point(geometries[i]),
             fields=absent,
         )

@@ -64,6 +64,15 @@ def test_rejecting_rules_keep_the_record(overrides, rule):
     assert rejected.source_row == 1  # links it to the delivered attributes, kept by the loader
 
 
+def test_a_key_number_too_large_for_the_register_says_so():
+    result = run([record(0), record(1, SoThuTuThua=2_147_483_648)])
+    (finding,) = result.findings
+    assert (finding.rule_code, finding.source_row) == ("ATTR_MISSING", 1)
+    assert finding.message.endswith(
+        "lacks parcel_no (missing, unreadable, or not a whole number from 1 to 2147483647)"
+    )
+
+
 def test_invalid_finding_has_reason_and_location():
     result = run([record(0, geometry=BOW_TIE)])
     finding = result.findings[0]
