@@ -394,12 +394,20 @@ def map_fields(
                 f"{', '.join(fields)}"
             )
         taken = set(mapping.values())
+        displaced = {c: f for c, f in detected.items() if f in taken and mapping.get(c) != f}
         detected = {c: f for c, f in detected.items() if f not in taken} | mapping
     fills = {"commune_code": commune_code, "sheet_no": sheet_no}
     for required in parcel.KEY:
         if required not in detected and fills.get(required) is None:
             wanted = ", ".join(schemas.field_aliases()[required][:4])
             hint = f" or give {_FILLS[required]}" if required in _FILLS else ""
+            if mapping and required in displaced:  # the field it would have been is mapped
+                field = displaced[required]
+                onto = ", ".join(c for c, f in mapping.items() if f == field)
+                raise FieldError(
+                    f"no {required} field: the field mapping maps {field}, which would be it,"
+                    f" onto {onto}; map {required} too{hint}"
+                )
             raise FieldError(
                 f"no {required} field (such as {wanted}) among the delivered fields "
                 f"{', '.join(fields) or '(none)'}{hint}"

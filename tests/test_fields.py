@@ -221,6 +221,14 @@ def test_mapping_option_wins_over_detection():
     # A delivered field that is there, mapped onto a name that is no canonical field.
     with pytest.raises(FieldError, match="maps onto no canonical field: chu_su_dung;"):
         map_fields(frame, mapping={"chu_su_dung": "ThuaMoi"})
+    # The field detected as parcel_no, mapped onto another: said so, not "no parcel_no field
+    # (such as ... SoThua ...) among the delivered fields ... SoThua ...".
+    with pytest.raises(FieldError) as refused:
+        map_fields(frame, mapping={"owner_name": "SoThua"})
+    assert str(refused.value) == (
+        "no parcel_no field: the field mapping maps SoThua, which would be it, onto owner_name;"
+        " map parcel_no too"
+    )
 
 
 def test_a_mapping_file_that_is_no_yaml_is_one_line(tmp_path):
