@@ -27,6 +27,7 @@ overwritten by the next one.
 
 from __future__ import annotations
 
+import glob
 import html
 import json
 import os
@@ -305,8 +306,10 @@ def _batch_row(connection: Connection, batch_id: int) -> dict[str, Any]:
 def report_folder(engine: Engine, batch_id: int, home: Path) -> Path:
     """Where ``landpipe report`` writes by default.
 
-    Beside the delivery when its folder exists and is writable, else ``home/reports``
-    (``$LANDPIPE_HOME/reports``).
+    Beside the delivery when it is still there and its folder is writable; for a delivery
+    the inbox has filed away since, beside it in the inbox's ``archive/`` or ``failed/``
+    (written into the inbox, the report would wait there among the deliveries); else
+    ``home/reports`` (``$LANDPIPE_HOME/reports``).
 
     Raises
     ------
@@ -315,7 +318,25 @@ def report_folder(engine: Engine, batch_id: int, home: Path) -> Path:
     """
     with engine.connect() as connection:
         source_path = _batch_row(connection, batch_id).get("source_path")
-    return folder_beside(Path(source_path) if source_path else None, home)
+    delivery = Path(source_path) if source_path else None
+    if delivery is not None and not delivery.exists():
+        delivery = _filed_away(delivery, batch_id)
+    return folder_beside(delivery, home)
+
+
+def _filed_away(delivery: Path, batch_id: int) -> Path | None:
+    """Where the inbox filed ``delivery`` of batch ``batch_id``, if it did: the latest of its
+    folders ``<date>_batch<id>_<stem>`` under ``archive/`` or ``failed/`` beside it."""
+    from landpipe.inbox import ARCHIVE, FAILED, delivery_stem
+
+    stem = glob.escape(delivery_stem(delivery))
+    filed = [
+        folder / delivery.name
+        for kind in (ARCHIVE, FAILED)
+        for folder in delivery.parent.glob(f"{kind}/*_batch{batch_id}_{stem}*")
+        if (folder / delivery.name).exists()
+    ]
+    return max(filed, key=lambda path: path.parent.name) if filed else None
 
 
 def folder_beside(delivery: Path | None, home: Path) -> Path:

@@ -429,6 +429,28 @@ def test_default_folder(register, batch, delivery_path, settings, tmp_path):
     assert report_folder(register, batch, settings.home) == settings.home / "reports"
 
 
+def test_default_folder_of_a_delivery_the_inbox_filed_away(register, settings, tmp_path):
+    """Beside the delivery was the inbox itself, where the report waited among the
+    deliveries: it goes where the inbox filed the delivery."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    delivered = inbox / "thua_dat.gpkg"
+    delivery([record(i) for i in range(3)]).to_file(delivered)
+    batch = load_batch(register, delivered)
+    assert report_folder(register, batch, settings.home) == inbox
+    filed = []
+    for name in (f"2026-11-27_batch{batch}_thua_dat", f"2026-11-28_batch{batch}_thua_dat"):
+        (inbox / "archive" / name).mkdir(parents=True)
+        filed.append(inbox / "archive" / name)
+    (inbox / "archive" / f"2026-11-29_batch{batch}1_thua_dat").mkdir()  # batch 10x: not it
+    delivered.rename(filed[0] / delivered.name)
+    assert report_folder(register, batch, settings.home) == filed[0]
+    (filed[0] / delivered.name).rename(filed[1] / delivered.name)  # filed again, later
+    assert report_folder(register, batch, settings.home) == filed[1]
+    (filed[1] / delivered.name).unlink()  # gone altogether: beside it no more
+    assert report_folder(register, batch, settings.home) == settings.home / "reports"
+
+
 # --------------------------------------------------------------------------- Chromium
 
 
