@@ -46,17 +46,8 @@ WHERE (d.commune_code, d.sheet_no, d.parcel_no) = (:commune, :sheet, :parcel)
 #: ``rejected_record``: the finding is on a delivered record of the key that was not loaded
 #: (the parcel's registered version stayed).
 _FINDINGS = """
-SELECT f.rule_code, f.severity, f.message, f.batch_id,
-       f.source_row IS NOT NULL
-       AND EXISTS (SELECT FROM land.rejected_record r
-                   WHERE r.batch_id = f.batch_id AND r.source_row = f.source_row)
-       AS rejected_record
-FROM land.finding f
-WHERE f.closed_by_batch_id IS NULL AND f.batch_id >= :batch
-  AND ((f.commune_code, f.sheet_no, f.parcel_no) = (:commune, :sheet, :parcel)
-       OR (f.other_commune_code, f.other_sheet_no, f.other_parcel_no)
-          = (:commune, :sheet, :parcel))
-ORDER BY CASE f.severity WHEN 'reject' THEN 0 WHEN 'block' THEN 1 ELSE 2 END, f.id
+SELECT rule_code, severity, message, batch_id, rejected_record
+FROM land.parcel_findings(:commune, :sheet, :parcel)
 """
 _CERTIFICATES = """
 SELECT serial, holder, issued_on, parcel_version_id = :version AS on_current_version
@@ -142,9 +133,7 @@ def _extract(connection: sa.Connection, key: dict[str, Any]) -> dict[str, Any]:
             }
         )
     parcel_row = dict(row)
-    findings = connection.execute(
-        sa.text(_FINDINGS), {**key, "batch": parcel_row["batch_id"]}
-    ).mappings()
+    findings = connection.execute(sa.text(_FINDINGS), key).mappings()
     findings = [dict(f) for f in findings]
     certificates = connection.execute(
         sa.text(_CERTIFICATES), {**key, "version": parcel_row["version_id"]}

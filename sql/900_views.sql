@@ -55,3 +55,31 @@ WHERE NOT d.blocked
   -- (Found from the few unloaded records, once: not one search per parcel.)
   AND d.id NOT IN (SELECT n.version_id FROM land.unloaded_neighbour n);
 COMMENT ON VIEW land.parcel_ready IS 'Current parcels the data can stand behind and no certificate was issued on: no open block finding, known land use, an owner, no neighbouring delivered record left unloaded';
+
+-- The findings in force on a current parcel, as land.parcel_detail.blocked counts them: made
+-- on this version or later, not closed, naming the parcel as itself or as the other parcel
+-- of a pair (an overlap is kept under the first parcel of the two). `blocks`: whether it
+-- holds the parcel from a certificate; `rejected_record`: whether the finding's delivered
+-- record was rejected (not this parcel, kept in land.rejected_record).
+CREATE OR REPLACE FUNCTION land.parcel_findings(commune text, sheet integer, parcel integer)
+RETURNS TABLE (rule_code text, severity text, message text, batch_id bigint, blocks boolean,
+               rejected_record boolean)
+LANGUAGE sql STABLE AS $$
+    SELECT f.rule_code, f.severity, f.message, f.batch_id,
+           f.severity = 'block'
+           OR (f.severity = 'reject'
+               AND EXISTS (SELECT 1 FROM land.batch b
+                           WHERE b.id = f.batch_id AND b.kind = 'revalidation')),
+           f.source_row IS NOT NULL
+           AND EXISTS (SELECT FROM land.rejected_record r
+                       WHERE r.batch_id = f.batch_id AND r.source_row = f.source_row)
+    FROM land.parcel p
+    JOIN land.finding f
+      ON f.closed_by_batch_id IS NULL AND f.batch_id >= p.batch_id
+     AND ((f.commune_code, f.sheet_no, f.parcel_no) = (p.commune_code, p.sheet_no, p.parcel_no)
+          OR (f.other_commune_code, f.other_sheet_no, f.other_parcel_no)
+             = (p.commune_code, p.sheet_no, p.parcel_no))
+    WHERE (p.commune_code, p.sheet_no, p.parcel_no) = (commune, sheet, parcel)
+    ORDER BY CASE f.severity WHEN 'reject' THEN 0 WHEN 'block' THEN 1 ELSE 2 END, f.id
+$$;
+COMMENT ON FUNCTION land.parcel_findings(text, integer, integer) IS 'The findings in force on a current parcel, its own and those of pairs it is the other parcel of, blocking ones first: SELECT * FROM land.parcel_findings(''22924'', 3, 118)';

@@ -830,3 +830,26 @@ def test_upgrading_puts_serials_recorded_full_width_in_their_plain_form(register
     ]
     upgrade(register)  # again: nothing left to change, nothing fails
     assert rows(register, "SELECT count(*) FROM land.certificate") == [(4,)]
+
+
+def test_the_findings_in_force_on_a_parcel_name_it_as_either_of_a_pair(register, tmp_path):
+    """An overlap is kept under the first parcel of the two: the README's query of a parcel's
+    findings showed the second one none, while the overlap held it from a certificate."""
+    overlapping = translate(lot(1), xoff=-1.0)  # 1 m into lot 0
+    load_file(register, write(tmp_path, [record(0), record(1, geometry=overlapping), record(2)]))
+    query = (
+        "SELECT rule_code, severity, blocks FROM land.parcel_findings('22924', 5, :parcel)"
+        " WHERE rule_code = 'TOPO_OVERLAP'"
+    )
+    assert rows(register, query, parcel=1) == [("TOPO_OVERLAP", "block", True)]
+    assert rows(register, query, parcel=2) == [("TOPO_OVERLAP", "block", True)]
+    assert rows(register, query, parcel=3) == []
+    ready = rows(register, "SELECT parcel_no FROM land.parcel_ready WHERE sheet_no = 5 ORDER BY 1")
+    assert ready == [(3,)]
+    with register.connect() as connection:  # a clerk's role reads it
+        assert connection.execute(
+            sa.text(
+                "SELECT has_function_privilege('land_reader',"
+                " 'land.parcel_findings(text, integer, integer)', 'EXECUTE')"
+            )
+        ).scalar()
