@@ -801,10 +801,8 @@ def sample_command(
     except OSError as error:
         typer.echo(f"landpipe: cannot write {out}: {error.strerror or error}", err=True)
         raise typer.Exit(3) from None
-    except (
-        DataLayerError,
-        DataSourceError,
-    ) as error:  # GDAL cannot create the file there (/proc, a read-only share)
+    except (DataLayerError, DataSourceError) as error:
+        # GDAL cannot create the file there (/proc, a read-only share).
         typer.echo(f"landpipe: cannot write {out}: {error}", err=True)
         raise typer.Exit(3) from None
     typer.echo(f"wrote {len(frame)} parcels to {written}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import shutil
 import stat
@@ -264,6 +265,19 @@ def destination(inbox: Path, delivery: InboxDelivery, outcome: str, batch: int |
         n += 1
         target = where / f"{base}_{n}"
     return target
+
+
+def filed_copy(delivery: Path, batch: int) -> Path | None:
+    """Where the inbox filed ``delivery`` (its path in the inbox) of batch ``batch``, if it
+    did: in the latest of the folders :func:`destination` names for it."""
+    stem = glob.escape(delivery_stem(delivery))
+    filed = [
+        folder / delivery.name
+        for kind in (ARCHIVE, FAILED)
+        for folder in delivery.parent.glob(f"{kind}/*_batch{batch}_{stem}*")
+        if (folder / delivery.name).exists()
+    ]
+    return max(filed, key=lambda path: path.parent.name) if filed else None
 
 
 def move_delivery(delivery: InboxDelivery, target: Path) -> Path:

@@ -176,7 +176,7 @@ def lock_area(conn, geometry: np.ndarray, *, shared: bool = False) -> None:
 #: the file, and loading it again as ``b`` read it (to put a wrong option right) is compared
 #: with the register. A newer delivery over those sheets since (another file, or the file
 #: read again) is not undone by loading an old file again: that stays a no-op.
-READ_OTHERWISE_SINCE = """EXISTS (
+_READ_OTHERWISE_SINCE = """EXISTS (
     SELECT FROM land.batch later
     WHERE later.source_sha256 = b.source_sha256 AND later.id > b.id
       AND later.kind = 'delivery' AND later.status = 'loaded'
@@ -333,7 +333,7 @@ def load(
             earlier = conn.execute(
                 "SELECT id FROM land.batch b WHERE source_sha256 = %s AND status = 'loaded'"
                 " AND source_layer IS NOT DISTINCT FROM %s AND reading_context = %s"
-                f" AND NOT {READ_OTHERWISE_SINCE} ORDER BY id DESC LIMIT 1",
+                f" AND NOT {_READ_OTHERWISE_SINCE} ORDER BY id DESC LIMIT 1",
                 [delivery.source.sha256, delivery.layer, delivery.reading_context],
             ).fetchone()
             if earlier:

@@ -27,7 +27,6 @@ overwritten by the next one.
 
 from __future__ import annotations
 
-import glob
 import html
 import json
 import os
@@ -320,23 +319,10 @@ def report_folder(engine: Engine, batch_id: int, home: Path) -> Path:
         source_path = _batch_row(connection, batch_id).get("source_path")
     delivery = Path(source_path) if source_path else None
     if delivery is not None and not delivery.exists():
-        delivery = _filed_away(delivery, batch_id)
+        from landpipe.inbox import filed_copy  # (the inbox writes its reports with this module)
+
+        delivery = filed_copy(delivery, batch_id)
     return folder_beside(delivery, home)
-
-
-def _filed_away(delivery: Path, batch_id: int) -> Path | None:
-    """Where the inbox filed ``delivery`` of batch ``batch_id``, if it did: the latest of its
-    folders ``<date>_batch<id>_<stem>`` under ``archive/`` or ``failed/`` beside it."""
-    from landpipe.inbox import ARCHIVE, FAILED, delivery_stem
-
-    stem = glob.escape(delivery_stem(delivery))
-    filed = [
-        folder / delivery.name
-        for kind in (ARCHIVE, FAILED)
-        for folder in delivery.parent.glob(f"{kind}/*_batch{batch_id}_{stem}*")
-        if (folder / delivery.name).exists()
-    ]
-    return max(filed, key=lambda path: path.parent.name) if filed else None
 
 
 def folder_beside(delivery: Path | None, home: Path) -> Path:

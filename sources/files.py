@@ -207,7 +207,7 @@ def _locate(path: Path) -> tuple[Path, str, tempfile.TemporaryDirectory | None]:
     return path, driver, None
 
 
-#: What :func:`_special` finds.
+#: What :func:`is_special` finds.
 SPECIAL = "not a file or a folder (a pipe, a socket or a device)"
 
 
