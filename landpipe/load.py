@@ -195,7 +195,8 @@ _READ_OTHERWISE_SINCE = """EXISTS (
 
 
 def _commune_codes(delivery: Delivery) -> list[str]:
-    return [str(code) for code in delivery.parcels["commune_code"].dropna().unique().tolist()]
+    codes = pd.unique(delivery.parcels["commune_code"].to_numpy(dtype=object))
+    return [str(code) for code in codes if not pd.isna(code)]
 
 
 def _ewkb(geometry: shapely.Geometry | None) -> str | None:

@@ -636,7 +636,10 @@ def plan(
     retiring = np.zeros(len(current), dtype=bool)
     if len(current):
         keys = _delivery_keys(delivery, parcels, current.sheets)
-        retiring = ~delivered & np.isin(current.key >> 32, np.unique(keys[keys >= 0] >> 32))
+        # Sheets are places in a short list: flag them, rather than sort a million keys.
+        accepted = np.zeros(len(current.sheets), dtype=bool)
+        accepted[keys[keys >= 0] >> 32] = True
+        retiring = ~delivered & accepted[current.key >> 32]
     if retiring.any() and len(validation.rejected):
         # A record rejected with a wrong key (a parcel number typed twice) still stands for
         # the parcel at its place: that parcel keeps its version, as under its own key.

@@ -128,8 +128,10 @@ class Delivery:
     @functools.cached_property
     def commune_code(self) -> str | None:
         """The commune most parcels belong to."""
-        codes = self.parcels["commune_code"].dropna()
-        return str(codes.mode().iloc[0]) if len(codes) else None
+        # The most frequent, the lowest of those as frequent (as Series.mode has it).
+        codes, communes = pd.factorize(self.parcels["commune_code"], sort=True)
+        counts = np.bincount(codes[codes >= 0], minlength=len(communes))
+        return str(communes[int(np.argmax(counts))]) if counts.any() else None
 
     @functools.cached_property
     def record_hashes(self) -> np.ndarray | None:

@@ -117,12 +117,15 @@ $$;
 -- land-use codes, declared and legal areas (in tenths of m²), owner and address, each
 -- length-prefixed. The loader computes the same bytes from a delivery
 -- (landpipe.sources.fields.content_hashes) and stores them as content_hash; this function
--- is their definition, and stands in for a version stored without one.
+-- is their definition, and stands in for a version stored without one. It is declared
+-- STABLE, as convert_to is, so that the planner inlines it into the query calling it: declared
+-- IMMUTABLE it was called row by row, which took 0.65 s for a re-delivery's 10,000 changed
+-- parcels instead of 0.25 s.
 CREATE OR REPLACE FUNCTION land.parcel_content_hash(
     geom geometry, land_use_codes text[], declared_area_m2 numeric, legal_area_m2 numeric,
     owner_name text, address text)
 RETURNS bytea
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT sha256(
         land.length_prefixed(ST_AsBinary(geom, 'NDR'))
         || land.codes_framed(land_use_codes)
