@@ -165,8 +165,8 @@ CREATE TABLE IF NOT EXISTS land.parcel_lineage (
 CREATE INDEX IF NOT EXISTS parcel_lineage_child_idx ON land.parcel_lineage (child_version_id);
 COMMENT ON TABLE land.parcel_lineage IS 'Split and merge lineage: a retired parcel version (parent) and the new versions that cover its area (children)';
 
--- The ancestry of a parcel: every earlier version of it and, through splits and merges, of
--- the parcels it came from, nearest first.
+-- The ancestry of a parcel: every earlier version of it (from before it was retired, for a key
+-- added again) and, through splits and merges, of the parcels it came from, nearest first.
 CREATE OR REPLACE FUNCTION land.parcel_ancestry(commune text, sheet integer, parcel integer)
 RETURNS TABLE (generation integer, version_id bigint, commune_code text, sheet_no integer,
                parcel_no integer, valid_from timestamptz, valid_to timestamptz, how text)
@@ -182,6 +182,17 @@ LANGUAGE sql STABLE AS $$
         JOIN LATERAL (
             SELECT v.previous_version_id AS id, 'earlier version'::text AS how
             FROM land.parcel_version v WHERE v.id = a.version_id AND v.previous_version_id IS NOT NULL
+            UNION ALL
+            -- A key retired, then added again: its last version before it came back.
+            SELECT e.id, 'earlier version, retired'
+            FROM land.parcel_version v
+            JOIN LATERAL (
+                SELECT w.id FROM land.parcel_version w
+                WHERE w.commune_code = v.commune_code AND w.sheet_no = v.sheet_no
+                  AND w.parcel_no = v.parcel_no AND w.valid_to <= v.valid_from
+                ORDER BY w.valid_to DESC, w.id DESC LIMIT 1
+            ) e ON true
+            WHERE v.id = a.version_id AND v.previous_version_id IS NULL
             UNION ALL
             SELECT l.parent_version_id, 'split/merge'
             FROM land.parcel_lineage l WHERE l.child_version_id = a.version_id

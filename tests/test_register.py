@@ -83,6 +83,30 @@ def second_delivery():
     ]
 
 
+def test_a_date_means_vietnamese_midnight_in_the_register(register, tmp_path):
+    """The register's sessions count time in Vietnam's: the README's
+    land.parcels_at('22924', '2026-01-01') is the commune when that day began in Bình Thuận.
+    (Under the server's UTC the date was 07:00 there, and a load made at 03:00 showed.)"""
+    load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
+    with register.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE land.parcel_version SET valid_from = :at"),
+            {
+                "at": datetime(2025, 12, 31, 20, tzinfo=UTC)  # 03:00 on 1 January in Vietnam
+            },
+        )
+    fresh = sa.create_engine(register.url)  # a session as psql, QGIS or a notebook opens it
+    try:
+        assert scalar(fresh, "SHOW timezone") == "Asia/Ho_Chi_Minh"
+        count = "SELECT count(*) FROM land.parcels_at('22924', '{}')"
+        assert scalar(fresh, count.format("2026-01-01")) == 0
+        assert scalar(fresh, count.format("2026-01-01 03:00")) == 7
+        assert scalar(fresh, count.format("2026-01-02")) == 7
+        assert scalar(fresh, "SELECT min(loaded_at)::text FROM land.parcel").endswith("+07")
+    finally:
+        fresh.dispose()
+
+
 def test_three_deliveries_keep_every_version(register, tmp_path):
     first = load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
     assert first.changes == {"added": 7, "changed": 0, "unchanged": 0, "retired": 0}
@@ -1294,6 +1318,11 @@ def test_a_certified_key_retired_then_added_again_is_flagged_again(register, tmp
         " AND rule_code = 'CERT_CHANGED'",
         b=again.batch,
     ) == [("added again",)]
+    # Its ancestry reaches the certified version, from before it was retired.
+    certified = scalar(register, "SELECT parcel_version_id FROM land.certificate")
+    assert rows(
+        register, "SELECT generation, version_id, how FROM land.parcel_ancestry('22924', 5, 4)"
+    )[1:] == [(1, certified, "earlier version, retired")]
     assert 4 in blocked_parcels(register)
     assert (4,) not in rows(register, "SELECT parcel_no FROM land.parcel_ready")
 
