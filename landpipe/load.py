@@ -405,6 +405,8 @@ def load(
                 if dropped is None and (changes.added or changes.changed or changes.retired)
                 else 0  # nothing replaced, or no earlier parcel at all
             )
+            if dropped is None:
+                closed += _close_rejected_again(conn, result.batch, delivery, sheets)
             result.issues = validation.counts()
             result.changes = changes.as_json()
             result.closed = closed
@@ -519,6 +521,41 @@ def _close_superseded(conn, batch_id: int, changed: np.ndarray, retired: np.ndar
             "lining": topology.LINING_M,
             "rules": list(topology.RULES),
         },
+    ).rowcount
+
+
+#: Open findings of earlier batches on records they rejected that had a whole key, in some
+#: sheets: (finding id, key).
+_ON_REJECTED_RECORDS = """
+SELECT f.id, f.commune_code, f.sheet_no, f.parcel_no
+FROM unnest(%s::text[], %s::integer[]) AS s (commune, sheet)
+JOIN land.finding f ON f.commune_code = s.commune AND f.sheet_no = s.sheet
+JOIN land.rejected_record r ON r.batch_id = f.batch_id AND r.source_row = f.source_row
+WHERE f.closed_by_batch_id IS NULL AND f.batch_id < %s AND f.parcel_no IS NOT NULL
+"""
+
+
+def _close_rejected_again(
+    conn, batch_id: int, delivery: Delivery, sheets: list[tuple[str, int]]
+) -> int:
+    """Close the open findings of earlier batches on records they rejected whose key this
+    batch delivers again, loaded or rejected once more: those records are no longer what was
+    delivered for the key (a rejected one again has findings of this batch). Returns how
+    many. Without this, a broken record delivered five times left five findings in force."""
+    if not sheets:
+        return 0
+    found = conn.execute(_ON_REJECTED_RECORDS, [*register.sheet_arrays(sheets), batch_id])
+    found = found.fetchall()
+    if not found:
+        return 0
+    keys = delivery.parcels[list(canonical.KEY)]
+    keys = keys[keys["parcel_no"].isin({number for *_, number in found})].dropna()
+    delivered = {(str(c), int(s), int(p)) for c, s, p in keys.itertuples(index=False)}
+    ids = [i for i, c, s, p in found if (c, s, p) in delivered]
+    if not ids:
+        return 0
+    return conn.execute(
+        "UPDATE land.finding SET closed_by_batch_id = %s WHERE id = ANY(%s)", [batch_id, ids]
     ).rowcount
 
 

@@ -179,6 +179,37 @@ def test_a_rejected_record_keeps_its_current_version(register, tmp_path):
     assert current(register)[0][2] == "Nguyễn Văn An"
 
 
+def test_a_record_rejected_again_or_loaded_closes_the_findings_of_its_earlier_rejection(
+    register, tmp_path
+):
+    """A broken record of a kept parcel, delivered again and again (renamed, in another
+    format), leaves one rejection in force, not one per delivery; delivered fixed, none."""
+    load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
+    broken = first_delivery()[:6]
+    broken[0] = record(0, geometry=BOW_TIE, TenChu="Sai Hình")
+    open_findings = (
+        "SELECT batch_id, rule_code FROM land.finding WHERE closed_by_batch_id IS NULL"
+        " AND sheet_no = 5 AND parcel_no = 1 ORDER BY 1, 2"
+    )
+    batches = []
+    for name in ("d2.gpkg", "d2 copy.gpkg", "d2.geojson"):
+        result = load_file(register, write(tmp_path, broken, name))
+        assert result.rejected == 1 and result.changes["unchanged"] == 5
+        batches.append(result.batch)
+        assert rows(register, open_findings) == [(result.batch, "GEOM_INVALID")]
+    assert result.closed == 1
+    assert scalar(register, "SELECT n_closed FROM land.batch WHERE id = :b", b=result.batch) == 1
+    # The earlier ones are closed by the batch that delivered the key again.
+    assert rows(
+        register,
+        "SELECT batch_id, closed_by_batch_id FROM land.finding WHERE parcel_no = 1 ORDER BY 1",
+    ) == [(batches[0], batches[1]), (batches[1], batches[2]), (batches[2], None)]
+    fixed = load_file(register, write(tmp_path, first_delivery()[:6], "d3.gpkg"))
+    assert fixed.changes == {"added": 0, "changed": 0, "unchanged": 6, "retired": 0}
+    assert rows(register, open_findings) == []
+    assert fixed.closed == 1
+
+
 def test_a_certified_parcel_that_changes_is_flagged_and_its_history_kept(register, tmp_path):
     load_file(register, write(tmp_path, first_delivery(), "d1.gpkg"))
     certify(register, "CS 123456", parcel_no=2)
