@@ -174,13 +174,20 @@ def load_step(
     started_at: datetime,
     look: register.Look | None = None,
     options: dict[str, Any] | None = None,
+    force: bool = False,
 ):
     engine = make_engine(settings)
     try:
         ensure_current(engine, upgrade_if_needed=settings.database_url is None)
         with progress.step("load", total=len(delivery.parcels)):
             return load(
-                engine, delivery, validation, started_at=started_at, look=look, options=options
+                engine,
+                delivery,
+                validation,
+                started_at=started_at,
+                look=look,
+                options=options,
+                force=force,
             )
     finally:
         engine.dispose()
@@ -270,8 +277,12 @@ def load_delivery(
     scale: int | None = None,
     report: bool = True,
     report_dir: str | None = None,
+    force: bool = False,
 ) -> State:
     """Load one survey delivery into the land register.
+
+    A file loaded before and read otherwise now (another option) is refused when other
+    deliveries changed its sheets since: loaded, it would undo them; ``force`` loads it anyway.
 
     Returns a Completed state holding the load summary (``LoadResult.as_json()``), or a
     Failed state holding it when the delivery cannot be used as a whole. With ``report`` the
@@ -295,6 +306,8 @@ def load_delivery(
         "mapping": mapping,
         "scale": scale,
     }
+    if force:
+        options["force"] = True
     # The steps make millions of objects: no cyclic collection until they are done.
     with collector_paused():
         try:
@@ -330,6 +343,9 @@ def load_delivery(
                 len(delivery.parcels),
             )
             validation = validate_step(delivery, unchanged)
+            result: LoadResult = load_step(
+                settings, delivery, validation, started_at, look, options, force
+            )
         except DeliveryError as error:
             say("refused", "%s", error)
             batch = refuse_step(settings, path, error, started_at, options)
@@ -343,7 +359,6 @@ def load_delivery(
             body = summary.as_json()
             body["report"] = _report(settings, path, batch, report, report_dir)
             return Failed(message=str(error), data=body)
-        result: LoadResult = load_step(settings, delivery, validation, started_at, look, options)
     say(
         "load",
         "batch %s %s: %d read, %d loaded, %d repaired, %d rejected",

@@ -209,6 +209,14 @@ def load_command(
             "$LANDPIPE_HOME/reports when that folder cannot be written."
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Load a file loaded before, read otherwise now, even though newer deliveries "
+            "changed its sheets since (it undoes them; refused otherwise, exit 15).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
     verbose: VerboseOption = False,
 ) -> None:
@@ -245,6 +253,7 @@ def load_command(
                 scale=scale,
                 report=report,
                 report_dir=str(report_dir) if report_dir else None,
+                force=force,
             )
     except LandpipeError as error:
         _fail(error)

@@ -47,6 +47,11 @@ class FieldError(DeliveryError):
     """The delivery lacks a field that every parcel needs and no option supplies it."""
 
 
+class SupersededError(DeliveryError):
+    """A file loaded before, read otherwise now, whose sheets a newer delivery changed since:
+    loading it would undo that delivery (``landpipe load --force`` does so anyway)."""
+
+
 #: Exit code per error kind; the most specific class listed wins. 0 is success, 1 an
 #: unexpected failure (a bug), 2 a usage error (typer's own).
 EXIT_CODES: dict[type[LandpipeError], int] = {
@@ -56,6 +61,7 @@ EXIT_CODES: dict[type[LandpipeError], int] = {
     LayerError: 11,
     CRSError: 12,
     FieldError: 13,
+    SupersededError: 15,
     DeliveryError: 14,
     LandpipeError: 1,
 }

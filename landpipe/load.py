@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 
 from landpipe import register, topology
 from landpipe.db import lock_communes
+from landpipe.errors import SupersededError
 from landpipe.memory import collector_paused
 from landpipe.schemas import parcel as canonical
 from landpipe.schemas.findings import Finding
@@ -194,6 +195,45 @@ _READ_OTHERWISE_SINCE = """EXISTS (
                             WHERE later.covered_sheets @> jsonb_build_array(s)))))"""
 
 
+#: The deliveries of other files loaded since the file's latest load (``%(sha)s``) that
+#: changed parcels of the sheets it covers (``%(sheets)s``, jsonb; a batch whose sheets are
+#: unknown counts as covering them).
+_NEWER_SINCE = """
+SELECT b.id FROM land.batch b
+WHERE b.id > (SELECT max(id) FROM land.batch
+              WHERE source_sha256 = %(sha)s AND kind = 'delivery' AND status = 'loaded')
+  AND b.kind = 'delivery' AND b.status = 'loaded' AND b.source_sha256 <> %(sha)s
+  AND coalesce(b.n_added, 0) + coalesce(b.n_changed, 0) + coalesce(b.n_retired, 0) > 0
+  AND (b.covered_sheets IS NULL
+       OR EXISTS (SELECT FROM jsonb_array_elements(b.covered_sheets) s
+                  WHERE %(sheets)s::jsonb @> jsonb_build_array(s)))
+ORDER BY b.id
+"""
+
+
+def _refuse_if_superseded(conn, delivery: Delivery, sheets: list[tuple[str, int]]) -> None:
+    """Refuse a file loaded before, read otherwise now, when other deliveries changed its
+    sheets since its latest load: loaded again, it would undo them (the parcels they changed
+    back to the file's). Read as it was, it is a no-op (see :func:`load`); to undo a newer
+    delivery on purpose, ``force``."""
+    newer = [
+        row[0]
+        for row in conn.execute(
+            _NEWER_SINCE,
+            {"sha": delivery.source.sha256, "sheets": Jsonb([list(pair) for pair in sheets])},
+        ).fetchall()
+    ]
+    if newer:
+        listed = ", ".join(str(batch) for batch in newer[:5]) + (", ..." if len(newer) > 5 else "")
+        raise SupersededError(
+            f"{delivery.source.path}: this file was loaded before, and since then "
+            f"{'batch' if len(newer) == 1 else 'batches'} {listed} delivered its sheets anew; "
+            "loaded again, read otherwise, it would undo "
+            f"{'that delivery' if len(newer) == 1 else 'those deliveries'} (load it with "
+            "--force to do so anyway)"
+        )
+
+
 def _commune_codes(delivery: Delivery) -> list[str]:
     codes = pd.unique(delivery.parcels["commune_code"].to_numpy(dtype=object))
     return [str(code) for code in codes if not pd.isna(code)]
@@ -309,14 +349,17 @@ def load(
     started_at: datetime,
     look: register.Look | None = None,
     options: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> LoadResult:
     """Write ``delivery`` and its ``validation`` as one batch; a no-op when already loaded.
 
     ``options`` are those the delivery was read with (``landpipe load``'s), kept in the
-    batch. ``look``, from :func:`look_at_register`, spares reading the register's current versions
-    again when nothing changed them since. The first load into an empty register builds the
-    register's indexes after copying (see :mod:`landpipe.register`); it holds
-    ``land.parcel_version`` alone until it commits.
+    batch. A file loaded before and read otherwise now is refused
+    (:class:`~landpipe.errors.SupersededError`) when other deliveries changed its sheets
+    since, unless ``force``. ``look``, from :func:`look_at_register`, spares reading the
+    register's current versions again when nothing changed them since. The first load into an
+    empty register builds the register's indexes after copying (see
+    :mod:`landpipe.register`); it holds ``land.parcel_version`` alone until it commits.
     """
     initial = len(validation.parcels) > 0 and register.register_is_empty(engine)
     raw = engine.raw_connection()
@@ -341,6 +384,8 @@ def load(
                 result = _summary(delivery, validation)
                 result.issues = validation.counts()
                 return _unchanged(result, earlier[0])
+            if not force:
+                _refuse_if_superseded(conn, delivery, register.covered_sheets(delivery))
             dropped = register.take_empty_register(conn) if initial else None
             sheets = register.covered_sheets(delivery)
             if dropped is not None:  # the register is empty

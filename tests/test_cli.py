@@ -465,6 +465,13 @@ def test_the_same_file_read_otherwise_is_loaded_again_and_the_inbox_ignores_opti
     again, _ = load_json(path, cli_env, "--no-report")
     assert (again["status"], again["batch"]) == ("unchanged", right["batch"])
     assert owners() == expected
+    # Read otherwise (a technician putting its scale right), it is refused, not loaded over
+    # the newer delivery (with --force it is loaded: see the end).
+    refused, result = load_json(path, cli_env, "--scale", "2000", "--no-report")
+    assert (result.returncode, refused["status"]) == (15, "failed")
+    assert f"batch {newer_load['batch']} delivered its sheets anew" in refused["error"]
+    assert "--force" in refused["error"]
+    assert owners() == expected
     # Nor does the inbox load content again to undo a technician's load with options: that
     # load may be the right reading (a mapping the detection missed).
     wrong, _ = load_json(newer, cli_env, "--encoding", "vni", "--no-report")
@@ -495,6 +502,13 @@ def test_the_same_file_read_otherwise_is_loaded_again_and_the_inbox_ignores_opti
     assert result.returncode == 0, result.stderr
     (outcome,) = json.loads(result.stdout)["deliveries"]
     assert outcome["status"] == "loaded"
+
+    # The old file read otherwise, with --force: loaded over all those deliveries.
+    refused, result = load_json(path, cli_env, "--scale", "2000", "--no-report")
+    assert (result.returncode, refused["status"]) == (15, "failed")
+    forced, result = load_json(path, cli_env, "--scale", "2000", "--force", "--no-report")
+    assert (result.returncode, forced["status"]) == (0, "loaded"), result.stderr
+    assert set(owners()) == names
 
 
 @pytest.mark.parametrize(
