@@ -51,3 +51,38 @@ CREATE TRIGGER parcel_version_written
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON land.parcel_version
     FOR EACH STATEMENT
     EXECUTE FUNCTION land.note_register_edit();
+
+-- A version a certificate was issued on is what that certificate certifies: its geometry,
+-- land use, areas, owner and address are not edited in place (the certificate would then
+-- certify what it never did, and the register would keep no trace of what it did). A
+-- correction of a certified parcel comes as a delivery: a new version, flagged for review
+-- (CERT_CHANGED), the certified one kept.
+CREATE OR REPLACE FUNCTION land.refuse_certified_edit() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    serial text;
+BEGIN
+    IF (NEW.geom, NEW.land_use_codes, NEW.declared_area_m2, NEW.legal_area_m2, NEW.owner_name,
+        NEW.address) IS NOT DISTINCT FROM (OLD.geom, OLD.land_use_codes, OLD.declared_area_m2,
+        OLD.legal_area_m2, OLD.owner_name, OLD.address) THEN
+        RETURN NEW;
+    END IF;
+    SELECT c.serial INTO serial FROM land.certificate c WHERE c.parcel_version_id = OLD.id
+    ORDER BY c.serial LIMIT 1;
+    IF serial IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'restrict_violation',
+            MESSAGE = 'parcel ' || OLD.commune_code || '/' || OLD.sheet_no || '/'
+                || OLD.parcel_no || ': version ' || OLD.id || ' holds certificate ' || serial
+                || ', which certifies it as it is; it is not edited in place',
+            HINT = 'deliver the correction: a new version, flagged for review (CERT_CHANGED)';
+    END IF;
+    RETURN NEW;
+END
+$$;
+DROP TRIGGER IF EXISTS parcel_version_certified_edit ON land.parcel_version;
+CREATE TRIGGER parcel_version_certified_edit
+    BEFORE UPDATE OF geom, land_use_codes, declared_area_m2, legal_area_m2, owner_name, address
+    ON land.parcel_version
+    FOR EACH ROW
+    EXECUTE FUNCTION land.refuse_certified_edit();

@@ -1335,6 +1335,29 @@ def test_a_split_or_merge_that_keeps_a_parcel_number_has_its_lineage(register, t
     ) == [(4, "current"), (4, "earlier version"), (5, "split/merge")]
 
 
+def test_the_certified_version_is_not_edited_in_place(register, tmp_path):
+    load_file(register, write(tmp_path, [record(i) for i in range(3)], "d1.gpkg"))
+    certify(register, "CS 000001", parcel_no=1)
+    edit = "UPDATE land.parcel SET owner_name = :owner WHERE sheet_no = 5 AND parcel_no = :parcel"
+    with pytest.raises(sa.exc.DBAPIError, match="holds certificate CS 000001") as raised:
+        with register.begin() as connection:
+            connection.execute(sa.text(edit), {"owner": "Lê Văn Tám", "parcel": 1})
+    assert "deliver the correction" in str(raised.value)
+    assert current(register)[0][2] == "Nguyễn Văn An"
+    with register.begin() as connection:  # what changes nothing, and other parcels, may be
+        connection.execute(sa.text(edit), {"owner": "Nguyễn Văn An", "parcel": 1})
+        connection.execute(sa.text(edit), {"owner": "Lê Văn Tám", "parcel": 2})
+        connection.execute(sa.text("UPDATE land.parcel SET attributes = attributes"))
+    # Delivered, the correction is a new version, flagged; that one may be edited.
+    changed = load_file(
+        register, write(tmp_path, [record(0, TenChu="Lê Văn Tám"), record(1)], "d2.gpkg")
+    )
+    assert changed.issues.get("CERT_CHANGED") == 1
+    with register.begin() as connection:
+        connection.execute(sa.text(edit), {"owner": "Lê Văn Tám (sửa)", "parcel": 1})
+    assert current(register)[0][2] == "Lê Văn Tám (sửa)"
+
+
 def test_a_certified_key_retired_then_added_again_is_flagged_again(register, tmp_path):
     load_file(register, write(tmp_path, [record(i) for i in range(4)], "d1.gpkg"))
     certify(register, "CS 000004", parcel_no=4)
