@@ -163,6 +163,8 @@ def _extract(connection: sa.Connection, key: dict[str, Any]) -> dict[str, Any]:
             )
     if not parcel_row["owner_name"]:
         reasons.append("no owner")
+    elif not any(character.isalpha() for character in parcel_row["owner_name"]):
+        reasons.append(f"no owner's name (the owner is {parcel_row['owner_name']!r})")
     if not parcel_row["land_use_codes"]:
         reasons.append("no land-use code")
     if parcel_row["unknown_land_use"]:

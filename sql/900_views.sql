@@ -44,7 +44,7 @@ CREATE OR REPLACE VIEW land.parcel_ready AS
 SELECT d.*
 FROM land.parcel_detail d
 WHERE NOT d.blocked
-  AND d.owner_name IS NOT NULL
+  AND d.owner_name ~ '[[:alpha:]]'  -- a name: '-' or '?' typed for one that is not known is none
   AND cardinality(d.land_use_codes) > 0
   AND NOT EXISTS (SELECT 1 FROM unnest(d.land_use_codes) AS code
                   WHERE code NOT IN (SELECT u.code FROM land.land_use_code u))
@@ -54,7 +54,7 @@ WHERE NOT d.blocked
                     AND c.parcel_version_id = d.id)
   -- (Found from the few unloaded records, once: not one search per parcel.)
   AND d.id NOT IN (SELECT n.version_id FROM land.unloaded_neighbour n);
-COMMENT ON VIEW land.parcel_ready IS 'Current parcels the data can stand behind and no certificate was issued on: no open block finding, known land use, an owner, no neighbouring delivered record left unloaded';
+COMMENT ON VIEW land.parcel_ready IS 'Current parcels the data can stand behind and no certificate was issued on: no open block finding, known land use, an owner (a name with a letter), no neighbouring delivered record left unloaded';
 
 -- The findings in force on a current parcel, as land.parcel_detail.blocked counts them: made
 -- on this version or later, not closed, naming the parcel as itself or as the other parcel

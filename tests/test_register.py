@@ -237,8 +237,10 @@ def test_a_certified_parcel_that_changes_is_flagged_and_its_history_kept(registe
 
 def test_ready_view_needs_an_owner_and_known_land_use(register, tmp_path):
     records = [record(0), record(1, TenChu=None), record(2, KyHieuMucDichSuDung="XYZ")]
+    # A dash or question mark typed where the owner is not known is no owner's name.
+    records += [record(3, TenChu="-"), record(4, TenChu=" ? "), record(5, TenChu="Ân")]
     load_file(register, write(tmp_path, records, "d.gpkg"))
-    assert rows(register, "SELECT parcel_no FROM land.parcel_ready") == [(1,)]
+    assert rows(register, "SELECT parcel_no FROM land.parcel_ready") == [(1,), (6,)]
 
 
 def _worker(path, env):
