@@ -166,16 +166,18 @@ CREATE INDEX IF NOT EXISTS parcel_lineage_child_idx ON land.parcel_lineage (chil
 COMMENT ON TABLE land.parcel_lineage IS 'Split and merge lineage: a retired parcel version (parent) and the new versions that cover its area (children)';
 
 -- The ancestry of a parcel: every earlier version of it (from before it was retired, for a key
--- added again) and, through splits and merges, of the parcels it came from, nearest first.
+-- added again) and, through splits and merges, of the parcels it came from, nearest first;
+-- of a key retired since, from its last version on.
 CREATE OR REPLACE FUNCTION land.parcel_ancestry(commune text, sheet integer, parcel integer)
 RETURNS TABLE (generation integer, version_id bigint, commune_code text, sheet_no integer,
                parcel_no integer, valid_from timestamptz, valid_to timestamptz, how text)
 LANGUAGE sql STABLE AS $$
     WITH RECURSIVE ancestry (generation, version_id, how) AS (
-        SELECT 0, v.id, 'current'::text
-        FROM land.parcel_version v
-        WHERE v.commune_code = commune AND v.sheet_no = sheet AND v.parcel_no = parcel
-          AND v.valid_to IS NULL
+        -- The current version; for a key retired since, its last version.
+        SELECT 0, l.id, CASE WHEN l.valid_to IS NULL THEN 'current' ELSE 'retired' END
+        FROM (SELECT v.id, v.valid_to FROM land.parcel_version v
+              WHERE v.commune_code = commune AND v.sheet_no = sheet AND v.parcel_no = parcel
+              ORDER BY v.valid_to DESC NULLS FIRST, v.id DESC LIMIT 1) l
         UNION
         SELECT a.generation + 1, p.id, p.how
         FROM ancestry a

@@ -153,6 +153,10 @@ def test_three_deliveries_keep_every_version(register, tmp_path):
         " WHERE generation = 1 ORDER BY parcel_no",
     )
     assert ancestry == [(4, "split/merge"), (5, "split/merge")]
+    # A key retired since: its last version, and the versions before it.
+    assert rows(
+        register, "SELECT generation, parcel_no, how FROM land.parcel_ancestry('22924', 5, 6)"
+    ) == [(0, 6, "retired")]
     children = rows(
         register,
         """
