@@ -60,7 +60,7 @@ CREATE FUNCTION land.unloaded_neighbours(commune text, sheet integer, parcel int
                                          tolerance_m double precision DEFAULT 0.05)
 RETURNS TABLE (batch_id bigint, source_row integer, rule_codes text[], commune_code text,
                sheet_no integer, parcel_no integer, shared_m numeric)
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE sql STABLE SET search_path FROM CURRENT SET jit = off AS $$
     SELECT u.batch_id, u.source_row, u.rule_codes, u.commune_code, u.sheet_no, u.parcel_no,
            round(shared.length::numeric, 2)
     FROM land.parcel_version p

@@ -59,7 +59,7 @@ CREATE OR REPLACE FUNCTION land.parcels_near(x double precision, y double precis
                                              within_m double precision DEFAULT 0)
 RETURNS TABLE (commune_code text, sheet_no integer, parcel_no integer, owner_name text,
                address text, area_m2 numeric, distance_m numeric, ready boolean)
-LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE sql STABLE SET search_path FROM CURRENT SET jit = off AS $$
     WITH here AS MATERIALIZED (
         SELECT ST_Transform(ST_SetSRID(ST_MakePoint(x, y), srid), 9218) AS point
     ), found AS MATERIALIZED (
