@@ -654,7 +654,7 @@ def find_command(
             f"landpipe: --at {at}: not a latitude,longitude in Vietnam (latitude first)", err=True
         )
         raise typer.Exit(2)
-    found = _on_register(
+    found, more = _on_register(
         lambda engine, _: find_parcels(
             engine,
             owner=owner,
@@ -666,7 +666,7 @@ def find_command(
         )
     )
     if as_json:
-        typer.echo(json.dumps({"parcels": found}, ensure_ascii=False))
+        typer.echo(json.dumps({"parcels": found, "more": more}, ensure_ascii=False))
     else:
         for p in found:
             distance = p.get("distance_m")
@@ -676,6 +676,12 @@ def find_command(
                 f"  {p['area_m2']} m²  {p['address'] or '-'}"
                 f"  {'ready' if p['ready'] else 'not ready'}{away}"
             )
+    if more and not as_json:
+        typer.echo(
+            f"landpipe: more than {limit} parcels found, the first {limit} shown"
+            " (--limit to show more)",
+            err=True,
+        )
     if not found:
         if not as_json:
             swapped = point is not None and point[0] < point[1]

@@ -408,12 +408,13 @@ def find_parcels(
     within_m: float = 0.0,
     commune: str | None = None,
     limit: int = 50,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], bool]:
     """Current parcels whose owner's name holds ``owner`` (``land.parcels_of_owner``: case,
     diacritics and Unicode normalization ignored), or at a point (``land.parcels_near``):
     ``latlon`` in WGS 84 as a phone shows it (latitude, longitude), or ``xy`` in VN-2000 as a
     certificate writes it (X northing, Y easting); the parcel holding the point, or those within
-    ``within_m`` metres, nearest first. At most ``limit``, as JSON-able values.
+    ``within_m`` metres, nearest first. At most ``limit``, as JSON-able values, and whether
+    there were more.
     """
     if owner is not None:
         sql = "SELECT * FROM land.parcels_of_owner(:owner, :commune) LIMIT :limit"
@@ -435,8 +436,9 @@ def find_parcels(
         with engine.connect() as connection:
             # A search's cost estimate sets off JIT, which took longer than the search.
             connection.execute(sa.text("SET LOCAL jit = off"))
-            found = connection.execute(sa.text(sql), params).mappings()
-            return [_json(dict(row)) for row in found]
+            found = connection.execute(sa.text(sql), {**params, "limit": limit + 1}).mappings()
+            parcels = [_json(dict(row)) for row in found]
+            return parcels[:limit], len(parcels) > limit
     except sa.exc.DBAPIError as err:
         raise DatabaseError.of("cannot search the register", err) from err
 

@@ -519,6 +519,16 @@ def test_district_offices_find_parcels_by_owner_as_typed_and_by_point(register, 
         "22924/5/4",
     ]
     assert "Nguyễn Văn An  100.0 m²" in shown.stdout and shown.stdout.rstrip().endswith("ready")
+    assert not shown.stderr
+    # More than the limit: the first ones, and a word that there are more.
+    first = run_cli("find", "--owner", "nguyen van", "--limit", "1", env=cli_env)
+    assert (first.returncode, first.stdout.split()[0]) == (0, "22924/5/1")
+    assert "more than 1 parcels found, the first 1 shown (--limit" in first.stderr
+    first = run_cli("find", "--owner", "nguyen van", "--limit", "1", "--json", env=cli_env)
+    data = json.loads(first.stdout)
+    assert ([p["parcel_no"] for p in data["parcels"]], data["more"]) == ([1], True)
+    data = json.loads(run_cli("find", "--owner", "dao", "--json", env=cli_env).stdout)
+    assert ([p["parcel_no"] for p in data["parcels"]], data["more"]) == ([2], False)
 
     # Lot 1 (parcel 2) seen from a phone: latitude, longitude of its middle.
     to_wgs84 = pyproj.Transformer.from_crs(9218, 4326, always_xy=True)
