@@ -33,13 +33,15 @@ $$;
 -- Current parcels whose owner's name holds `name` (land.fold_vietnamese on both: case,
 -- diacritics and how the text was composed do not matter), in one commune or all, with
 -- whether each is ready for a certificate: SELECT * FROM land.parcels_of_owner('nguyen van an').
--- A name that folds to nothing finds nothing.
+-- A name with no letter or digit (nothing, or a stray percent sign or '.*', whose
+-- characters each stand for any one character) finds nothing.
 CREATE OR REPLACE FUNCTION land.parcels_of_owner(name text, commune text DEFAULT NULL)
 RETURNS TABLE (commune_code text, sheet_no integer, parcel_no integer, owner_name text,
                address text, area_m2 numeric, land_use_codes text[], ready boolean)
 LANGUAGE sql STABLE AS $$
     WITH wanted AS MATERIALIZED (
-        SELECT land.owner_pattern(name) AS pattern WHERE land.fold_vietnamese(name) <> ''
+        SELECT land.owner_pattern(name) AS pattern
+        WHERE land.fold_vietnamese(name) ~ '[[:alnum:]]'
     ), found AS MATERIALIZED (
         SELECT p.* FROM land.parcel p, wanted w
         WHERE p.owner_name ~* w.pattern AND (commune IS NULL OR p.commune_code = commune)

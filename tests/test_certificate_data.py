@@ -511,6 +511,7 @@ def test_district_offices_find_parcels_by_owner_as_typed_and_by_point(register, 
     assert owners("Ðào") == [2]  # an Icelandic eth, as a legacy conversion writes Đ
     assert owners("Phạm") == []
     assert owners(" ") == [] and owners("") == []
+    assert owners("%") == [] and owners(".*") == []  # a stray keystroke lists no one
 
     shown = run_cli("find", "--owner", "nguyen van", env=cli_env)
     assert shown.returncode == 0, shown.stderr
