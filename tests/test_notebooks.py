@@ -40,12 +40,20 @@ def test_every_notebook_is_tested():
 def test_parcels_of_a_commune_shows_its_parcels_findings_and_rejected_records(
     register, cli_env, tmp_path, monkeypatch
 ):
+    # Another commune's delivery first: its findings and rejected records are not shown.
+    other = synth.placeable_communes()[1]
+    elsewhere = tmp_path / f"thua_dat_{other}.shp"
+    synth.write_delivery(synth.generate_delivery(other, n_parcels=300), elsewhere)
+    loaded = run_cli("load", str(elsewhere), "--no-report", "--json", env=cli_env)
+    assert loaded.returncode == 0, loaded.stderr
+    assert json.loads(loaded.stdout)["parcels"]["rejected"] > 0
     delivery = tmp_path / "thua_dat_22924.shp"
     synth.write_delivery(synth.generate_delivery("22924"), delivery)
     loaded = run_cli("load", str(delivery), "--no-report", "--json", env=cli_env)
     assert loaded.returncode == 0, loaded.stderr
     counts = json.loads(loaded.stdout)["parcels"]
     assert counts["rejected"] > 0
+    batch = json.loads(loaded.stdout)["batch"]
     # The kernel gets this process's environment: the test register.
     for name in ("LANDPIPE_DATABASE_URL", "LANDPIPE_HOME"):
         monkeypatch.setenv(name, cli_env[name])
@@ -72,3 +80,6 @@ def test_parcels_of_a_commune_shows_its_parcels_findings_and_rejected_records(
     assert any("image/png" in output.get("data", {}) for output in outputs)
     shown = "".join(str(output.get("data", {}).get("text/plain", "")) for output in outputs)
     assert "GEOM_INVALID" in shown and "ATTR_KEY_DUPLICATE" in shown
+    # Its history: the commune after its one delivery is the commune now.
+    printed = "".join(output.get("text", "") for output in outputs)
+    assert f"after batch {batch}: {counts['loaded']} parcels; now: {counts['loaded']}" in printed
