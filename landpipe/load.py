@@ -669,8 +669,11 @@ def _against_register(
 
 
 def _unchanged(result: LoadResult, batch_id: int) -> LoadResult:
+    """A delivery loaded before as batch ``batch_id``: nothing written, each parcel it would
+    load unchanged in the register."""
     result.batch = batch_id
     result.status = "unchanged"
+    result.changes = {"added": 0, "changed": 0, "unchanged": result.loaded, "retired": 0}
     result.loaded = 0
     return result
 

@@ -108,6 +108,11 @@ def test_same_file_again_is_unchanged_and_writes_nothing(register, tmp_path):
     again = load_file(register, path)
     assert (again.status, again.batch) == ("unchanged", first.batch)
     assert table_counts(register) == before
+    # Its summary says so: every parcel unchanged, none loaded.
+    assert (again.loaded, again.changes) == (
+        0,
+        {"added": 0, "changed": 0, "unchanged": 3, "retired": 0},
+    )
 
 
 def test_redelivery_replaces_parcels_of_the_same_key(register, tmp_path):
