@@ -57,8 +57,16 @@ CREATE TRIGGER parcel_version_written
 -- certify what it never did, and the register would keep no trace of what it did). A
 -- correction of a certified parcel comes as a delivery: a new version, flagged for review
 -- (CERT_CHANGED), the certified one kept.
+-- SECURITY DEFINER: an editor's role needs no right on land.certificate to edit parcels.
+CREATE OR REPLACE FUNCTION land.certificate_on_version(version_id bigint) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.serial FROM land.certificate c WHERE c.parcel_version_id = version_id
+    ORDER BY c.serial LIMIT 1
+$$;
+-- (PostGIS's operators are found where PostGIS was when the register was upgraded, whatever
+-- the search path of the session editing.)
 CREATE OR REPLACE FUNCTION land.refuse_certified_edit() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     serial text;
 BEGIN
@@ -67,8 +75,7 @@ BEGIN
         OLD.legal_area_m2, OLD.owner_name, OLD.address) THEN
         RETURN NEW;
     END IF;
-    SELECT c.serial INTO serial FROM land.certificate c WHERE c.parcel_version_id = OLD.id
-    ORDER BY c.serial LIMIT 1;
+    serial := land.certificate_on_version(OLD.id);
     IF serial IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'restrict_violation',

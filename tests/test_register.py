@@ -1740,6 +1740,12 @@ def test_an_editor_role_with_no_right_on_the_edit_log_can_edit_parcels(register,
                 connection.execute(sa.text("SELECT count(*) FROM land.register_edit")).scalar()
                 == edits + 1
             )
+        # Nor to be told that a version it edits holds a certificate.
+        certify(register, "CS 000009", parcel_no=1)
+        refused = pytest.raises(sa.exc.DBAPIError, match="holds certificate CS 000009")
+        with refused, register.begin() as connection:
+            connection.execute(sa.text("SET LOCAL ROLE landpipe_test_editor"))
+            connection.execute(sa.text("UPDATE land.parcel_version SET owner_name = 'Lê Văn'"))
     finally:
         with register.begin() as connection:
             connection.execute(sa.text("DROP OWNED BY landpipe_test_editor"))
