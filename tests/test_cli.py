@@ -406,7 +406,15 @@ def test_a_command_interrupted_while_its_prefect_server_starts_leaves_none_runni
 
     env = _without_prefect_api(cli_env, tmp_path, prefect_home)
     command = [str(Path(sys.executable).with_name("landpipe")), "load", str(sample)]
-    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Ctrl-C reaches the command as on a terminal, whoever ran the tests: a shell's
+    # background job (CI started with `&`) hands its children SIGINT ignored.
+    child = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     state = prefect_home / prefect_server.STATE
     deadline = time.monotonic() + 120
     while not state.exists() and child.poll() is None and time.monotonic() < deadline:
