@@ -384,10 +384,10 @@ def load(
                 result = _summary(delivery, validation)
                 result.issues = validation.counts()
                 return _unchanged(result, earlier[0])
-            if not force:
-                _refuse_if_superseded(conn, delivery, register.covered_sheets(delivery))
-            dropped = register.take_empty_register(conn) if initial else None
             sheets = register.covered_sheets(delivery)
+            if not force:
+                _refuse_if_superseded(conn, delivery, sheets)
+            dropped = register.take_empty_register(conn) if initial else None
             if dropped is not None:  # the register is empty
                 current = register.Registered.none(sheets)
             else:
